@@ -1,0 +1,232 @@
+"""The `hybrid` command line: options -> configs -> one library call per command."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from hybrid.errors import UserError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-63' or '1,5,10-12' -> a list of seeds."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected numbers and ranges such as 0-63 or 1,5,10-12") from None
+    if not seeds or min(seeds) < 0 or len(seeds) > 10_000_000:
+        raise UserError(f"--seeds {text!r}: expected non-negative seeds such as 0-63")
+    return seeds
+
+
+def parse_list(text: str | None) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip()) if text else ()
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="hybrid")
+def cli() -> None:
+    """hybrid: adversarially-trained diffusion models that sample in 1-4 steps.
+
+    \b
+    Examples:
+      hybrid train                                  # digits on the CPU, a few minutes
+      hybrid train --data toy:25gaussians --kimg 2000
+      hybrid sample runs/00000-digits-hybrid/checkpoints/checkpoint-000080.pt --out grid.png
+      tensorboard --logdir runs
+    """
+
+
+# ------------------------------------------------------------------------------------ train
+
+NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule", "steps")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--data", metavar="NAME|PATH", default="digits", show_default=True,
+              help="Dataset name (see `hybrid data list`) or a folder / .zip / .npy path. E.g. --data toy:25gaussians")
+@click.option("--objective", type=click.Choice(["hybrid", "ddgan", "ddpm"]), default="hybrid", show_default=True,
+              help="hybrid: adversarial + denoising; ddgan: adversarial only; ddpm: denoising only.")
+@click.option("--run-dir", metavar="DIR", type=click.Path(file_okay=False), default=None,
+              help="Run directory. [default: runs/NNNNN-<data>-<objective>] E.g. --run-dir runs/exp1")
+@click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KIMG",
+              help="Training length in thousands of samples shown. [default: 80] E.g. --kimg 200")
+@click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Batch size. [default: 64 for images, 512 for vectors] E.g. --batch 128")
+@click.option("--steps", type=click.IntRange(1, 10_000), default=None, metavar="T",
+              help="Levels T of the diffusion chain. [default: 4 for GAN objectives, 1000 for ddpm] E.g. --steps 2")
+@click.option("--schedule", type=click.Choice(["vp", "linear", "cosine"]), default=None,
+              help="Noise schedule. [default: vp for GAN objectives, linear for ddpm]")
+@click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R",
+              help="Image side in pixels; images are center-cropped and resized. [default: the data's] E.g. --resolution 32")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N", help="Random seed. E.g. --seed 1")
+@click.option("--resume", metavar="auto|PATH", default=None,
+              help="Continue a run: 'auto' takes the newest checkpoint in --run-dir (or starts one), or give a checkpoint.")
+@click.option("--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False), default=None,
+              help="A config.json to start from (e.g. a run's); other options override it.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to train; auto takes a GPU when there is one.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="bf16 autocast or plain float32; auto uses bf16 for image models.")
+@click.option("--lr-g", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
+              help="Generator learning rate. [default: 2e-4 images, 5e-4 vectors]")
+@click.option("--lr-d", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
+              help="Discriminator learning rate. [default: 1e-3]")
+@click.option("--denoise-weight", type=click.FloatRange(min=0), default=None, metavar="W",
+              help="Weight of the denoising loss in the hybrid generator loss. [default: 0.01 images, 0.1 vectors]")
+@click.option("--r1-gamma", type=click.FloatRange(min=0), default=None, metavar="G",
+              help="R1 penalty weight on real data. [default: 0.02]")
+@click.option("--xflip/--no-xflip", default=None, help="Random horizontal flips of real images. [default: off]")
+@click.option("--channels", type=click.IntRange(min=1), default=None, metavar="C", help="Generator base width.")
+@click.option("--z-dim", type=click.IntRange(min=0), default=None, metavar="N", help="Generator latent size (0: none).")
+@click.option("--norm", type=click.Choice(["group", "batch"]), default=None, help="Generator normalisation. [default: group]")
+@click.option("--act", type=click.Choice(["silu", "leaky_relu"]), default=None, help="Generator activation. [default: silu]")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, metavar="P",
+              help="Generator dropout. [default: 0]")
+@click.option("--init", type=click.Choice(["default", "xavier", "kaiming", "orthogonal"]), default=None,
+              help="Generator weight initialisation. [default: default]")
+@click.option("--tick-every", "tick_kimg", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KIMG",
+              help="kimg between progress lines and stats records. [default: 4]")
+@click.option("--snapshot-every", "snapshot_kimg", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KIMG",
+              help="kimg between checkpoints and sample grids. [default: 20]")
+@click.option("--eval-every", "eval_kimg", type=click.FloatRange(min=0), default=None, metavar="KIMG",
+              help="kimg between metric evaluations (0: at the end only). [default: 0]")
+@click.option("--metrics", metavar="LIST", default=None, help="Metrics during training, e.g. --metrics fid,kid or modes,swd.")
+@click.option("--quiet", is_flag=True, help="Print nothing; log.txt still records the run.")
+def train(config_file: str | None, run_dir: str | None, resume: str | None, quiet: bool, **options) -> None:
+    """Train a diffusion generator (and its discriminator).
+
+    \b
+    Examples:
+      hybrid train                                   # the embedded default: digits, CPU, minutes
+      hybrid train --data toy:25gaussians --kimg 3000
+      hybrid train --data ./my_images --resolution 32 --device cuda --kimg 10000
+      hybrid train --run-dir runs/exp1 --resume auto # continue after a crash or preemption
+    """
+    from training import train as run_training
+    from training.config import TrainConfig, read_config
+
+    net = {k: options.pop(k) for k in NET_OPTIONS}
+    model_changes = {k: v for k, v in net.items() if v is not None}
+    changes = {k: v for k, v in options.items() if v is not None}
+    if "metrics" in changes:
+        changes["metrics"] = parse_list(changes["metrics"])
+    base = read_config(config_file) if config_file else TrainConfig()
+    if model_changes and base.model is not None:
+        from training.config import with_model_overrides
+
+        base = base.replace(model=with_model_overrides(base.model, **model_changes))
+    cfg = base.replace(**changes)
+    run_training(cfg, run_dir=run_dir, resume=resume, changes=changes, model_changes=model_changes, quiet=quiet)
+
+
+# ------------------------------------------------------------------------------------ sample
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", metavar="PATH", required=True,
+              help="PATH.png: one grid; PATH.npy: raw float32 samples; a folder: one PNG per image.")
+@click.option("--num", type=click.IntRange(min=1, max=1_000_000), default=64, show_default=True, metavar="N",
+              help="Number of samples (seeds 0..N-1) unless --seeds is given.")
+@click.option("--seeds", metavar="A-B", default=None, help="Seeds, e.g. --seeds 0-63 or --seeds 3,7,100-110.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, metavar="NFE",
+              help="Generator evaluations per sample. [default: the model's T]")
+@click.option("--sampler", type=click.Choice(["gan", "ddpm", "ddim"]), default=None,
+              help="gan/ddpm: ancestral; ddim: deterministic. [default: gan for GAN models, ddpm otherwise]")
+@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
+              help="Samples per network call; does not change the samples.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | None, sampler: str | None,
+           batch: int, device: str) -> None:
+    """Draw samples from a checkpoint file (nothing else is needed).
+
+    \b
+    Examples:
+      hybrid sample runs/00000-digits-hybrid/checkpoints/checkpoint-000080.pt --out grid.png
+      hybrid sample CKPT --seeds 0-9999 --steps 1 --out samples.npy
+      hybrid sample CKPT --num 100 --out folder/
+    """
+    from hybrid.checkpoint import load_model
+    from hybrid.images import write_samples
+    from hybrid.samplers import default_sampling, sample_batched
+    from training.trainer import resolve_device
+
+    model = load_model(checkpoint)
+    dev = resolve_device(device)
+    default_sampler, default_steps = default_sampling(model.cfg)
+    steps = steps or (default_steps if sampler in (None, default_sampler) else model.cfg.steps)
+    if steps > model.cfg.steps:
+        raise UserError(f"--steps {steps}: the model has T = {model.cfg.steps} levels; choose 1..{model.cfg.steps}")
+    seed_list = parse_seeds(seeds) if seeds else list(range(num))
+    x = sample_batched(model.to(dev), seed_list, batch=batch, steps=steps, sampler=sampler or default_sampler, device=dev)
+    path = write_samples(x, out, image=model.cfg.is_image)
+    click.echo(f"wrote {len(seed_list)} samples ({sampler or default_sampler}, NFE {steps}) to {path}")
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+@cli.group(context_settings=CONTEXT)
+def data() -> None:
+    """List the built-in datasets, or describe one.
+
+    \b
+    Examples:
+      hybrid data list
+      hybrid data info toy:25gaussians
+      hybrid data info ./my_images
+    """
+
+
+@data.command("list")
+def data_list() -> None:
+    """List the built-in dataset names."""
+    from training.data import SOURCES
+
+    for name, (_, help_text) in sorted(SOURCES.items()):
+        click.echo(f"{name:<18} {help_text}")
+    click.echo("or a path:          a folder of images (any nesting), a .zip of images, a .npy (N x D or N x C x H x W)")
+
+
+@data.command("info")
+@click.argument("source", metavar="NAME|PATH")
+@click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R", help="Resize images to R x R.")
+def data_info(source: str, resolution: int | None) -> None:
+    """Load a dataset and print its size, shape and kind as JSON."""
+    from training.data import describe, load_dataset
+
+    click.echo(json.dumps(describe(load_dataset(source, resolution)), indent=2))
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: bad input ends with one line on stderr and exit 2, no traceback."""
+    try:
+        result = cli.main(args=argv, prog_name="hybrid", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("hybrid: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"hybrid: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except Exception as e:  # our own errors carry their exit code
+        code = getattr(e, "exit_code", None)
+        if code is None:
+            raise
+        click.echo(f"hybrid: {'error: ' if code == 2 else ''}{e}", err=True)
+        sys.exit(code)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The model bundle: a schedule, a generator (and its EMA), a discriminator, built from a config."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hybrid.nets import ConvDiscriminator, MLPDiscriminator, MLPGenerator, NetConfig, UNetGenerator
+from hybrid.schedule import Schedule, ScheduleKind
+
+
+class Prediction(str, Enum):
+    """What the generator outputs: the clean sample x_0 (GAN objectives) or the noise (DDPM)."""
+
+    X0 = "x0"
+    EPS = "eps"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    shape: tuple[int, ...] = (1, 16, 16)  # one sample: (C, H, W) for images, (D,) for vectors
+    steps: int = 4  # T, the number of levels of the forward chain
+    schedule: str = "vp"  # linear | cosine | vp
+    prediction: str = "x0"  # x0 | eps: what the generator outputs
+    generator: NetConfig = field(default_factory=NetConfig)  # the generator network
+    discriminator: NetConfig | None = field(default_factory=NetConfig)  # None: no discriminator
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        d["shape"] = tuple(d["shape"])
+        d["generator"] = net_config_from_dict(d["generator"])
+        if d.get("discriminator") is not None:
+            d["discriminator"] = net_config_from_dict(d["discriminator"])
+        return cls(**d)
+
+
+def net_config_from_dict(d: dict[str, Any]) -> NetConfig:
+    known = {f.name for f in fields(NetConfig)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown network option(s) {sorted(unknown)}; known: {sorted(known)}")
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return NetConfig(**d)
+
+
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    if cfg.is_image:
+        c, h, w = cfg.shape
+        if h != w:
+            raise ValueError(f"images must be square, got {h}x{w}")
+        return UNetGenerator(c, h, cfg.generator)
+    return MLPGenerator(cfg.shape[0], cfg.generator)
+
+
+def build_discriminator(cfg: ModelConfig) -> nn.Module:
+    assert cfg.discriminator is not None
+    if cfg.is_image:
+        return ConvDiscriminator(cfg.shape[0], cfg.shape[1], cfg.discriminator)
+    return MLPDiscriminator(cfg.shape[0], cfg.discriminator)
+
+
+class Model(nn.Module):
+    """Generator G, its exponential moving average G_ema, discriminator D and the schedule."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        ScheduleKind(cfg.schedule)
+        Prediction(cfg.prediction)
+        self.cfg = cfg
+        self.schedule = Schedule(cfg.schedule, cfg.steps)
+        self.G = build_generator(cfg)
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
+        self.D = build_discriminator(cfg) if cfg.discriminator is not None else None
+
+    @property
+    def z_dim(self) -> int:
+        return self.cfg.generator.z_dim
+
+    def predict_x0(self, net: nn.Module, x_t: Tensor, t: Tensor, z: Tensor | None) -> Tensor:
+        """The generator's estimate of x_0 from x_t at levels t ([B] long, 1..T)."""
+        out = net(x_t, t.float() / self.cfg.steps, z)
+        if self.cfg.prediction == Prediction.EPS:
+            return self.schedule.eps_to_x0(x_t, t, out.float())
+        return out
+
+    @torch.no_grad()
+    def update_ema(self, decay: float) -> None:
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.lerp_(p.detach(), 1 - decay)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)

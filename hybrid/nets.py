@@ -1,0 +1,320 @@
+"""Time-conditioned networks: generators G(x_t, t, z) and discriminators D(x_{t-1}, x_t, t).
+
+Images use a UNet generator and a convolutional discriminator; vectors ([B, D]) use MLPs.
+The latent z enters the generator through adaptive normalisation: a mapping network turns it
+into an embedding that is added to the time embedding, and every block scales and shifts its
+normalised activations by a projection of that embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    channels: int = 64  # base width: UNet channels at full resolution, or MLP hidden width
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # UNet width multiplier per resolution level
+    num_blocks: int = 1  # residual blocks per UNet level, or hidden layers of an MLP
+    attn_resolutions: tuple[int, ...] = ()  # UNet resolutions with self-attention
+    z_dim: int = 0  # latent size of a generator (0: no latent); discriminators ignore it
+    norm: str = "group"  # normalisation: group | batch
+    act: str = "silu"  # activation: silu | leaky_relu
+    dropout: float = 0.0  # dropout probability inside blocks
+    init: str = "default"  # weight initialisation: default | xavier | kaiming | orthogonal
+    fourier: int = 0  # MLPs: encode each input coordinate with this many octaves of sin/cos (0: raw)
+
+
+NORMS = ("group", "batch")
+ACTS = ("silu", "leaky_relu")
+INITS = ("default", "xavier", "kaiming", "orthogonal")
+
+
+def check_net_config(cfg: NetConfig) -> None:
+    for value, allowed, name in ((cfg.norm, NORMS, "norm"), (cfg.act, ACTS, "act"), (cfg.init, INITS, "init")):
+        if value not in allowed:
+            raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+
+
+def activation(name: str) -> nn.Module:
+    return nn.SiLU() if name == "silu" else nn.LeakyReLU(0.2)
+
+
+def norm_layer(kind: str, channels: int, dims: int, affine: bool = True) -> nn.Module:
+    """Group norm (32 groups at most) or batch norm over [B, C, ...]."""
+    if kind == "batch":
+        return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(channels, affine=affine)
+    return nn.GroupNorm(math.gcd(32, channels), channels, affine=affine)
+
+
+def init_weights(module: nn.Module, scheme: str) -> None:
+    """Re-initialise conv and linear weights with the named scheme; biases become 0."""
+    if scheme == "default":
+        return
+    fn = {"xavier": nn.init.xavier_uniform_, "orthogonal": nn.init.orthogonal_,
+          "kaiming": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu")}[scheme]
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fn(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal embedding of a continuous time t in [0, 1]. t: [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = 1000 * t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class Embedding(nn.Module):
+    """Time (and, for generators, latent) embedding: [B] time, [B, z_dim] z -> [B, dim]."""
+
+    def __init__(self, channels: int, dim: int, z_dim: int, act: str) -> None:
+        super().__init__()
+        self.channels = channels
+        self.time = nn.Sequential(nn.Linear(channels, dim), activation(act), nn.Linear(dim, dim))
+        self.z_dim = z_dim
+        if z_dim:
+            layers: list[nn.Module] = [nn.Linear(z_dim, dim), activation(act)]
+            for _ in range(2):
+                layers += [nn.Linear(dim, dim), activation(act)]
+            self.mapping = nn.Sequential(*layers)
+
+    def forward(self, t: Tensor, z: Tensor | None) -> Tensor:
+        emb = self.time(timestep_embedding(t, self.channels))
+        if self.z_dim:
+            emb = emb + self.mapping(z)
+        return emb
+
+
+class AdaptiveNorm(nn.Module):
+    """Normalise without affine, then scale and shift by a projection of the embedding."""
+
+    def __init__(self, kind: str, channels: int, emb_dim: int, dims: int) -> None:
+        super().__init__()
+        self.norm = norm_layer(kind, channels, dims, affine=False)
+        self.proj = nn.Linear(emb_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        scale, shift = self.proj(emb).chunk(2, dim=1)
+        shape = (h.shape[0], -1) + (1,) * (h.dim() - 2)
+        return self.norm(h) * (1 + scale.reshape(shape)) + shift.reshape(shape)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block with adaptive normalisation. [B, C_in, H, W] -> [B, C_out, H, W]."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, cfg: NetConfig) -> None:
+        super().__init__()
+        self.norm1 = AdaptiveNorm(cfg.norm, c_in, emb_dim, 2)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2 = AdaptiveNorm(cfg.norm, c_out, emb_dim, 2)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.act = activation(cfg.act)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(self.act(self.norm1(x, emb)))
+        h = self.conv2(self.dropout(self.act(self.norm2(h, emb))))
+        return (self.skip(x) + h) / math.sqrt(2)
+
+
+class Attention(nn.Module):
+    """Single-head self-attention over the pixels of [B, C, H, W]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(math.gcd(32, channels), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(B, C, H, W)
+        return (x + self.out(h)) / math.sqrt(2)
+
+
+class UNetGenerator(nn.Module):
+    """G(x_t, t, z): [B, C, R, R], [B] in [0, 1], [B, z_dim] -> [B, C, R, R]."""
+
+    def __init__(self, in_channels: int, resolution: int, cfg: NetConfig) -> None:
+        super().__init__()
+        check_net_config(cfg)
+        emb_dim = 4 * cfg.channels
+        self.embed = Embedding(cfg.channels, emb_dim, cfg.z_dim, cfg.act)
+        self.stem = nn.Conv2d(in_channels, cfg.channels, 3, padding=1)
+        self.down, self.up = nn.ModuleList(), nn.ModuleList()
+        widths, c, res = [cfg.channels], cfg.channels, resolution
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_blocks):
+                self.down.append(self._block(c, cfg.channels * mult, res, emb_dim, cfg))
+                c = cfg.channels * mult
+                widths.append(c)
+            if level < len(cfg.channel_mult) - 1:
+                self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+                widths.append(c)
+                res //= 2
+        self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, cfg), Attention(c), ResBlock(c, c, emb_dim, cfg)])
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for _ in range(cfg.num_blocks + 1):
+                self.up.append(self._block(c + widths.pop(), cfg.channels * mult, res, emb_dim, cfg))
+                c = cfg.channels * mult
+            if level > 0:
+                self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                res *= 2
+        self.head = nn.Sequential(norm_layer(cfg.norm, c, 2), activation(cfg.act), nn.Conv2d(c, in_channels, 3, padding=1))
+        init_weights(self, cfg.init)
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    @staticmethod
+    def _block(c_in: int, c_out: int, res: int, emb_dim: int, cfg: NetConfig) -> nn.Module:
+        block = ResBlock(c_in, c_out, emb_dim, cfg)
+        if res in cfg.attn_resolutions:
+            return _Sequential(block, Attention(c_out))
+        return block
+
+    def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None) -> Tensor:
+        emb = self.embed(t, z)
+        h = self.stem(x)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h, emb) if isinstance(layer, (ResBlock, _Sequential)) else layer(h)
+            skips.append(h)
+        for layer in self.mid:
+            h = layer(h, emb)
+        for layer in self.up:
+            if isinstance(layer, (ResBlock, _Sequential)):
+                h = layer(torch.cat([h, skips.pop()], dim=1), emb)
+            else:
+                h = layer(h)
+        return self.head(h)
+
+
+class _Sequential(nn.Module):
+    """A residual block followed by attention, both taking the embedding."""
+
+    def __init__(self, block: ResBlock, attn: Attention) -> None:
+        super().__init__()
+        self.block, self.attn = block, attn
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        return self.attn(self.block(x, emb))
+
+
+class FourierFeatures(nn.Module):
+    """[B, D] -> [B, D * (1 + 2 * octaves)]: x, sin(2^k pi x), cos(2^k pi x) for k < octaves.
+
+    Plain MLPs fit low frequencies first; on data with sharp structure (2-D mixtures with
+    narrow modes) these features let both networks resolve it within a short training.
+    """
+
+    def __init__(self, dim: int, octaves: int) -> None:
+        super().__init__()
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(octaves, dtype=torch.float32), persistent=False)
+        self.out_dim = dim * (1 + 2 * octaves)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if len(self.freqs) == 0:
+            return x
+        a = (x[:, :, None] * self.freqs).flatten(1)
+        return torch.cat([x, a.sin(), a.cos()], dim=1)
+
+
+class MLPGenerator(nn.Module):
+    """G(x_t, t, z) for vectors: [B, D], [B], [B, z_dim] -> [B, D]."""
+
+    def __init__(self, dim: int, cfg: NetConfig) -> None:
+        super().__init__()
+        check_net_config(cfg)
+        width = cfg.channels
+        self.embed = Embedding(width, width, cfg.z_dim, cfg.act)
+        self.features = FourierFeatures(dim, cfg.fourier)
+        self.inp = nn.Linear(self.features.out_dim, width)
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(cfg.num_blocks))
+        self.norms = nn.ModuleList(AdaptiveNorm(cfg.norm, width, width, 1) for _ in range(cfg.num_blocks))
+        self.act = activation(cfg.act)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(width, dim)
+        init_weights(self, cfg.init)
+
+    def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None) -> Tensor:
+        emb = self.embed(t, z)
+        h = self.inp(self.features(x)) + emb
+        for layer, norm in zip(self.layers, self.norms):
+            h = h + layer(self.dropout(self.act(norm(h, emb))))
+        return self.out(self.act(h))
+
+
+class ConvDiscriminator(nn.Module):
+    """D(x_prev, x_t, t) for images: two [B, C, R, R] and [B] in [0, 1] -> logits [B]."""
+
+    def __init__(self, in_channels: int, resolution: int, cfg: NetConfig) -> None:
+        super().__init__()
+        check_net_config(cfg)
+        self.t_channels = cfg.channels
+        self.stem = nn.Conv2d(2 * in_channels, cfg.channels, 3, padding=1)
+        self.blocks, self.t_proj = nn.ModuleList(), nn.ModuleList()
+        c, res = cfg.channels, resolution
+        for mult in cfg.channel_mult:
+            c_out = cfg.channels * mult
+            self.t_proj.append(nn.Linear(cfg.channels, c))
+            self.blocks.append(_DownBlock(c, c_out, cfg.act))
+            c, res = c_out, res // 2
+        self.act = activation(cfg.act)
+        self.head = nn.Linear(c, 1)
+        self.t_embed = nn.Sequential(nn.Linear(cfg.channels, cfg.channels), activation(cfg.act))
+        init_weights(self, cfg.init)
+
+    def forward(self, x_prev: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        emb = self.t_embed(timestep_embedding(t, self.t_channels))
+        h = self.stem(torch.cat([x_prev, x_t], dim=1))
+        for block, proj in zip(self.blocks, self.t_proj):
+            h = block(h + proj(emb)[:, :, None, None])
+        return self.head(self.act(h).sum(dim=(2, 3))).squeeze(1)
+
+
+class _DownBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, act: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.act = activation(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv2(self.act(self.conv1(self.act(x))))
+        h = F.avg_pool2d(h, 2) if h.shape[-1] > 1 else h
+        skip = self.skip(F.avg_pool2d(x, 2) if x.shape[-1] > 1 else x)
+        return (h + skip) / math.sqrt(2)
+
+
+class MLPDiscriminator(nn.Module):
+    """D(x_prev, x_t, t) for vectors: two [B, D] and [B] in [0, 1] -> logits [B]."""
+
+    def __init__(self, dim: int, cfg: NetConfig) -> None:
+        super().__init__()
+        check_net_config(cfg)
+        width = cfg.channels
+        self.t_channels = width
+        self.features = FourierFeatures(dim, cfg.fourier)
+        layers: list[nn.Module] = [nn.Linear(2 * self.features.out_dim + width, width), activation(cfg.act)]
+        for _ in range(cfg.num_blocks - 1):
+            layers += [nn.Linear(width, width), activation(cfg.act)]
+        self.net = nn.Sequential(*layers, nn.Linear(width, 1))
+        init_weights(self, cfg.init)
+
+    def forward(self, x_prev: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        emb = timestep_embedding(t, self.t_channels)
+        return self.net(torch.cat([self.features(x_prev), self.features(x_t), emb], dim=1)).squeeze(1)

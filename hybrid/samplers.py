@@ -1,0 +1,92 @@
+"""Samplers: reverse the chain with the generator, one seed per sample.
+
+All three samplers walk a decreasing list of levels T = s_K > ... > s_1 > s_0 = 0. At each
+level the generator estimates x_0, and x at the next level is drawn from
+q(x_s | x_t, x_0) (`gan`, `ddpm`: ancestral) or set deterministically (`ddim`, eta = 0).
+NFE = K, the number of levels visited before 0.
+
+Every random number of sample i comes from its own generator seeded with seeds[i], drawn on
+the CPU in a fixed order, so a sample depends only on its seed: not on the batch it is drawn
+in, nor on the device.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+from hybrid.model import Model, ModelConfig
+
+
+class Sampler(str, Enum):
+    GAN = "gan"  # posterior sampling through the generator with a fresh latent z at each step
+    DDPM = "ddpm"  # ancestral sampling
+    DDIM = "ddim"  # deterministic (eta = 0) steps
+
+
+class SeedNoise:
+    """Draws standard normal noise for a batch whose row i comes from seed seeds[i]."""
+
+    def __init__(self, seeds: list[int]) -> None:
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def randn(self, *shape: int) -> Tensor:
+        return torch.stack([torch.randn(shape, generator=g) for g in self.gens])
+
+
+def default_sampling(cfg: ModelConfig, fast: bool = False) -> tuple[str, int]:
+    """(sampler, NFE) a model is meant to be sampled with: its whole chain through the
+    generator for short (GAN) chains; for long chains ancestral over all T levels, or 50
+    deterministic DDIM steps when `fast` (training-time sample grids)."""
+    if cfg.steps <= 8:
+        return Sampler.GAN.value, cfg.steps
+    return (Sampler.DDIM.value, 50) if fast else (Sampler.DDPM.value, cfg.steps)
+
+
+def levels(T: int, nfe: int) -> list[int]:
+    """NFE levels from T down to 1, evenly spaced, always including T. T=4, nfe=2 -> [4, 2]."""
+    if not 1 <= nfe <= T:
+        raise ValueError(f"the number of steps must be in 1..{T}, got {nfe}")
+    return sorted({round(T - i * T / nfe) for i in range(nfe)}, reverse=True)
+
+
+@torch.no_grad()
+def sample(
+    model: Model,
+    seeds: list[int],
+    steps: int | None = None,
+    sampler: str = "gan",
+    device: torch.device | str = "cpu",
+    net: torch.nn.Module | None = None,
+) -> Tensor:
+    """Draw one sample per seed. Returns [N, *shape] float32 on the CPU.
+
+    steps: the NFE (default T). net: the generator to use (default the EMA generator).
+    """
+    sampler = Sampler(sampler)
+    net = model.G_ema if net is None else net
+    device = torch.device(device)
+    T, shape = model.cfg.steps, model.cfg.shape
+    noise = SeedNoise(seeds)
+    x = noise.randn(*shape).to(device)
+    path = levels(T, steps or T) + [0]
+    for t_level, s_level in zip(path[:-1], path[1:]):
+        z = noise.randn(model.z_dim).to(device) if model.z_dim else None
+        t = torch.full((len(seeds),), t_level, dtype=torch.long, device=device)
+        s = torch.full_like(t, s_level)
+        x0 = model.predict_x0(net, x, t, z).float()
+        if model.cfg.is_image:  # images live in [-1, 1]; clipping the estimate helps eps models
+            x0 = x0.clamp(-1, 1)
+        if sampler == Sampler.DDIM:
+            eps = model.schedule.x0_to_eps(x, t, x0)
+            x = model.schedule.q_sample(x0, s, eps)
+        else:
+            x = model.schedule.posterior_sample(x, x0, t, noise.randn(*shape).to(device), s)
+    return x.cpu()
+
+
+def sample_batched(model: Model, seeds: list[int], batch: int = 256, **kwargs) -> Tensor:
+    """`sample` in chunks of `batch` seeds; the result does not depend on `batch`."""
+    return torch.cat([sample(model, seeds[i : i + batch], **kwargs) for i in range(0, len(seeds), batch)])

@@ -1,0 +1,107 @@
+"""The discrete variance-preserving forward chain x_0 -> x_1 -> ... -> x_T.
+
+Levels are integers s in 0..T; level 0 is the data. `alpha_bar[s]` is the signal fraction
+of q(x_s | x_0) = N(sqrt(alpha_bar[s]) x_0, (1 - alpha_bar[s]) I); alpha_bar[0] = 1.
+Everything is computed once, in float64, at construction.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+
+class ScheduleKind(str, Enum):
+    LINEAR = "linear"
+    COSINE = "cosine"
+    VP = "vp"
+
+
+def _alpha_bar_linear(T: int) -> Tensor:
+    # Ho et al.'s 1e-4..0.02 over 1000 steps, rescaled so that shorter chains end as noisy.
+    scale = 1000 / T
+    betas = torch.linspace(1e-4 * scale, 0.02 * scale, T, dtype=torch.float64).clamp(max=0.999)
+    return torch.cumprod(1 - betas, 0)
+
+
+def _alpha_bar_cosine(T: int, offset: float = 0.008) -> Tensor:
+    u = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((u + offset) / (1 + offset) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    return torch.cumprod(1 - betas, 0)
+
+
+def _alpha_bar_vp(T: int, beta_min: float = 0.1, beta_max: float = 20.0, eps: float = 1e-3) -> Tensor:
+    # The continuous VP SDE evaluated at t_i = eps + (1 - eps) i / T (Denoising Diffusion GANs).
+    t = eps + (1 - eps) * torch.arange(1, T + 1, dtype=torch.float64) / T
+    return torch.exp(-(beta_min * t + 0.5 * (beta_max - beta_min) * t**2))
+
+
+_ALPHA_BAR = {
+    ScheduleKind.LINEAR: _alpha_bar_linear,
+    ScheduleKind.COSINE: _alpha_bar_cosine,
+    ScheduleKind.VP: _alpha_bar_vp,
+}
+
+
+def _gather(values: Tensor, index: Tensor, like: Tensor) -> Tensor:
+    """values[index] as float32 on like's device, shaped [B, 1, ...] to broadcast against like."""
+    out = values.to(like.device)[index.to(like.device)].to(like.dtype)
+    return out.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class Schedule:
+    """Forward process, one-step forward and posterior of a T-step VP chain."""
+
+    def __init__(self, kind: str | ScheduleKind, T: int) -> None:
+        if T < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        self.kind = ScheduleKind(kind)
+        self.T = T
+        self.alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), _ALPHA_BAR[self.kind](T)])
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.kind.value!r}, T={self.T})"
+
+    @property
+    def betas(self) -> Tensor:
+        """beta_s for s = 1..T (index 0 holds beta_1). [T] float64."""
+        return 1 - self.alpha_bar[1:] / self.alpha_bar[:-1]
+
+    def q_sample(self, x0: Tensor, s: Tensor, noise: Tensor) -> Tensor:
+        """x_s ~ q(x_s | x_0). x0, noise: [B, ...]; s: [B] long in 0..T."""
+        a = _gather(self.alpha_bar, s, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def q_step(self, x_s: Tensor, s: Tensor, noise: Tensor) -> Tensor:
+        """x_{s+1} ~ q(x_{s+1} | x_s). s: [B] long in 0..T-1."""
+        alpha = _gather(self.alpha_bar[1:] / self.alpha_bar[:-1], s, x_s)
+        return alpha.sqrt() * x_s + (1 - alpha).sqrt() * noise
+
+    def posterior(self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and variance of q(x_s | x_t, x_0) for 0 <= s < t (s = t - 1 by default).
+
+        x_t, x0: [B, ...]; t, s: [B] long. The variance is [B, 1, ...]; it is 0 at s = 0.
+        """
+        s = t - 1 if s is None else s
+        a_t, a_s = _gather(self.alpha_bar, t, x_t), _gather(self.alpha_bar, s, x_t)
+        alpha_ts = a_t / a_s
+        mean = (a_s.sqrt() * (1 - alpha_ts) * x0 + alpha_ts.sqrt() * (1 - a_s) * x_t) / (1 - a_t)
+        var = (1 - alpha_ts) * (1 - a_s) / (1 - a_t)
+        return mean, var
+
+    def posterior_sample(self, x_t: Tensor, x0: Tensor, t: Tensor, noise: Tensor, s: Tensor | None = None) -> Tensor:
+        """x_s ~ q(x_s | x_t, x_0); deterministic (the mean, which is x0) at s = 0."""
+        mean, var = self.posterior(x_t, x0, t, s)
+        return mean + var.sqrt() * noise
+
+    def eps_to_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        a = _gather(self.alpha_bar, t, x_t)
+        return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+    def x0_to_eps(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        a = _gather(self.alpha_bar, t, x_t)
+        return (x_t - a.sqrt() * x0) / (1 - a).sqrt()

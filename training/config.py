@@ -1,0 +1,135 @@
+"""The training configuration: one frozen dataclass, written to RUN_DIR/config.json.
+
+Fields left as None are "auto": `resolve` fills them from the data and the objective, and the
+resolved config is what the run records, so `hybrid train --config RUN_DIR/config.json`
+reproduces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from hybrid.errors import UserError
+from hybrid.model import ModelConfig
+from hybrid.nets import NetConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "digits"  # dataset name or path (see `hybrid data list`)
+    resolution: int | None = None  # image side in pixels (None: the dataset's own)
+    objective: str = "hybrid"  # hybrid | ddgan | ddpm
+    kimg: float = 80.0  # training length in thousands of real samples shown
+    batch: int | None = None  # global batch size (None: 64 for images, 512 for vectors)
+    seed: int = 0  # seeds weights, data order and noise
+    lr_g: float | None = None  # generator learning rate (None: by objective)
+    lr_d: float | None = None  # discriminator learning rate (None: by data)
+    betas: tuple[float, float] = (0.5, 0.9)  # Adam betas of both networks (Denoising Diffusion GANs)
+    denoise_weight: float | None = None  # weight of the denoising loss in the hybrid generator loss
+    r1_gamma: float = 0.02  # R1 penalty weight on real data
+    r1_every: int = 16  # lazy R1: apply every this many steps (scaled up accordingly)
+    ema_kimg: float = 10.0  # half-life of the generator EMA in kimg
+    ema_rampup: float = 0.05  # EMA half-life at most this fraction of the images seen so far
+    xflip: bool = False  # random horizontal flips of real images
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 for image models
+    device: str = "auto"  # auto | cpu | cuda
+    tick_kimg: float = 4.0  # kimg between progress lines and stats records
+    snapshot_kimg: float = 20.0  # kimg between checkpoints and sample grids
+    eval_kimg: float = 0.0  # kimg between evaluations (0: only at the end if metrics given)
+    metrics: tuple[str, ...] = ()  # metrics evaluated during training (see `hybrid eval --help`)
+    eval_num: int = 1000  # samples per evaluation
+    grid_seeds: int = 64  # fixed seeds of the sample grid
+    model: ModelConfig | None = None  # the networks and the chain (None: by data and objective)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def config_from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise UserError(f"{source}: unknown option(s) {unknown}; known: {sorted(known)}")
+    d = dict(d)
+    for key in ("betas", "metrics"):
+        if key in d and d[key] is not None:
+            d[key] = tuple(d[key])
+    if d.get("model") is not None:
+        try:
+            d["model"] = ModelConfig.from_dict(d["model"])
+        except (TypeError, ValueError, KeyError) as e:
+            raise UserError(f"{source}: bad model section ({e})") from None
+    return TrainConfig(**d)
+
+
+def read_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"--config {path}: cannot read a JSON config ({e})") from None
+    if not isinstance(d, dict):
+        raise UserError(f"--config {path}: expected a JSON object of options")
+    return config_from_dict(d, source=f"--config {path}")
+
+
+OBJECTIVES_WITH_D = ("hybrid", "ddgan")
+
+
+def default_model(shape: tuple[int, ...], objective: str) -> ModelConfig:
+    """The network and chain that suit the data shape and objective."""
+    gan = objective in OBJECTIVES_WITH_D
+    chain = dict(steps=4, schedule="vp", prediction="x0") if gan else dict(steps=1000, schedule="linear", prediction="eps")
+    if len(shape) == 1:
+        g = NetConfig(channels=256, num_blocks=3, z_dim=8 if gan else 0, fourier=6)
+        d = NetConfig(channels=256, num_blocks=3, act="leaky_relu", fourier=6)
+    else:
+        res = shape[1]
+        mult = (1, 2, 2) if res <= 16 else (1, 2, 2, 2)
+        g = NetConfig(channels=32 if res <= 16 else 64, channel_mult=mult, num_blocks=1 if res <= 16 else 2,
+                      attn_resolutions=() if res <= 16 else (16,), z_dim=32 if gan else 0)
+        d = NetConfig(channels=32 if res <= 16 else 64, channel_mult=mult, act="leaky_relu")
+    return ModelConfig(shape=tuple(shape), generator=g, discriminator=d if gan else None, **chain)
+
+
+def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[str, Any] | None = None) -> TrainConfig:
+    """Fill every None with its value for this data; check the combination.
+
+    model_changes: chain (steps, schedule) and generator options applied to the default model.
+    """
+    if cfg.objective not in ("hybrid", "ddgan", "ddpm"):
+        raise UserError(f"--objective {cfg.objective!r}: choose one of hybrid, ddgan, ddpm")
+    image = len(data_shape) == 3
+    model = cfg.model or default_model(data_shape, cfg.objective)
+    if model_changes:
+        try:
+            model = with_model_overrides(model, **model_changes)
+        except TypeError as e:
+            raise UserError(f"bad network option: {e}") from None
+    if tuple(model.shape) != tuple(data_shape):
+        raise UserError(f"the model expects samples of shape {tuple(model.shape)}, the data has {tuple(data_shape)}")
+    if cfg.objective in OBJECTIVES_WITH_D and model.discriminator is None:
+        raise UserError(f"--objective {cfg.objective} needs a discriminator, the model config has none")
+    return cfg.replace(
+        model=model,
+        batch=cfg.batch or (64 if image else 512),
+        lr_g=cfg.lr_g or (2e-4 if image else 5e-4),
+        lr_d=cfg.lr_d or (1e-3 if image else 1e-3),
+        denoise_weight=cfg.denoise_weight if cfg.denoise_weight is not None else (0.01 if image else 0.1),
+    )
+
+
+def with_model_overrides(model: ModelConfig, **changes: Any) -> ModelConfig:
+    """Replace chain fields (steps, schedule) and generator fields given as keyword arguments."""
+    chain = {k: v for k, v in changes.items() if k in ("steps", "schedule", "prediction") and v is not None}
+    net = {k: v for k, v in changes.items() if k not in chain and v is not None}
+    generator = dataclasses.replace(model.generator, **net) if net else model.generator
+    return dataclasses.replace(model, generator=generator, **chain)
+

@@ -1,0 +1,162 @@
+"""Objectives: what each training phase computes.
+
+An objective names its phases (which network a phase updates, and how often) and returns the
+loss of a phase for a step. The trainer loop stays generic: for each due phase it enables the
+phase's network, asks for the loss, and steps that network's optimiser.
+
+Notation: a step draws levels t in 1..T; real x_{t-1} ~ q(x_{t-1} | x_0) and
+x_t ~ q(x_t | x_{t-1}). The generator sees x_t and outputs x0' (or eps'); the fake
+x'_{t-1} ~ q(x_{t-1} | x_t, x0'). The discriminator judges pairs (x_{t-1}, x_t) at level t.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hybrid.model import Model
+from training.stats import Stats
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "G", "D" or "Dreg"; also the stats prefix Loss/<name>
+    network: str  # the Model attribute the phase updates: "G" or "D"
+    interval: int = 1  # run on steps where step % interval == 0
+
+
+@dataclass
+class Batch:
+    """The random draws of one step. Tensors are [B, ...] on the training device."""
+
+    x0: Tensor
+    t: Tensor  # [B] long, 1..T
+    x_prev: Tensor  # real x_{t-1}
+    x_t: Tensor
+    z: Tensor | None
+    noise: Tensor  # the posterior noise of the fake, or the DDPM target noise
+    x0_pred: Tensor | None = None
+    fake_prev: Tensor | None = None
+
+
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+def register(name: str) -> Callable[[type[Objective]], type[Objective]]:
+    def deco(cls: type[Objective]) -> type[Objective]:
+        OBJECTIVES[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+class Objective:
+    """Base: draws a step's batch; subclasses define `phases` and `loss`."""
+
+    name = ""
+    phases: tuple[Phase, ...] = ()
+
+    def __init__(self, model: Model, stats: Stats, denoise_weight: float = 0.0, r1_gamma: float = 0.0,
+                 r1_every: int = 16) -> None:
+        self.model, self.stats = model, stats
+        self.denoise_weight, self.r1_gamma, self.r1_every = denoise_weight, r1_gamma, r1_every
+
+    def draw(self, x0: Tensor, gen: torch.Generator) -> Batch:
+        T, B = self.model.cfg.steps, x0.shape[0]
+        sched = self.model.schedule
+        t = torch.randint(1, T + 1, (B,), generator=gen, device=x0.device)
+        x_prev = sched.q_sample(x0, t - 1, torch.randn(x0.shape, generator=gen, device=x0.device))
+        x_t = sched.q_step(x_prev, t - 1, torch.randn(x0.shape, generator=gen, device=x0.device))
+        zd = self.model.z_dim
+        z = torch.randn((B, zd), generator=gen, device=x0.device) if zd else None
+        noise = torch.randn(x0.shape, generator=gen, device=x0.device)
+        return Batch(x0=x0, t=t, x_prev=x_prev, x_t=x_t, z=z, noise=noise)
+
+    def begin(self, batch: Batch) -> None:
+        """Work shared by the phases of one step (run under autocast, with G trainable)."""
+
+    def loss(self, phase: Phase, batch: Batch) -> Tensor:
+        raise NotImplementedError
+
+
+@register("ddpm")
+class DDPM(Objective):
+    """Denoising only: the generator's noise (or x_0) estimate against the truth, MSE."""
+
+    phases = (Phase("G", "G"),)
+
+    def draw(self, x0: Tensor, gen: torch.Generator) -> Batch:
+        T, B = self.model.cfg.steps, x0.shape[0]
+        t = torch.randint(1, T + 1, (B,), generator=gen, device=x0.device)
+        noise = torch.randn(x0.shape, generator=gen, device=x0.device)
+        x_t = self.model.schedule.q_sample(x0, t, noise)
+        return Batch(x0=x0, t=t, x_prev=x_t, x_t=x_t, z=None, noise=noise)
+
+    def loss(self, phase: Phase, batch: Batch) -> Tensor:
+        model = self.model
+        out = model.G(batch.x_t, batch.t.float() / model.cfg.steps, None).float()
+        target = batch.noise if model.cfg.prediction == "eps" else batch.x0
+        per_sample = (out - target).square().flatten(1).mean(1)
+        self.stats.report_per_level("Loss/G/denoise", per_sample, batch.t, model.cfg.steps)
+        return per_sample.mean()
+
+
+@register("ddgan")
+class DDGAN(Objective):
+    """Adversarial only: non-saturating GAN loss on posterior samples, lazy R1 on real pairs."""
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:  # type: ignore[override]
+        return (Phase("D", "D"), Phase("Dreg", "D", self.r1_every), Phase("G", "G"))
+
+    def begin(self, batch: Batch) -> None:
+        model = self.model
+        batch.x0_pred = model.predict_x0(model.G, batch.x_t, batch.t, batch.z)
+        batch.fake_prev = model.schedule.posterior_sample(batch.x_t, batch.x0_pred.float(), batch.t, batch.noise)
+
+    def _d(self, x_prev: Tensor, batch: Batch) -> Tensor:
+        return self.model.D(x_prev, batch.x_t, batch.t.float() / self.model.cfg.steps).float()
+
+    def loss(self, phase: Phase, batch: Batch) -> Tensor:
+        if phase.name == "D":
+            real, fake = self._d(batch.x_prev, batch), self._d(batch.fake_prev.detach(), batch)
+            self.stats.report("D/logit/real", real)
+            self.stats.report("D/logit/fake", fake)
+            self.stats.report_per_level("D/logit/real", real, batch.t, self.model.cfg.steps)
+            loss = F.softplus(fake).mean() + F.softplus(-real).mean()
+            self.stats.report("Loss/D/main", loss)
+            return loss
+        if phase.name == "Dreg":
+            return self._r1(batch)
+        fake = self._d(batch.fake_prev, batch)
+        loss = F.softplus(-fake).mean()
+        self.stats.report("Loss/G/adv", loss)
+        return loss + self._denoise(batch)
+
+    def _denoise(self, batch: Batch) -> Tensor:
+        return batch.x0.new_zeros(())
+
+    def _r1(self, batch: Batch) -> Tensor:
+        x = batch.x_prev.detach().float().requires_grad_(True)
+        with torch.autocast(x.device.type, enabled=False):
+            logits = self.model.D(x, batch.x_t.float(), batch.t.float() / self.model.cfg.steps)
+            (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+        penalty = grad.square().flatten(1).sum(1).mean()
+        self.stats.report("Loss/D/r1", penalty)
+        # Lazy regularisation: applied every r1_every steps with the weight scaled to match.
+        return 0.5 * self.r1_gamma * self.r1_every * penalty
+
+
+@register("hybrid")
+class Hybrid(DDGAN):
+    """DDGAN plus a weighted denoising term ||x0' - x_0||^2 in the generator loss."""
+
+    def _denoise(self, batch: Batch) -> Tensor:
+        per_sample = (batch.x0_pred.float() - batch.x0).square().flatten(1).mean(1)
+        self.stats.report_per_level("Loss/G/denoise", per_sample, batch.t, self.model.cfg.steps)
+        return self.denoise_weight * per_sample.mean()

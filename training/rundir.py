@@ -1,0 +1,110 @@
+"""The run directory: its files, its single-writer lock, and the records a run appends."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from hybrid.checkpoint import list_checkpoints
+from hybrid.errors import UserError
+
+
+def next_run_dir(root: str | Path, data: str, objective: str) -> Path:
+    """root/NNNNN-<data>-<objective> with the next free number; never an existing folder."""
+    root = Path(root)
+    taken = [int(m.group(1)) for p in (root.iterdir() if root.is_dir() else []) if (m := re.match(r"^(\d{5})-", p.name))]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(data.rstrip("/")).name if not data.startswith("toy:") else data).strip("-")
+    return root / f"{max(taken, default=-1) + 1:05d}-{slug or 'data'}-{objective}"
+
+
+class RunDir:
+    """Paths inside a run directory, and the lock that makes its owner the only writer."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.samples = self.path / "samples"
+        self.config = self.path / "config.json"
+        self.stats = self.path / "stats.jsonl"
+        self.metrics = self.path / "metrics.jsonl"
+        self.log = self.path / "log.txt"
+        self._lock_file: TextIO | None = None
+
+    def has_content(self) -> bool:
+        return self.path.is_dir() and any(self.path.iterdir())
+
+    def latest_checkpoint(self) -> Path | None:
+        found = list_checkpoints(self.checkpoints)
+        return found[-1] if found else None
+
+    def create(self) -> None:
+        try:
+            for folder in (self.path, self.checkpoints, self.samples):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--run-dir {self.path}: cannot create it ({e.strerror})") from None
+        if not os.access(self.path, os.W_OK):
+            raise UserError(f"--run-dir {self.path}: not writable; choose another folder")
+
+    def lock(self) -> None:
+        """Hold an exclusive flock on RUN_DIR/.lock for the life of the process. The kernel
+        drops it when the process dies, so a killed run never leaves a stale lock."""
+        f = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise UserError(
+                f"--run-dir {self.path}: another `hybrid train` is writing to it; wait for it or choose another folder"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock_file = f
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    return out
+
+
+class Console:
+    """Prints to the terminal (through tqdm when a bar is showing) and appends to log.txt."""
+
+    def __init__(self, log_path: Path | None = None, quiet: bool = False) -> None:
+        self.log_path, self.quiet = log_path, quiet
+        self.bar = None
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            if self.bar is not None:
+                self.bar.write(message, file=sys.stdout)
+            else:
+                print(message, flush=True)
+        if self.log_path is not None:
+            with open(self.log_path, "a") as f:
+                f.write(message + "\n")

@@ -1,0 +1,53 @@
+"""Training statistics reported by name anywhere in a step and collected once per tick.
+
+Values stay on the device as running sums, so reporting never forces a CPU-GPU sync; the
+sync happens once, in `collect`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class Stats:
+    def __init__(self) -> None:
+        self._sums: dict[str, Tensor] = {}
+        self._counts: dict[str, Tensor] = {}
+
+    def report(self, name: str, value: Tensor | float) -> None:
+        """Add the elements of `value` to the running mean of `name`."""
+        v = value.detach().float().flatten() if isinstance(value, Tensor) else torch.tensor([float(value)])
+        if name in self._sums:
+            self._sums[name] = self._sums[name] + v.sum().to(self._sums[name].device)
+            self._counts[name] = self._counts[name] + v.numel()
+        else:
+            self._sums[name], self._counts[name] = v.sum(), torch.tensor(float(v.numel()))
+
+    def report_per_level(self, name: str, values: Tensor, t: Tensor, T: int) -> None:
+        """Per-sample values [B] at levels t [B]: reported as `name/tK` for each level K (T <= 8)
+        or per quartile of the chain `name/qK` (T > 8), which shows where training struggles."""
+        bucket = t - 1 if T <= 8 else ((t - 1) * 4) // T
+        label = "t" if T <= 8 else "q"
+        for k in range(T if T <= 8 else 4):
+            mask = bucket == k
+            self.report_masked(f"{name}/{label}{k + 1 if label == 't' else k}", values, mask)
+
+    def report_masked(self, name: str, values: Tensor, mask: Tensor) -> None:
+        v, m = values.detach().float(), mask.float()
+        if name in self._sums:
+            self._sums[name] = self._sums[name] + (v * m).sum()
+            self._counts[name] = self._counts[name] + m.sum()
+        else:
+            self._sums[name], self._counts[name] = (v * m).sum(), m.sum()
+
+    def collect(self) -> dict[str, float]:
+        """Means since the last collect (names with no values are left out); then reset."""
+        out = {}
+        for name, total in self._sums.items():
+            n = float(self._counts[name])
+            if n > 0:
+                out[name] = float(total) / n
+        self._sums.clear()
+        self._counts.clear()
+        return dict(sorted(out.items()))

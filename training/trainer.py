@@ -1,0 +1,379 @@
+"""The training loop: phases of an objective over in-memory data, ticks, snapshots, resume."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import resource
+import signal
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hybrid import checkpoint as ckpt_io
+from hybrid.errors import Interrupted, TrainingDiverged, UserError
+from hybrid.images import image_grid, save_png, scatter_png
+from hybrid.model import Model
+from hybrid.samplers import default_sampling, sample_batched
+from training.config import TrainConfig, config_from_dict, resolve
+from training.data import Dataset, load_dataset
+from training.objectives import OBJECTIVES, Objective
+from training.rundir import Console, RunDir, append_jsonl, next_run_dir
+from training.stats import Stats
+
+# Options that may change when a run is resumed; everything else must match the checkpoint.
+RESUMABLE = ("kimg", "device", "tick_kimg", "snapshot_kimg", "eval_kimg", "metrics", "eval_num", "precision")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device, image: bool) -> torch.dtype | None:
+    """The autocast dtype, or None for plain float32. Chosen once per run."""
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        return torch.bfloat16
+    if name != "auto":
+        raise UserError(f"--precision {name!r}: choose auto, fp32 or bf16")
+    bf16_ok = device.type == "cpu" or torch.cuda.is_bf16_supported()
+    # Conv nets gain several times from bf16 here; the toy MLPs are too small to gain.
+    return torch.bfloat16 if image and bf16_ok else None
+
+
+@dataclass
+class Progress:
+    nimg: int = 0
+    step: int = 0
+    tick: int = 0
+    seconds: float = 0.0  # training wall time, summed over resumed sessions
+
+
+class Trainer:
+    """Owns the model, optimisers, data and run directory of one training run."""
+
+    def __init__(self, cfg: TrainConfig, run: RunDir, data: Dataset, console: Console) -> None:
+        self.run, self.data, self.console = run, data, console
+        self.device = resolve_device(cfg.device)
+        self.cfg = cfg
+        self.autocast_dtype = resolve_precision(cfg.precision, self.device, data.is_image)
+        torch.manual_seed(cfg.seed)
+        self.model = Model(cfg.model).to(self.device)
+        self.stats = Stats()
+        self.objective: Objective = OBJECTIVES[cfg.objective](
+            self.model, self.stats, cfg.denoise_weight, cfg.r1_gamma, cfg.r1_every)
+        fused = self.device.type == "cuda"
+        self.opts = {"G": torch.optim.Adam(self.model.G.parameters(), lr=cfg.lr_g, betas=cfg.betas, fused=fused)}
+        if self.model.D is not None:
+            self.opts["D"] = torch.optim.Adam(self.model.D.parameters(), lr=cfg.lr_d, betas=cfg.betas, fused=fused)
+        self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.progress = Progress()
+        self.stop_signal: int | None = None
+        self._writer = None
+
+    # ----------------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"train": self.gen.get_state(), "data": self.data_gen.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {
+            "format": ckpt_io.FORMAT, "version": ckpt_io.VERSION, "config": self.cfg.to_dict(),
+            "G": self.model.G.state_dict(), "G_ema": self.model.G_ema.state_dict(),
+            "progress": vars(self.progress).copy(), "rng": rng,
+            "opt": {name: opt.state_dict() for name, opt in self.opts.items()},
+        }
+        if self.model.D is not None:
+            state["D"] = self.model.D.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.G.load_state_dict(state["G"])
+        self.model.G_ema.load_state_dict(state["G_ema"])
+        if self.model.D is not None:
+            self.model.D.load_state_dict(state["D"])
+        for name, opt in self.opts.items():
+            opt.load_state_dict(state["opt"][name])
+        self.progress = Progress(**state["progress"])
+        self.gen.set_state(state["rng"]["train"])
+        self.data_gen.set_state(state["rng"]["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    # ----------------------------------------------------------------------------- loop
+
+    @property
+    def total_nimg(self) -> int:
+        return round(self.cfg.kimg * 1000)
+
+    def train(self) -> None:
+        cfg = self.cfg
+        self.console(f"training {cfg.objective} on {cfg.data} {tuple(self.data.shape)} for {cfg.kimg:g} kimg, "
+                     f"batch {cfg.batch}, device {self.device}, precision {self.autocast_dtype or 'fp32'}")
+        self.console(f"generator {_count(self.model.G)/1e6:.2f}M parameters"
+                     + (f", discriminator {_count(self.model.D)/1e6:.2f}M" if self.model.D is not None else ""))
+        self._tick_start = (time.perf_counter(), self.progress.nimg)
+        next_tick = self._next_multiple(cfg.tick_kimg)
+        next_snapshot = self._next_multiple(cfg.snapshot_kimg)
+        next_eval = self._next_multiple(cfg.eval_kimg) if cfg.eval_kimg > 0 else math.inf
+        with self._signals(), self._bar() as bar:
+            while self.progress.nimg < self.total_nimg:
+                self.step()
+                bar.update(cfg.batch)
+                done = self.progress.nimg >= self.total_nimg
+                if self.progress.nimg >= next_tick or done or self.stop_signal:
+                    self.tick(bar)
+                    next_tick = self._next_multiple(cfg.tick_kimg)
+                if self.progress.nimg >= next_snapshot or done or self.stop_signal:
+                    self.snapshot()
+                    next_snapshot = self._next_multiple(cfg.snapshot_kimg)
+                if cfg.metrics and (self.progress.nimg >= next_eval or done):
+                    self.evaluate()
+                    next_eval = self._next_multiple(cfg.eval_kimg) if cfg.eval_kimg > 0 else math.inf
+                if self.stop_signal:
+                    raise Interrupted(self.stop_signal)
+        self.console(f"done: {self.progress.nimg / 1000:.1f} kimg in {self.progress.seconds:.0f} s; run directory {self.run.path}")
+
+    def _next_multiple(self, kimg: float) -> float:
+        every = max(1, round(kimg * 1000))
+        return (self.progress.nimg // every + 1) * every
+
+    def step(self) -> None:
+        cfg, model = self.cfg, self.model
+        t0 = time.perf_counter()
+        x0 = self._real_batch()
+        batch = self.objective.draw(x0, self.gen)
+        with self._autocast():
+            self.objective.begin(batch)
+        for phase in self.objective.phases:
+            if self.progress.step % phase.interval:
+                continue
+            net, opt = getattr(model, phase.network), self.opts[phase.network]
+            if model.D is not None:
+                model.D.requires_grad_(phase.network == "D")
+            with self._autocast():
+                loss = self.objective.loss(phase, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), math.inf)
+            self.stats.report(f"Loss/{phase.name}", loss)
+            self.stats.report(f"Grad/{phase.network}", grad_norm)
+            opt.step()
+        model.update_ema(self._ema_decay())
+        self.progress.nimg += cfg.batch
+        self.progress.step += 1
+        self.progress.seconds += time.perf_counter() - t0
+
+    def _real_batch(self) -> torch.Tensor:
+        index = torch.randint(len(self.data), (self.cfg.batch,), generator=self.data_gen)
+        x0 = self.data.batch(index)
+        if self.cfg.xflip and self.data.is_image:
+            flip = torch.rand(self.cfg.batch, generator=self.data_gen) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        return x0.to(self.device, non_blocking=True)
+
+    def _ema_decay(self) -> float:
+        half_life = self.cfg.ema_kimg * 1000
+        if self.cfg.ema_rampup > 0:
+            half_life = min(half_life, self.progress.nimg * self.cfg.ema_rampup)
+        return 0.5 ** (self.cfg.batch / max(half_life, 1e-8))
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # ----------------------------------------------------------------------------- records
+
+    def tick(self, bar) -> None:
+        p = self.progress
+        now = time.perf_counter()
+        started, nimg0 = self._tick_start
+        self._tick_start = (now, p.nimg)
+        stats = self.stats.collect()
+        for name, opt in self.opts.items():
+            stats[f"LR/{name}"] = opt.param_groups[0]["lr"]
+        stats["Speed/img_per_s"] = (p.nimg - nimg0) / max(now - started, 1e-9)
+        stats["Memory/peak_mb"] = _peak_memory_mb(self.device)
+        record = {"kimg": p.nimg / 1000, "step": p.step, "tick": p.tick, "seconds": round(p.seconds, 2), **stats}
+        append_jsonl(self.run.stats, record)
+        writer = self.writer()
+        for name, value in stats.items():
+            writer.add_scalar(name, value, p.nimg)
+        writer.flush()
+        losses = "  ".join(f"{k.removeprefix('Loss/')} {v:.3f}" for k, v in stats.items() if k.count("/") == 1 and k.startswith("Loss/"))
+        self.console(f"tick {p.tick:<4d} kimg {p.nimg / 1000:<8.1f} img/s {stats['Speed/img_per_s']:<7.0f} {losses}")
+        bar.set_postfix_str(losses, refresh=False)
+        p.tick += 1
+        bad = [k for k, v in stats.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingDiverged(
+                f"non-finite {', '.join(bad[:3])} at {p.nimg / 1000:.1f} kimg; the last good checkpoint in "
+                f"{self.run.checkpoints} is kept. Try lower --lr-g/--lr-d, --precision fp32, or a larger --r1-gamma, "
+                "then --resume that checkpoint")
+
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run.path))
+            self._writer.add_text("config", "```\n" + json.dumps(self.cfg.to_dict(), indent=2) + "\n```", 0)
+        return self._writer
+
+    def snapshot(self) -> Path:
+        kimg = self.progress.nimg // 1000
+        path = ckpt_io.save_atomic(self.state_dict(), self.run.checkpoints / ckpt_io.checkpoint_name(kimg))
+        grid = self.save_grid(self.run.samples / f"samples-{kimg:06d}.png")
+        self.console(f"snapshot {path.name}, samples {grid.name}")
+        return path
+
+    def save_grid(self, path: Path) -> Path:
+        model, n = self.model, self.cfg.grid_seeds
+        sampler, steps = default_sampling(model.cfg, fast=True)
+        seeds = list(range(n if model.cfg.is_image else max(n, 2000)))
+        x = sample_batched(model, seeds, batch=256, steps=steps, sampler=sampler, device=self.device)
+        step = self.progress.nimg
+        if model.cfg.is_image:
+            grid = image_grid(x)
+            save_png(grid, path, scale=max(1, 128 // model.cfg.shape[-1]))
+            self.writer().add_image("Samples", grid, step, dataformats="HWC")
+        else:
+            ref = self.data.data[:2000]
+            scatter_png(x, path, reference=ref, title=f"{self.cfg.objective}, {step / 1000:.0f} kimg, NFE {steps}")
+            from hybrid.images import read_png
+
+            self.writer().add_image("Samples", read_png(path)[:, :, :3], step, dataformats="HWC")
+        return path
+
+    def evaluate(self) -> None:
+        from metrics.evaluate import evaluate_during_training
+
+        evaluate_during_training(self)
+
+    # ----------------------------------------------------------------------------- context
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        def handler(signum, frame):
+            self.stop_signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def _bar(self):
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.total_nimg, initial=self.progress.nimg, unit="img", unit_scale=True,
+                   disable=not sys.stdout.isatty() or self.console.quiet, dynamic_ncols=True, leave=False)
+        self.console.bar = bar if not bar.disable else None
+        try:
+            yield bar
+        finally:
+            bar.close()
+            self.console.bar = None
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _count(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# --------------------------------------------------------------------------------- entry point
+
+
+def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | None = None,
+          changes: Mapping[str, Any] | None = None, model_changes: dict[str, Any] | None = None,
+          quiet: bool = False) -> Path:
+    """Train a model; returns the run directory.
+
+    cfg: the configuration of a new run (None fields are resolved from the data).
+    resume: None (a new run; `run_dir` must not hold one), "auto" (the newest checkpoint in
+    `run_dir`, or a new run if there is none) or a checkpoint path. When resuming, the
+    checkpoint's config is used with `changes` applied (only RESUMABLE keys may differ).
+    model_changes: chain and generator options applied to the default model of a new run.
+    """
+    run, ckpt_path = _open_run(cfg, run_dir, resume)
+    state = ckpt_io.load(ckpt_path) if ckpt_path else None
+    if state is not None:
+        cfg = _resumed_config(state, changes or {}, ckpt_path)
+    run.create()
+    run.lock()
+    console = Console(run.log, quiet=quiet)
+    try:
+        data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
+        if state is None:
+            cfg = resolve(cfg, data.shape, model_changes)
+            _write_config(run, cfg)
+        trainer = Trainer(cfg, run, data, console)
+        if state is not None:
+            trainer.load_state_dict(state)
+            console(f"resumed from {ckpt_path} at {trainer.progress.nimg / 1000:.1f} kimg")
+        try:
+            trainer.train()
+        finally:
+            trainer.close()
+    finally:
+        run.unlock()
+    return run.path
+
+
+def _open_run(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None) -> tuple[RunDir, Path | None]:
+    if resume is None:
+        run = RunDir(run_dir or next_run_dir("runs", cfg.data, cfg.objective))
+        if run.has_content():
+            raise UserError(f"--run-dir {run.path} already holds a run; continue it with --resume auto, "
+                            "or choose another --run-dir")
+        return run, None
+    if resume == "auto":
+        if run_dir is None:
+            raise UserError("--resume auto needs --run-dir: the run directory to continue")
+        run = RunDir(run_dir)
+        return run, run.latest_checkpoint()
+    path = Path(resume)
+    if not path.is_file():
+        raise UserError(f"--resume {resume}: no such checkpoint file; give a checkpoint-*.pt or 'auto'")
+    return RunDir(run_dir or path.resolve().parent.parent), path
+
+
+def _resumed_config(state: Mapping[str, Any], changes: Mapping[str, Any], path: Path) -> TrainConfig:
+    cfg = config_from_dict(state["config"], source=str(path))
+    differing = [k for k, v in changes.items() if k not in RESUMABLE and getattr(cfg, k) != v and v is not None]
+    if differing:
+        raise UserError(f"--resume {path}: cannot change {', '.join(differing)} of a run; only "
+                        f"{', '.join(RESUMABLE)} may change (start a new run for the rest)")
+    return cfg.replace(**{k: v for k, v in changes.items() if k in RESUMABLE})
+
+
+def _write_config(run: RunDir, cfg: TrainConfig) -> None:
+    tmp = run.config.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    tmp.replace(run.config)
