@@ -8,6 +8,7 @@ import sys
 import click
 
 from hybrid.errors import UserError
+from training.config import preset_names
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -69,6 +70,8 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N", help="Random seed. E.g. --seed 1")
 @click.option("--resume", metavar="auto|PATH", default=None,
               help="Continue a run: 'auto' takes the newest checkpoint in --run-dir (or starts one), or give a checkpoint.")
+@click.option("--preset", type=click.Choice(preset_names()), default=None,
+              help="Start from a shipped preset; other options override it. E.g. --preset cifar10-ddgan")
 @click.option("--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False), default=None,
               help="A config.json to start from (e.g. a run's); other options override it.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -100,7 +103,8 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="kimg between metric evaluations (0: at the end only). [default: 0]")
 @click.option("--metrics", metavar="LIST", default=None, help="Metrics during training, e.g. --metrics fid,kid or modes,swd.")
 @click.option("--quiet", is_flag=True, help="Print nothing; log.txt still records the run.")
-def train(config_file: str | None, run_dir: str | None, resume: str | None, quiet: bool, **options) -> None:
+def train(preset: str | None, config_file: str | None, run_dir: str | None, resume: str | None, quiet: bool,
+          **options) -> None:
     """Train a diffusion generator (and its discriminator).
 
     \b
@@ -111,14 +115,16 @@ def train(config_file: str | None, run_dir: str | None, resume: str | None, quie
       hybrid train --run-dir runs/exp1 --resume auto # continue after a crash or preemption
     """
     from training import train as run_training
-    from training.config import TrainConfig, read_config
+    from training.config import TrainConfig, read_config, read_preset
 
     net = {k: options.pop(k) for k in NET_OPTIONS}
     model_changes = {k: v for k, v in net.items() if v is not None}
     changes = {k: v for k, v in options.items() if v is not None}
     if "metrics" in changes:
         changes["metrics"] = parse_list(changes["metrics"])
-    base = read_config(config_file) if config_file else TrainConfig()
+    if preset and config_file:
+        raise UserError("give --preset or --config, not both")
+    base = read_preset(preset) if preset else read_config(config_file) if config_file else TrainConfig()
     if model_changes and base.model is not None:
         from training.config import with_model_overrides
 

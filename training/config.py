@@ -53,6 +53,8 @@ class TrainConfig:
 
 
 def config_from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
+    """A TrainConfig from JSON-like data; keys starting with "_" are comments."""
+    d = {k: v for k, v in d.items() if not k.startswith("_")}
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(d) - known)
     if unknown:
@@ -78,6 +80,21 @@ def read_config(path: str | Path) -> TrainConfig:
     if not isinstance(d, dict):
         raise UserError(f"--config {path}: expected a JSON object of options")
     return config_from_dict(d, source=f"--config {path}")
+
+
+PRESETS = Path(__file__).with_name("presets")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.json"))
+
+
+def read_preset(name: str) -> TrainConfig:
+    """A shipped preset (training/presets/NAME.json): a partial config like config.json."""
+    path = PRESETS / f"{name}.json"
+    if not path.is_file():
+        raise UserError(f"--preset {name!r}: unknown preset; choose one of {', '.join(preset_names())}")
+    return read_config(path)
 
 
 OBJECTIVES_WITH_D = ("hybrid", "ddgan")
