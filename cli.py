@@ -6,6 +6,7 @@ import json
 import sys
 
 import click
+from click.core import ParameterSource
 
 from hybrid.errors import UserError
 
@@ -115,7 +116,11 @@ def train(config_file: str | None, run_dir: str | None, resume: str | None, quie
 
     net = {k: options.pop(k) for k in NET_OPTIONS}
     model_changes = {k: v for k, v in net.items() if v is not None}
-    changes = {k: v for k, v in options.items() if v is not None}
+    # Only options given on the command line are changes: a click default must not override
+    # --config or the config of a resumed run.
+    ctx = click.get_current_context()
+    given = {k for k in options if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    changes = {k: v for k, v in options.items() if v is not None and k in given}
     if "metrics" in changes:
         changes["metrics"] = parse_list(changes["metrics"])
     base = read_config(config_file) if config_file else TrainConfig()
