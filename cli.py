@@ -148,7 +148,8 @@ def train(config_file: str | None, run_dir: str | None, resume: str | None, quie
               help="gan/ddpm: ancestral; ddim: deterministic. [default: gan for GAN models, ddpm otherwise]")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="Samples per network call; does not change the samples.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to sample; auto takes a GPU when there is one.")
 def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | None, sampler: str | None,
            batch: int, device: str) -> None:
     """Draw samples from a checkpoint file (nothing else is needed).
@@ -193,7 +194,12 @@ def data() -> None:
 
 @data.command("list")
 def data_list() -> None:
-    """List the built-in dataset names."""
+    """List the built-in dataset names.
+
+    \b
+    Examples:
+      hybrid data list
+    """
     from training.data import SOURCES
 
     for name, (_, help_text) in sorted(SOURCES.items()):
@@ -205,7 +211,13 @@ def data_list() -> None:
 @click.argument("source", metavar="NAME|PATH")
 @click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R", help="Resize images to R x R.")
 def data_info(source: str, resolution: int | None) -> None:
-    """Load a dataset and print its size, shape and kind as JSON."""
+    """Load a dataset and print its size, shape and kind as JSON.
+
+    \b
+    Examples:
+      hybrid data info toy:25gaussians
+      hybrid data info ./my_images --resolution 32
+    """
     from training.data import describe, load_dataset
 
     click.echo(json.dumps(describe(load_dataset(source, resolution)), indent=2))
