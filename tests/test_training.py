@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from hybrid.images import read_png
 from hybrid.model import Model, ModelConfig
 from training import train
 from training.config import read_config
+from training.trainer import Trainer
 
 
 def mean(records: list[dict], key: str) -> float:
@@ -179,3 +182,38 @@ def test_image_run_on_digits(tmp_path, precision, shown):
     grid = read_png(next((run / "samples").glob("*.png")))
     # 4 seeds in a 2x2 grid of 16px images with a 1px border, enlarged 8x
     assert grid.shape == (8 * 35, 8 * 35, 1)
+
+
+# ------------------------------------------------------------------------------------ interrupts
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_saves_a_checkpoint_and_the_resumed_run_matches(toy_run, tmp_path, monkeypatch, hybrid, signum, code):
+    """A signal after step 3 (mid-tick, mid-snapshot interval): checkpoint, exit 128 + signum; the
+    resumed run ends with the weights of the uninterrupted toy run."""
+    real_step, steps = Trainer.step, []
+
+    def step_then_signal(self):
+        real_step(self)
+        steps.append(self.progress.step)
+        if len(steps) == 3:
+            os.kill(os.getpid(), signum)
+
+    run = tmp_path / "run"
+    argv = ["train", "--data", "toy:8gaussians", "--kimg", "1", "--batch", "64", "--channels", "16", "--run-dir", run,
+            "--quiet"]
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "step", step_then_signal)
+        result = hybrid(*argv)
+    assert result.code == code, result.err
+    assert len(result.err.strip().splitlines()) == 1 and "--resume auto" in result.err
+    assert steps == [1, 2, 3]
+    assert load(latest_checkpoint(run))["progress"]["nimg"] == 3 * 64
+
+    result = hybrid(*argv, "--resume", "auto")
+    assert result.code == 0, result.err
+    a, b = load(latest_checkpoint(toy_run)), load(latest_checkpoint(run))
+    assert b["progress"]["nimg"] == a["progress"]["nimg"] == 1024
+    for key in ("G", "G_ema", "D"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after an interrupted run"
