@@ -6,6 +6,7 @@ import json
 import sys
 
 import click
+from click.core import ParameterSource
 
 from hybrid.errors import UserError
 from training.config import preset_names
@@ -119,7 +120,11 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
 
     net = {k: options.pop(k) for k in NET_OPTIONS}
     model_changes = {k: v for k, v in net.items() if v is not None}
-    changes = {k: v for k, v in options.items() if v is not None}
+    # Only options given on the command line are changes: a click default must not override
+    # --config or the config of a resumed run.
+    ctx = click.get_current_context()
+    given = {k for k in options if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    changes = {k: v for k, v in options.items() if v is not None and k in given}
     if "metrics" in changes:
         changes["metrics"] = parse_list(changes["metrics"])
     if preset and config_file:
@@ -149,7 +154,8 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
               help="gan/ddpm: ancestral; ddim: deterministic. [default: gan for GAN models, ddpm otherwise]")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="Samples per network call; does not change the samples.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to sample; auto takes a GPU when there is one.")
 def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | None, sampler: str | None,
            batch: int, device: str) -> None:
     """Draw samples from a checkpoint file (nothing else is needed).
@@ -194,7 +200,12 @@ def data() -> None:
 
 @data.command("list")
 def data_list() -> None:
-    """List the built-in dataset names."""
+    """List the built-in dataset names.
+
+    \b
+    Examples:
+      hybrid data list
+    """
     from training.data import SOURCES
 
     for name, (_, help_text) in sorted(SOURCES.items()):
@@ -206,7 +217,13 @@ def data_list() -> None:
 @click.argument("source", metavar="NAME|PATH")
 @click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R", help="Resize images to R x R.")
 def data_info(source: str, resolution: int | None) -> None:
-    """Load a dataset and print its size, shape and kind as JSON."""
+    """Load a dataset and print its size, shape and kind as JSON.
+
+    \b
+    Examples:
+      hybrid data info toy:25gaussians
+      hybrid data info ./my_images --resolution 32
+    """
     from training.data import describe, load_dataset
 
     click.echo(json.dumps(describe(load_dataset(source, resolution)), indent=2))

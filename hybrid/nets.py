@@ -49,7 +49,10 @@ def norm_layer(kind: str, channels: int, dims: int, affine: bool = True) -> nn.M
     """Group norm (32 groups at most) or batch norm over [B, C, ...]."""
     if kind == "batch":
         return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(channels, affine=affine)
-    return nn.GroupNorm(math.gcd(32, channels), channels, affine=affine)
+    # Vectors [B, C] have no spatial extent: a group of one channel normalises to 0, so keep
+    # at least 8 channels per group there (width 256 still gets 32 groups).
+    groups = math.gcd(32, channels if dims == 2 else max(1, channels // 8))
+    return nn.GroupNorm(groups, channels, affine=affine)
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:

@@ -23,7 +23,9 @@ class ScheduleKind(str, Enum):
 def _alpha_bar_linear(T: int) -> Tensor:
     # Ho et al.'s 1e-4..0.02 over 1000 steps, rescaled so that shorter chains end as noisy.
     scale = 1000 / T
-    betas = torch.linspace(1e-4 * scale, 0.02 * scale, T, dtype=torch.float64).clamp(max=0.999)
+    # linspace with one point gives the start; a one-step chain must end in noise like the rest.
+    start = 1e-4 * scale if T > 1 else 0.02 * scale
+    betas = torch.linspace(start, 0.02 * scale, T, dtype=torch.float64).clamp(max=0.999)
     return torch.cumprod(1 - betas, 0)
 
 

@@ -330,13 +330,16 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Non
     state = ckpt_io.load(ckpt_path) if ckpt_path else None
     if state is not None:
         cfg = _resumed_config(state, changes or {}, ckpt_path)
+    # Bad data or options fail before the run directory exists: a leftover empty run
+    # directory would make the corrected command fail with "already holds a run".
+    data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
+    if state is None:
+        cfg = resolve(cfg, data.shape, model_changes)
     run.create()
     run.lock()
     console = Console(run.log, quiet=quiet)
     try:
-        data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
         if state is None:
-            cfg = resolve(cfg, data.shape, model_changes)
             _write_config(run, cfg)
         trainer = Trainer(cfg, run, data, console)
         if state is not None:
