@@ -332,6 +332,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Non
         cfg = _resumed_config(state, changes or {}, ckpt_path)
     # Bad data or options fail before the run directory exists: a leftover empty run
     # directory would make the corrected command fail with "already holds a run".
+    resolve_device(cfg.device)
+    resolve_precision(cfg.precision, torch.device("cpu"), image=False)
     data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
     if state is None:
         cfg = resolve(cfg, data.shape, model_changes)
