@@ -29,29 +29,35 @@ def gaussian_stats(features: Tensor) -> GaussianStats:
     return GaussianStats(mu, sigma, len(f))
 
 
-def _psd_sqrt(a: Tensor) -> Tensor:
-    """Symmetric square root of a symmetric positive semi-definite matrix [D, D]."""
+def psd_sqrt(a: Tensor) -> Tensor:
+    """Symmetric square root of a symmetric positive semi-definite matrix [D, D] (float64)."""
+    a = a.double()
     w, v = torch.linalg.eigh((a + a.T) / 2)
     return (v * w.clamp(min=0).sqrt()) @ v.T
 
 
-def trace_sqrt_product(s1: Tensor, s2: Tensor) -> float:
+def trace_sqrt_product(s1: Tensor, s2: Tensor, s2_sqrt: Tensor | None = None) -> float:
     """tr((s1 s2)^(1/2)) for covariances [D, D], by eigenvalues.
 
-    s1 s2 has the eigenvalues of the symmetric PSD matrix s1^(1/2) s2 s1^(1/2), so the trace is
+    s1 s2 has the eigenvalues of the symmetric PSD matrix s2^(1/2) s1 s2^(1/2), so the trace is
     the sum of the square roots of its (clamped) eigenvalues: real and finite even when both
     covariances are singular (N < D), where a general matrix square root turns complex.
+    s2_sqrt: psd_sqrt(s2) when already known (cached with reference statistics).
     """
-    r = _psd_sqrt(s1.double())
-    m = r @ s2.double() @ r
+    r = psd_sqrt(s2) if s2_sqrt is None else s2_sqrt.double()
+    m = r @ s1.double() @ r
     eig = torch.linalg.eigvalsh((m + m.T) / 2)
     return float(eig.clamp(min=0).sqrt().sum())
 
 
-def frechet_distance(a: GaussianStats, b: GaussianStats) -> float:
-    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)): FID when the features are Inception's."""
+def frechet_distance(a: GaussianStats, b: GaussianStats, b_sigma_sqrt: Tensor | None = None) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)): FID when the features are Inception's.
+
+    b_sigma_sqrt: psd_sqrt(b.sigma) if known, which saves one eigendecomposition.
+    """
     diff = a.mu - b.mu
-    value = float(diff @ diff) + float(a.sigma.trace() + b.sigma.trace()) - 2 * trace_sqrt_product(a.sigma, b.sigma)
+    tr_sqrt = trace_sqrt_product(a.sigma, b.sigma, b_sigma_sqrt)
+    value = float(diff @ diff) + float(a.sigma.trace() + b.sigma.trace()) - 2 * tr_sqrt
     return max(value, 0.0)
 
 

@@ -228,9 +228,11 @@ def _image_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[M
     layers = {k: metric_layer(spec, k) for k in keys}
     gen_layers = {layers[k] for m in active for k in m.gen_layers}
     ref_layers = {layers[k] for m in active for k in m.ref_layers}
-    ref = {layer: reference_features(ref_name, ref_data.data, spec, layer, device, cfg.ref_num, cfg.use_cache)
+    net = build_extractor(spec, gen_layers | ref_layers, device) if keys else None  # once: loading Inception takes seconds
+    ref = {layer: reference_features(ref_name, ref_data.data, spec, layer, device, cfg.ref_num, cfg.use_cache, net=net)
            for layer in sorted(ref_layers)}
-    gen = extract(build_extractor(spec, gen_layers, device), samples.batches(), device, samples.num) if gen_layers else {}
+    gen = extract(net, samples.batches(), device, samples.num) if gen_layers else {}
+    gen = {layer: gen[layer] for layer in gen_layers}
     inputs = MetricInputs(gen=gen, ref=ref, layers=layers, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size)
     layer_names = "+".join(sorted(gen_layers | ref_layers))
     meta = {"num_ref": len(next(iter(ref.values())).features) if ref else 0,

@@ -2,8 +2,8 @@
 
 The cache key is (dataset, content digest, resolution, number of images, extractor, weights
 sha256); the features come from the un-augmented images as loaded (no flips). The file holds the
-features themselves (KID and precision/recall need them) and their float64 mean and covariance
-(FID), so a cached reference costs nothing but a load.
+features themselves (KID and precision/recall need them), their float64 mean and covariance and
+the covariance's square root (FID), so a cached reference costs a load, not an eigendecomposition.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from hybrid.checkpoint import save_atomic
-from metrics.distances import GaussianStats, gaussian_stats
+from metrics.distances import GaussianStats, gaussian_stats, psd_sqrt
 from metrics.features import ExtractorSpec, build_extractor, extract, image_batches
 from metrics.inception import cache_dir
 
@@ -29,6 +29,7 @@ SUBSET_SEED = 0  # which reference images are used when the dataset has more tha
 class ReferenceFeatures:
     features: Tensor  # [N, d] float32 features of the reference images
     stats: GaussianStats  # their float64 mean and covariance
+    sigma_sqrt: Tensor  # [d, d] float64 symmetric square root of the covariance (FID needs it)
     cached: bool  # True when read from the cache, False when computed now
     path: Path | None  # the cache file (None when not cached)
 
@@ -60,10 +61,12 @@ def cache_path(key: dict[str, object], root: Path | None = None) -> Path:
 
 
 def reference_features(dataset: str, images: Tensor, spec: ExtractorSpec, layer: str, device: torch.device,
-                       num: int | None = None, use_cache: bool = True, root: Path | None = None) -> ReferenceFeatures:
+                       num: int | None = None, use_cache: bool = True, root: Path | None = None,
+                       net: torch.nn.Module | None = None) -> ReferenceFeatures:
     """Features of (a fixed subset of) uint8 images [N, C, H, W] at `layer`, from the cache when there.
 
     dataset: the name or path the images came from (part of the key, with a digest of the bytes).
+    net: an extractor built from `spec` that returns `layer` (default: build one when needed).
     """
     images = reference_subset(images, num)
     key = reference_key(dataset, data_digest(images), images.shape[-1], len(images), spec, layer)
@@ -73,14 +76,15 @@ def reference_features(dataset: str, images: Tensor, spec: ExtractorSpec, layer:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             if saved.get("key") == key:
                 stats = GaussianStats(saved["mu"], saved["sigma"], len(saved["features"]))
-                return ReferenceFeatures(saved["features"], stats, True, path)
+                return ReferenceFeatures(saved["features"], stats, saved["sigma_sqrt"], True, path)
         except Exception:  # unreadable or from an older layout: recompute and overwrite
             pass
-    net = build_extractor(spec, [layer], device)
+    net = net if net is not None else build_extractor(spec, [layer], device)
     features = extract(net, image_batches(images, spec.batch), device, len(images), desc="reference")[layer]
     stats = gaussian_stats(features)
+    sigma_sqrt = psd_sqrt(stats.sigma)
     if not use_cache:
-        return ReferenceFeatures(features, stats, False, None)
+        return ReferenceFeatures(features, stats, sigma_sqrt, False, None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic({"key": key, "features": features, "mu": stats.mu, "sigma": stats.sigma}, path)
-    return ReferenceFeatures(features, stats, False, path)
+    save_atomic({"key": key, "features": features, "mu": stats.mu, "sigma": stats.sigma, "sigma_sqrt": sigma_sqrt}, path)
+    return ReferenceFeatures(features, stats, sigma_sqrt, False, path)

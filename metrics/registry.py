@@ -86,7 +86,8 @@ def default_metrics(kind: str, has_modes: bool = False) -> tuple[str, ...]:
 @register_metric("fid", IMAGE, "Frechet distance of float64 Gaussian fits, eigenvalue trace sqrt", ("fid",), ("fid",))
 def _fid(x: MetricInputs) -> dict[str, float]:
     layer = x.layers["fid"]
-    return {"fid": frechet_distance(gaussian_stats(x.gen[layer]), x.ref[layer].stats)}
+    ref = x.ref[layer]
+    return {"fid": frechet_distance(gaussian_stats(x.gen[layer]), ref.stats, ref.sigma_sqrt)}
 
 
 @register_metric("kid", IMAGE, "unbiased polynomial-kernel MMD^2 (degree 3) over random subsets, as torch-fidelity",
