@@ -107,7 +107,7 @@ def _user_weights(path: Path) -> InceptionWeights:
     if not path.is_file():
         raise UserError(f"--inception-weights {path}: no such file; give torch-fidelity's {OFFICIAL_FILE} or unset ${ENV_WEIGHTS}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"--inception-weights {path}: not a readable state dict ({str(e).splitlines()[0][:100]})") from None
     if not isinstance(state, dict) or "Mixed_7c.branch_pool.conv.weight" not in state:

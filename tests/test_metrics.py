@@ -214,6 +214,20 @@ def test_weights_search_reports_all_ways_when_nothing_is_there(tmp_path, monkeyp
         inception.find_inception_weights()
 
 
+def test_user_weights_come_first_and_are_checked(tmp_path, monkeypatch):
+    monkeypatch.delenv("HYBRID_INCEPTION_WEIGHTS", raising=False)
+    shaped = {"Mixed_7c.branch_pool.conv.weight": torch.ones(2), "fc.weight": torch.zeros(3, 2)}
+    torch.save(shaped, tmp_path / "no-fc.pth")
+    torch.save({**shaped, "fc.weight": torch.ones(3, 2)}, tmp_path / "with-fc.pth")
+    torch.save({"conv.weight": torch.ones(2)}, tmp_path / "other.pth")
+    found = inception.find_inception_weights(tmp_path / "no-fc.pth", download=False)
+    assert found.source == "user" and not found.has_classifier and found.sha256 == inception.sha256_file(tmp_path / "no-fc.pth")
+    monkeypatch.setenv("HYBRID_INCEPTION_WEIGHTS", str(tmp_path / "with-fc.pth"))
+    assert inception.find_inception_weights(download=False).has_classifier
+    with pytest.raises(UserError, match="not an inception-v3-compat state dict"):
+        inception.find_inception_weights(tmp_path / "other.pth")
+
+
 def test_carrier_names_cover_every_conv():
     names = inception.carrier_conv_names()
     assert len(names) == 94 and len(set(names.values())) == 94
