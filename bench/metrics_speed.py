@@ -49,6 +49,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--num", type=int, default=1000, help="samples in the timed evaluation (0: skip it)")
     p.add_argument("--ref", default="digits", help="reference dataset")
+    p.add_argument("--ref-num", type=int, default=None, help="reference images (default: all)")
     p.add_argument("--checkpoint", default=None, help="draw the samples from this checkpoint (default: digits images)")
     args = p.parse_args()
     print(f"machine: {machine()}")
@@ -73,7 +74,8 @@ def main() -> None:
 
 
 def timed_evaluation(args: argparse.Namespace, spec: ExtractorSpec) -> None:
-    cfg = EvalConfig(metrics=("fid", "kid"), num=args.num, batch=args.batch, inception_weights=str(spec.weights.path))
+    cfg = EvalConfig(metrics=("fid", "kid"), num=args.num, ref_num=args.ref_num, batch=args.batch,
+                     inception_weights=str(spec.weights.path))
     device = torch.device("cpu")
     ref = load_dataset(args.ref)
     if args.checkpoint:
@@ -85,7 +87,7 @@ def timed_evaluation(args: argparse.Namespace, spec: ExtractorSpec) -> None:
         def samples():
             return model_samples(model, cfg, device, args.checkpoint)
     else:
-        gen = ref.data[torch.randperm(len(ref.data), generator=torch.Generator().manual_seed(1))[: args.num] % len(ref.data)]
+        gen = ref.data[torch.randperm(len(ref.data), generator=torch.Generator().manual_seed(1))[: args.num]]
 
         def samples():
             return tensor_samples(gen, f"{args.num} {args.ref} images", batch=args.batch)
