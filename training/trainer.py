@@ -335,6 +335,10 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Non
     resolve_device(cfg.device)
     resolve_precision(cfg.precision, torch.device("cpu"), image=False)
     data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
+    if cfg.metrics:
+        from metrics.registry import get_metrics
+
+        get_metrics(cfg.metrics, kind="image" if data.is_image else "vector")  # unknown names fail now, not hours in
     if state is None:
         cfg = resolve(cfg, data.shape, model_changes)
     run.create()
