@@ -61,11 +61,11 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
 @click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KIMG",
               help="Training length in thousands of samples shown. [default: 80] E.g. --kimg 200")
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Batch size. [default: 64 for images, 512 for vectors] E.g. --batch 128")
+              help="Batch size. [default: 64 for images, 128 for vectors] E.g. --batch 128")
 @click.option("--steps", type=click.IntRange(1, 10_000), default=None, metavar="T",
               help="Levels T of the diffusion chain. [default: 4 for GAN objectives, 1000 for ddpm] E.g. --steps 2")
-@click.option("--schedule", type=click.Choice(["vp", "linear", "cosine"]), default=None,
-              help="Noise schedule. [default: vp for GAN objectives, linear for ddpm]")
+@click.option("--schedule", type=click.Choice(["vp", "linear", "cosine", "logsnr"]), default=None,
+              help="Noise schedule. [default: vp for GAN objectives on images, logsnr on vectors, linear for ddpm]")
 @click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R",
               help="Image side in pixels; images are center-cropped and resized. [default: the data's] E.g. --resolution 32")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N", help="Random seed. E.g. --seed 1")

@@ -9,7 +9,7 @@ import torch
 
 from hybrid.schedule import Schedule
 
-KINDS = ("linear", "cosine", "vp")
+KINDS = ("linear", "cosine", "vp", "logsnr")
 
 
 def closed_form_posterior(betas: torch.Tensor, t: int) -> tuple[float, float, float]:
