@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import assert_user_error, latest_checkpoint
 
+from conftest import assert_user_error, latest_checkpoint
 from hybrid import checkpoint as ckpt_io
 from hybrid.model import Model, ModelConfig
 from hybrid.nets import NetConfig

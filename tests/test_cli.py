@@ -10,10 +10,10 @@ import sys
 import click
 import numpy as np
 import pytest
-from conftest import REPO, TINY_NET, assert_user_error, latest_checkpoint, toy_config
 from PIL import Image
 
 import cli
+from conftest import REPO, TINY_NET, assert_user_error, latest_checkpoint, toy_config
 from training import train
 from training.data import SOURCES
 

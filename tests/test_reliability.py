@@ -96,25 +96,27 @@ def _unwritable_case(tmp_path):
 # ------------------------------------------------------------------------------------ fuzzing
 
 odd_text = st.text(alphabet=string.ascii_letters + string.digits + " -_.,:/é✓日", min_size=0, max_size=12)
-numbers = st.one_of(st.integers(-10, 10**6).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str), odd_text)
+# Small numbers keep a valid run to a few steps; the odd ones must be refused with one line.
+numbers = st.one_of(st.integers(-5, 12).map(str), st.floats(-2, 2).map(str),
+                    st.sampled_from(["nan", "inf", "-inf", "1e999", "0x10", "", " ", "１２", "3 4"]), odd_text)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(option=st.sampled_from(["--kimg", "--batch", "--resolution", "--steps", "--seed", "--lr-g", "--r1-gamma",
                                "--dropout", "--channels", "--snapshot-every", "--objective", "--norm", "--device"]),
        value=numbers, data=st.sampled_from(["toy:8gaussians", "toy:nope", "./no such dir é", "digits.npy"]))
 def test_fuzzed_train_options_exit_0_or_2(tmp_path_factory, hybrid, option, value, data):
     run_dir = tmp_path_factory.mktemp("fuzz") / "run é ✓"
-    result = hybrid("train", "--data", data, option, value, "--kimg", "0.064", "--batch", "64", "--channels", "8",
-                    "--run-dir", run_dir, "--quiet") if option not in ("--kimg", "--batch", "--channels") else \
-        hybrid("train", "--data", data, option, value, "--run-dir", run_dir, "--quiet")
+    # The fuzzed option comes last, so it overrides the small defaults before it.
+    result = hybrid("train", "--data", data, "--kimg", "0.064", "--batch", "32", "--channels", "8",
+                    "--run-dir", run_dir, "--quiet", option, value)
     assert result.code in (0, 2), result.err
     assert "Traceback" not in result.err
     if result.code == 2:
         assert len(result.err.strip().splitlines()) == 1, result.err
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(option=st.sampled_from(["--seeds", "--steps", "--num", "--sampler", "--batch", "--out"]), value=odd_text)
 def test_fuzzed_sample_options_exit_0_or_2(toy_run, tmp_path_factory, hybrid, option, value):
     out = tmp_path_factory.mktemp("out") / "s é.npy"

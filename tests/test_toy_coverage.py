@@ -4,7 +4,6 @@ covers most of the 25 grid modes at 4 NFE within a test-sized CPU budget."""
 from __future__ import annotations
 
 from conftest import latest_checkpoint
-
 from hybrid.checkpoint import load_model
 from hybrid.samplers import sample_batched
 from metrics.toy import mode_stats

@@ -10,9 +10,9 @@ import signal
 
 import pytest
 import torch
-from conftest import TINY_NET, TINY_UNET, assert_user_error, digits_config, latest_checkpoint, read_stats, toy_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import TINY_NET, TINY_UNET, assert_user_error, digits_config, latest_checkpoint, read_stats, toy_config
 from hybrid.checkpoint import list_checkpoints, load, load_model
 from hybrid.images import read_png
 from hybrid.model import Model, ModelConfig
