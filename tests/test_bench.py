@@ -98,3 +98,22 @@ def test_cli_bench_out_and_errors(hybrid, toy_run, tmp_path):
     shutil.copyfile(ckpt, loose)
     assert_user_error(hybrid("bench", loose, "--nfe", "1"), "--out")  # not in a run directory: where to write?
     assert_user_error(hybrid("bench", tmp_path / "missing.pt", "--out", out), "missing.pt")
+
+
+def test_bench_of_an_image_model_states_extractor_and_reference(digits_run, tmp_path, monkeypatch):
+    """The image path end to end, with a tiny registered extractor instead of Inception (seconds, not minutes)."""
+    from test_metrics import TINY, tiny_extractor_class
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if TINY not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(TINY, tiny_extractor_class())
+    monkeypatch.setenv("HYBRID_CACHE", str(tmp_path / "cache"))
+    ecfg = EvalConfig(metrics=("fid", "kid"), num=40, ref_num=60, extractor=TINY, batch=20, kid_subsets=5, kid_subset_size=20)
+    cfg = BenchConfig(nfe=(1,), repeats=2, eval=ecfg, timing_batch=8, timing_calls=1)
+    out = tmp_path / "bench.jsonl"
+    bench([str(latest_checkpoint(digits_run))], cfg, torch.device("cpu"), load_dataset, out=out, log=lambda _: None)
+    (record,) = read_records(out)
+    assert record["nfe"] == 1 and len(record["metrics"]["fid"]["values"]) == 2 and "kid" in record["metrics"]
+    p = record["protocol"]
+    assert p["extractor"].startswith(TINY) and p["num"] == 40 and p["num_ref"] == 60 and len(p["ref_sha256"]) == 64
+    assert p["ref_cache"].startswith("digits-") and (tmp_path / "cache" / "reference" / p["ref_cache"]).is_file()
