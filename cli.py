@@ -237,6 +237,105 @@ def eval_command(source: str, ref: str | None, metric_names: str | None, num: in
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
 
 
+# ------------------------------------------------------------------------------------ bench
+
+
+def parse_ints(text: str, option: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4): positive integers."""
+    try:
+        values = tuple(int(s) for s in parse_list(text))
+    except ValueError:
+        raise UserError(f"{option} {text!r}: expected positive integers such as 1,2,4") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{option} {text!r}: expected positive integers such as 1,2,4")
+    return tuple(dict.fromkeys(values))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("checkpoints", metavar="CHECKPOINT...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--nfe", metavar="LIST", default="1,2,4", show_default=True,
+              help="Generator evaluations per sample to measure; those above a model's T are skipped. E.g. --nfe 1,2,4,8")
+@click.option("--seeds", "repeats", type=click.IntRange(1, 100), default=3, show_default=True, metavar="R",
+              help="Repetitions on disjoint seed ranges (1000000+r*N ..); mean, std and min are reported. E.g. --seeds 5")
+@click.option("--num", type=click.IntRange(min=2, max=10_000_000), default=1000, show_default=True, metavar="N",
+              help="Samples per repetition. FID falls with N: compare only at equal N. E.g. --num 50000")
+@click.option("--metrics", "metric_names", metavar="LIST", default=None,
+              help="Comma-separated metrics: fid,kid,is,pr for images; modes,swd,mmd for vectors. "
+                   "[default: fid,kid or modes,swd,mmd]")
+@click.option("--sampler", "samplers", metavar="LIST", default=None,
+              help="Samplers to measure, from gan,ddpm,ddim. [default: each model's own] E.g. --sampler ddpm,ddim")
+@click.option("--ref", metavar="DATA", default=None,
+              help="Reference: a dataset name, folder or .npy. [default: each checkpoint's training data]")
+@click.option("--ref-num", type=click.IntRange(min=2), default=None, metavar="N",
+              help="Reference images (a fixed subset when fewer than the data). [default: all] E.g. --ref-num 10000")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="B",
+              help="Samples per sampler call, for the metrics and for the stated latency and throughput.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where sampling and feature extraction run.")
+@click.option("--inception-weights", metavar="PATH", default=None,
+              help="torch-fidelity's Inception weights file. [default: as `hybrid eval`]")
+@click.option("--out", metavar="PATH", type=click.Path(dir_okay=False), default=None,
+              help="Append the JSON lines here. [default: RUN_DIR/bench.jsonl beside each checkpoint's run]")
+def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric_names: str | None,
+          samplers: str | None, ref: str | None, ref_num: int | None, batch: int, device: str,
+          inception_weights: str | None, out: str | None) -> None:
+    """Benchmark checkpoints: metrics over several seed ranges, per sampler and NFE, with latency.
+
+    Each (checkpoint, sampler, NFE) is one JSON line with mean, std, min and max of every metric,
+    ms per image and img/s at --batch (after a warm-up call), and the protocol: N, reference and
+    its sha256, extractor and weights sha256, device, versions and date.
+
+    \b
+    Examples:
+      hybrid bench runs/00000-digits-hybrid/checkpoints/checkpoint-000080.pt --nfe 1,2,4 --num 1000
+      hybrid bench runs/a/checkpoints/checkpoint-000200.pt runs/b/checkpoints/checkpoint-000200.pt --seeds 5
+      hybrid bench CKPT --metrics modes,swd --num 2000 --out bench.jsonl    # a toy model
+      hybrid bench CKPT --sampler ddpm,ddim --nfe 1,2,4,10,50 --device cuda
+    """
+    from metrics.bench import BenchConfig
+    from metrics.bench import bench as run_bench
+    from metrics.evaluate import EvalConfig
+    from training.data import load_dataset
+    from training.trainer import resolve_device
+
+    names = parse_list(samplers)
+    unknown = [s for s in names if s not in ("gan", "ddpm", "ddim")]
+    if unknown:
+        raise UserError(f"--sampler {samplers!r}: unknown {', '.join(unknown)}; choose from gan, ddpm, ddim")
+    ecfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, batch=batch,
+                      inception_weights=inception_weights)
+    cfg = BenchConfig(nfe=parse_ints(nfe, "--nfe"), samplers=names, repeats=repeats, eval=ecfg, timing_batch=batch)
+    written = run_bench(list(checkpoints), cfg, resolve_device(device), load_dataset, out=out, ref=ref)
+    for path, records in written.items():
+        click.echo(f"appended {len(records)} records to {path}")
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path())
+@click.option("--out", metavar="DIR", type=click.Path(file_okay=False), default="report", show_default=True,
+              help="Folder for report.md, report.html and the PNG plots. E.g. --out docs/report")
+@click.option("--title", metavar="TEXT", default="hybrid benchmark report", show_default=True,
+              help="The report's title. E.g. --title 'CIFAR-10, 1 GPU'")
+def report(run_dirs: tuple[str, ...], out: str, title: str) -> None:
+    """Write a benchmark report of runs: Markdown, self-contained HTML and PNG plots.
+
+    Reads each run's config.json, stats.jsonl, metrics.jsonl, bench.jsonl (`hybrid bench`) and
+    samples/; several runs are overlaid in each plot. Missing files are noted, not fatal.
+
+    \b
+    Examples:
+      hybrid report runs/00000-digits-hybrid
+      hybrid report runs/hybrid runs/ddpm --out docs/report-toy
+    """
+    from metrics.report import write_report
+
+    paths = write_report(list(run_dirs), out, title=title)
+    click.echo(f"wrote {paths.markdown}, {paths.html} and {len(paths.images)} PNG files")
+
+
 # ------------------------------------------------------------------------------------ data
 
 

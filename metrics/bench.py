@@ -1,0 +1,223 @@
+"""`hybrid bench`: metrics of checkpoints under a stated protocol, over several sampling seeds.
+
+For each checkpoint x sampler x NFE, the metrics are computed `repeats` times on disjoint seed
+ranges (repetition r draws seeds SEED_BASE + r*N .. SEED_BASE + (r+1)*N - 1) and reported as
+mean, std, min and max with every value; sampling speed is timed separately at a stated batch
+after a warm-up call. Each result is one JSON line carrying its protocol (N, reference and its
+digest, extractor and weights sha256, device, versions, date): reported numbers often fail to
+reproduce because of exactly these choices (REFERENCE.md), so they travel with every number.
+
+This package does not import `training`; the command line hands in its data loader.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hybrid.errors import UserError
+from metrics.evaluate import HELD_OUT_SEED, SEED_BASE, EvalConfig, EvalResult, LoadData, Log, evaluate, model_samples, stderr_log
+from metrics.features import metric_layer
+from metrics.reference import cache_path, data_digest, reference_key, reference_subset
+
+BENCH_FILE = "bench.jsonl"  # written beside a checkpoint's run: RUN_DIR/bench.jsonl
+MIN_TIMING_SECONDS = 0.5  # time sampler calls for at least this long in all ...
+MAX_TIMING_CALLS = 1000  # ... unless this many calls were timed
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    nfe: tuple[int, ...] = (1, 2, 4)  # generator evaluations per sample to measure (those above a model's T are skipped)
+    samplers: tuple[str, ...] = ()  # gan | ddpm | ddim; () = each model's default sampler
+    repeats: int = 3  # evaluations per setting, on disjoint seed ranges
+    eval: EvalConfig = EvalConfig(num=1000)  # metrics, N, reference size, batch, extractor
+    timing_batch: int = 64  # samples per sampler call when timing
+    timing_calls: int = 3  # at least this many timed calls after one warm-up call; their median is reported
+
+
+@dataclass(frozen=True)
+class Timing:
+    batch: int  # samples per sampler call
+    ms_per_img: float  # median wall time of a call / batch, in milliseconds
+    img_per_s: float  # batch / median wall time of a call
+    calls: int  # timed calls (after one warm-up call)
+
+
+def versions() -> dict[str, str]:
+    """Versions of what can change a number: torch, torch-fidelity, hybrid, Python."""
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {"torch": torch.__version__, "torch_fidelity": version("torch-fidelity"), "hybrid": version("hybrid"),
+            "python": platform.python_version()}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def seed_ranges(num: int, repeats: int) -> list[tuple[int, ...]]:
+    """Disjoint seed ranges, one per repetition: SEED_BASE + r*num .. SEED_BASE + (r+1)*num - 1."""
+    return [tuple(range(SEED_BASE + r * num, SEED_BASE + (r + 1) * num)) for r in range(repeats)]
+
+
+def summarize(results: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """Per value key (fid, kid, modes_covered, swd, ...) over repetitions: mean, std, min, max, values.
+
+    std is the sample standard deviation (n-1); 0 for one repetition.
+    """
+    keys = list(dict.fromkeys(k for r in results for values in r.values() for k in values))
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        values = [values[key] for r in results for values in r.values() if key in values]
+        finite = [v for v in values if math.isfinite(v)]
+        out[key] = {"mean": statistics.fmean(finite) if finite else math.nan,
+                    "std": statistics.stdev(finite) if len(finite) > 1 else 0.0,
+                    "min": min(finite, default=math.nan), "max": max(finite, default=math.nan), "values": values}
+    return out
+
+
+def time_sampling(model, sampler: str, nfe: int, device: torch.device, batch: int, calls: int) -> Timing:
+    """Median wall time of sampler calls of `batch` samples, after one warm-up call: at least
+    `calls` calls and at least MIN_TIMING_SECONDS in all, so that fast calls are not timer noise.
+
+    `sample` returns its result on the CPU, so each call ends with a device sync.
+    """
+    from hybrid.samplers import sample
+
+    seeds = list(range(batch))
+    sample(model, seeds, steps=nfe, sampler=sampler, device=device)  # warm-up: allocator, kernels, caches
+    seconds: list[float] = []
+    while len(seconds) < calls or (sum(seconds) < MIN_TIMING_SECONDS and len(seconds) < MAX_TIMING_CALLS):
+        start = time.perf_counter()
+        sample(model, seeds, steps=nfe, sampler=sampler, device=device)
+        seconds.append(time.perf_counter() - start)
+    median = statistics.median(seconds)
+    return Timing(batch, 1000 * median / batch, batch / median, len(seconds))
+
+
+def reference_protocol(ref_name: str, ref_data: Any, cfg: EvalConfig, result: EvalResult) -> dict[str, Any]:
+    """What the numbers were compared with: name, size, sha256 of the (subset of) reference data,
+    and for images the reference-feature cache file, whose name ends with the digest of its key."""
+    subset = reference_subset(ref_data.data, cfg.ref_num)
+    digest = data_digest(subset)
+    out: dict[str, Any] = {"ref": ref_name, "ref_description": result.ref, "num_ref": result.num_ref, "ref_sha256": digest}
+    if subset.dim() == 4 and result.extractor:
+        from metrics.evaluate import extractor_spec
+
+        spec = extractor_spec(cfg)
+        key = reference_key(ref_name, digest, subset.shape[-1], len(subset), spec, metric_layer(spec, "fid"))
+        out["ref_cache"] = cache_path(key).name
+    return out
+
+
+def settings(model, cfg: BenchConfig, log: Log, name: str) -> Iterator[tuple[str, int]]:
+    """(sampler, NFE) pairs to measure for a model; NFE above its T are skipped with a note."""
+    from hybrid.samplers import default_sampling
+
+    samplers = cfg.samplers or (default_sampling(model.cfg)[0],)
+    fitting = [n for n in cfg.nfe if n <= model.cfg.steps]
+    skipped = [n for n in cfg.nfe if n > model.cfg.steps]
+    if skipped:
+        log(f"{name}: NFE {', '.join(map(str, skipped))} skipped: the model has T = {model.cfg.steps} levels")
+    if not fitting:
+        raise UserError(f"{name}: none of --nfe {','.join(map(str, cfg.nfe))} fits the model's T = {model.cfg.steps}")
+    for sampler in samplers:
+        for nfe in fitting:
+            yield sampler, nfe
+
+
+def bench_checkpoint(path: str | Path, cfg: BenchConfig, device: torch.device, load_data: LoadData,
+                     ref: str | None = None, log: Log = stderr_log) -> list[dict[str, Any]]:
+    """Benchmark one checkpoint: one record per (sampler, NFE). ref: default the training data
+    (toys: a held-out draw, seed HELD_OUT_SEED, as `hybrid eval`)."""
+    from hybrid.checkpoint import load, load_model
+
+    path = Path(path)
+    ckpt = load(path)
+    model = load_model(path).to(device)
+    config = ckpt.get("config", {})
+    ref = ref or config.get("data")
+    if ref is None:
+        raise UserError(f"{path}: the checkpoint names no training data; give --ref")
+    ref_data = load_data(ref, model.cfg.shape[-1] if model.cfg.is_image else None, HELD_OUT_SEED)
+    num = cfg.eval.num or 1000
+    common = {"checkpoint": str(path), "kimg": ckpt.get("progress", {}).get("nimg", 0) / 1000,
+              "objective": config.get("objective"), "data": config.get("data"), "T": model.cfg.steps}
+    records = []
+    for sampler, nfe in settings(model, cfg, log, str(path)):
+        records.append({**common, **bench_setting(model, sampler, nfe, ref, ref_data, cfg, num, device, log)})
+        log(f"{path.name} {sampler} NFE {nfe}: " + "  ".join(
+            f"{k} {v['mean']:.4g}±{v['std']:.2g}" for k, v in records[-1]["metrics"].items()))
+    return records
+
+
+def bench_setting(model, sampler: str, nfe: int, ref: str, ref_data: Any, cfg: BenchConfig, num: int,
+                  device: torch.device, log: Log) -> dict[str, Any]:
+    """All repetitions of one (sampler, NFE) setting, their summary, speed and protocol."""
+    runs: list[EvalResult] = []
+    ranges = seed_ranges(num, cfg.repeats)
+    for seeds in ranges:
+        ecfg = replace(cfg.eval, num=num, seeds=seeds, steps=nfe, sampler=sampler)
+        samples = model_samples(model, ecfg, device, description=f"bench {sampler} NFE {nfe}")
+        runs.append(evaluate(samples, ref_data, ref, ecfg, device, log))
+    timing = time_sampling(model, sampler, nfe, device, cfg.timing_batch, cfg.timing_calls)
+    first = runs[0]
+    protocol = {"num": num, "repeats": cfg.repeats, "seeds": [[s[0], s[-1]] for s in ranges],
+                **reference_protocol(ref, ref_data, replace(cfg.eval, num=num), first),
+                "extractor": first.extractor, "weights_sha256": first.weights_sha256, "weights_source": first.weights_source,
+                "details": first.details, "device": device_name(device), **versions(),
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return {"sampler": sampler, "nfe": nfe, "metrics": summarize([r.results for r in runs]),
+            "skipped": first.skipped, "ms_per_img": timing.ms_per_img, "img_per_s": timing.img_per_s,
+            "timing_batch": timing.batch, "timing_calls": timing.calls,
+            "eval_seconds": round(sum(r.seconds for r in runs), 3), "protocol": protocol}
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """The run directory a checkpoint belongs to (RUN_DIR/checkpoints/checkpoint-*.pt)."""
+    run = Path(checkpoint).resolve().parent.parent
+    if not (run / "config.json").is_file():
+        raise UserError(f"{checkpoint} is not inside a run directory (no {run / 'config.json'}); give --out FILE.jsonl")
+    return run
+
+
+def append_records(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+
+
+def bench(checkpoints: list[str], cfg: BenchConfig, device: torch.device, load_data: LoadData,
+          out: str | Path | None = None, ref: str | None = None, log: Log = stderr_log) -> dict[Path, list[dict[str, Any]]]:
+    """Benchmark each checkpoint; append its records to `out` or to RUN_DIR/bench.jsonl beside it.
+
+    Destinations are checked before any work starts. Returns file -> records appended.
+    """
+    for c in checkpoints:
+        if not Path(c).is_file():
+            raise UserError(f"checkpoint {c} does not exist; give the path of a checkpoint-*.pt file")
+    targets = [Path(out) if out else run_dir_of(c) / BENCH_FILE for c in checkpoints]
+    written: dict[Path, list[dict[str, Any]]] = {}
+    for checkpoint, target in zip(checkpoints, targets):
+        records = bench_checkpoint(checkpoint, cfg, device, load_data, ref, log)
+        append_records(target, records)
+        written.setdefault(target, []).extend(records)
+    return written

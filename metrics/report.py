@@ -1,0 +1,541 @@
+"""`hybrid report`: a benchmark report of run directories, as Markdown, self-contained HTML and PNGs.
+
+The report is a list of blocks (headings, paragraphs, tables, images) rendered twice: to
+report.md, which links the PNG files beside it, and to report.html, which embeds them as base64
+data URIs so the one file can be mailed or attached. Sources, per run: config.json, stats.jsonl
+(losses, D logits, img/s), metrics.jsonl (metric vs kimg), bench.jsonl (`hybrid bench`: metric
+vs NFE, latency, protocol) and the newest samples/*.png. A missing file becomes a note.
+
+This package does not import `training`: run files are read here (see training/rundir.py for
+how they are written).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+import math
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hybrid.errors import UserError
+
+MARKER = "<!-- written by `hybrid report`; regenerating it replaces this file -->"
+HIGHER_IS_BETTER = {"modes_covered", "high_quality", "is", "precision", "recall"}
+HIDDEN_KEYS = {"modes_total", "kid_std", "is_std"}  # constants and spreads: not plotted on their own
+PRIMARY_ORDER = ("fid", "kid", "modes_covered", "swd", "mmd", "is", "precision", "recall", "high_quality")
+LOSS_KEYS = ("Loss/D", "Loss/G")
+LOGIT_KEYS = ("D/logit/real", "D/logit/fake")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading runs
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a .jsonl file; [] when absent; lines cut short by a kill are skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+@dataclass
+class Run:
+    """What a report reads from one run directory."""
+
+    path: Path  # the run directory
+    label: str  # its name in tables and legends
+    config: dict[str, Any]  # config.json ({} when absent)
+    stats: list[dict[str, Any]]  # stats.jsonl, one record per tick
+    metrics: list[dict[str, Any]]  # metrics.jsonl, one record per metric per evaluation
+    bench: list[dict[str, Any]]  # bench.jsonl, one record per checkpoint x sampler x NFE
+    grid: Path | None  # the newest sample grid
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9]+", "-", self.label).strip("-") or "run"
+
+
+def load_run(path: str | Path, label: str | None = None) -> Run:
+    """Read a run directory; UserError when `path` is not one (no config.json nor any .jsonl)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{path}: no such run directory; give folders written by `hybrid train`")
+    files = [path / n for n in ("config.json", "stats.jsonl", "metrics.jsonl", "bench.jsonl")]
+    if not any(f.is_file() for f in files):
+        raise UserError(f"{path}: not a run directory (no config.json, stats.jsonl, metrics.jsonl or bench.jsonl)")
+    try:
+        config = json.loads(files[0].read_text()) if files[0].is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{files[0]}: not readable JSON ({e}); is this a run directory?") from None
+    grids = sorted((path / "samples").glob("*.png")) if (path / "samples").is_dir() else []
+    return Run(path, label or path.name, config if isinstance(config, dict) else {}, read_jsonl(files[1]),
+               read_jsonl(files[2]), read_jsonl(files[3]), grids[-1] if grids else None)
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """Runs with distinct labels: the folder name, or parent/name where two names clash."""
+    paths = [Path(p).expanduser() for p in paths]
+    names = [p.resolve().name for p in paths]
+    labels = [f"{p.resolve().parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
+    for i, label in enumerate(labels):
+        if labels.index(label) != i:
+            labels[i] = f"{label}-{i}"
+    return [load_run(p, label) for p, label in zip(paths, labels)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Facts drawn from the records
+
+
+def metric_series(run: Run) -> dict[str, list[tuple[float, float, Any]]]:
+    """Value key (fid, swd, modes_covered, ...) -> [(kimg, value, nfe)] from metrics.jsonl."""
+    series: dict[str, list[tuple[float, float, Any]]] = {}
+    for r in run.metrics:
+        if r.get("kimg") is None:
+            continue
+        values = r.get("results") or {r.get("metric", "value"): r.get("value")}
+        for key, value in values.items():
+            if key not in HIDDEN_KEYS and isinstance(value, (int, float)) and math.isfinite(value):
+                series.setdefault(key, []).append((float(r["kimg"]), float(value), r.get("nfe")))
+    return {k: sorted(v, key=lambda p: p[0]) for k, v in series.items()}
+
+
+def ordered_keys(keys: Iterable[str]) -> list[str]:
+    """Primary metrics first (FID, KID, modes covered, SWD, ...), then the rest by name."""
+    keys = set(keys) - HIDDEN_KEYS
+    return [k for k in PRIMARY_ORDER if k in keys] + sorted(keys - set(PRIMARY_ORDER))
+
+
+def best(points: list[tuple[float, float, Any]], key: str) -> tuple[float, float, Any]:
+    """The best (kimg, value, nfe): max for higher-is-better keys, else min."""
+    pick = max if key in HIGHER_IS_BETTER else min
+    return pick(points, key=lambda p: p[1])
+
+
+def stat_series(run: Run, key: str) -> tuple[list[float], list[float]]:
+    """(kimg, value) of one stats.jsonl key, finite values only."""
+    pts = [(r["kimg"], r[key]) for r in run.stats if isinstance(r.get(key), (int, float)) and "kimg" in r]
+    pts = [(k, v) for k, v in pts if math.isfinite(v)]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Numbers for tables: `digits` significant digits, whole numbers from 1000 up ('2,541')."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "nan"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"
+    return "–" if value is None else str(value)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    minutes, s = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {s:02d}s" if minutes else f"{s}s"
+
+
+def median(values: list[float]) -> float | None:
+    values = sorted(values)
+    return values[len(values) // 2] if values else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks: what the report says, independent of Markdown or HTML
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+    note: bool = False  # a note about something missing or not comparable
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Image:
+    file: str  # a PNG beside report.md
+    alt: str
+
+
+@dataclass
+class Gallery:
+    images: list[Image] = field(default_factory=list)  # shown side by side
+
+
+Block = Heading | Para | Table | Image | Gallery
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def styles_by_run(runs: list[Run]) -> dict[str, dict[str, Any]]:
+    from metrics.report_plots import colour
+
+    return {run.label: {"color": colour(i)} for i, run in enumerate(runs)}
+
+
+def summary_section(runs: list[Run]) -> list[Block]:
+    """One row per run: what it trained, for how long, how fast, and its best metrics at which kimg."""
+    series = {run.label: metric_series(run) for run in runs}
+    keys = ordered_keys(k for s in series.values() for k in s)
+    header = ["run", "objective", "data", "kimg", "training time", "img/s", "NFE"]
+    header += [f"best {k} {'↑' if k in HIGHER_IS_BETTER else '↓'} (at kimg)" for k in keys]
+    rows = []
+    for run in runs:
+        s = series[run.label]
+        speed = median([r["Speed/img_per_s"] for r in run.stats if isinstance(r.get("Speed/img_per_s"), (int, float))])
+        last = run.stats[-1] if run.stats else {}
+        nfes = sorted({p[2] for pts in s.values() for p in pts if p[2] is not None})
+        row = [run.label, fmt(run.config.get("objective")), fmt(run.config.get("data")), fmt(last.get("kimg")),
+               duration(last.get("seconds")), fmt(speed, 3) if speed is not None else "–", ", ".join(map(str, nfes)) or "–"]
+        for k in keys:
+            if k in s:
+                kimg, value, _ = best(s[k], k)
+                row.append(f"{fmt(value)} ({kimg:.4g})")
+            else:
+                row.append("–")
+        rows.append(row)
+    blocks: list[Block] = [Heading(2, "Summary"), Table(header, rows),
+                           Para("img/s: median training throughput over ticks (stats.jsonl). NFE: generator "
+                                "evaluations per sample in the training-time evaluations. ↓ lower is better, ↑ higher.")]
+    blocks += [Para(f"{run.label}: no metrics.jsonl records yet (train with --metrics and --eval-every).", note=True)
+               for run in runs if not series[run.label]]
+    return blocks
+
+
+def curves_section(runs: list[Run], out: Path) -> list[Block]:
+    """Each metric against kimg, runs overlaid (metrics.jsonl)."""
+    from metrics.report_plots import plot_lines
+
+    per_run = {run.label: metric_series(run) for run in runs}
+    keys = ordered_keys(k for s in per_run.values() for k in s)
+    blocks: list[Block] = [Heading(2, "Metrics during training")]
+    series = {k: {label: ([p[0] for p in s[k]], [p[1] for p in s[k]]) for label, s in per_run.items() if k in s}
+              for k in keys}
+    if keys and plot_lines(out / "metrics-vs-kimg.png", series, "kimg (thousands of training samples)",
+                           "metrics.jsonl: metric vs training progress", styles_by_run(runs)):
+        blocks.append(Image("metrics-vs-kimg.png", "metrics against kimg"))
+    else:
+        blocks.append(Para("No run has metrics.jsonl records yet.", note=True))
+    return blocks
+
+
+def training_section(runs: list[Run], out: Path) -> list[Block]:
+    """Losses and discriminator logits against kimg (stats.jsonl)."""
+    from metrics.report_plots import plot_lines
+
+    blocks: list[Block] = [Heading(2, "Training curves")]
+    styles = styles_by_run(runs)
+    losses = {k: {run.label: stat_series(run, k) for run in runs if stat_series(run, k)[0]} for k in LOSS_KEYS}
+    losses = {k: v for k, v in losses.items() if v}
+    if losses and plot_lines(out / "losses.png", losses, "kimg", "stats.jsonl: losses per tick", styles):
+        blocks.append(Image("losses.png", "losses against kimg"))
+        if len({run.config.get("objective") for run in runs}) > 1:
+            blocks.append(Para("Loss/G is each objective's own generator loss (ddpm: the denoising loss; hybrid, ddgan: "
+                               "the adversarial loss, plus the weighted denoising loss for hybrid): compare its shape "
+                               "across objectives, not its level."))
+    else:
+        blocks.append(Para("No run has loss records (stats.jsonl) yet.", note=True))
+    logits = {k: {run.label: stat_series(run, k) for run in runs if stat_series(run, k)[0]} for k in LOGIT_KEYS}
+    logits = {k: v for k, v in logits.items() if v}
+    if logits and plot_lines(out / "d-logits.png", logits, "kimg", "stats.jsonl: mean discriminator logits", styles):
+        blocks.append(Image("d-logits.png", "discriminator logits against kimg"))
+    without = [run.label for run in runs if not stat_series(run, LOGIT_KEYS[0])[0]]
+    if without:
+        blocks.append(Para(f"No discriminator logits for {', '.join(without)} (no discriminator, e.g. ddpm, "
+                           "or no stats.jsonl).", note=True))
+    return blocks
+
+
+def newest_bench(run: Run) -> list[dict[str, Any]]:
+    """bench.jsonl records, the newest per (checkpoint, sampler, NFE), by kimg, sampler, NFE."""
+    latest = {(r.get("checkpoint"), r.get("sampler"), r.get("nfe")): r for r in run.bench if "nfe" in r}
+    return sorted(latest.values(), key=lambda r: (r.get("kimg") or 0, str(r.get("sampler")), r["nfe"]))
+
+
+def bench_label(run: Run, record: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """'run sampler', with the checkpoint's kimg when the run has several benchmarked checkpoints."""
+    several = len({r.get("checkpoint") for r in records}) > 1
+    return f"{run.label} {record.get('sampler')}" + (f" @{fmt(record.get('kimg'))} kimg" if several else "")
+
+
+def bench_section(runs: list[Run], out: Path) -> list[Block]:
+    """Metric vs NFE with one std over seeds, and sampling latency (bench.jsonl)."""
+    from metrics.report_plots import SAMPLER_STYLE, colour, plot_nfe
+
+    records = {run.label: newest_bench(run) for run in runs}
+    keys = ordered_keys(k for rs in records.values() for r in rs for k in r.get("metrics", {}))
+    blocks: list[Block] = [Heading(2, "Benchmark: metrics and speed against NFE")]
+    if not keys:
+        return blocks + [Para("No bench.jsonl in any run: run `hybrid bench CHECKPOINT` first.", note=True)]
+    header = ["run", "kimg", "sampler", "NFE"] + [f"{k} {'↑' if k in HIGHER_IS_BETTER else '↓'}" for k in keys]
+    header += ["ms/img (batch)", "img/s"]
+    rows, series, styles = [], {k: {} for k in keys + ["sampling ms per image"]}, {}
+    for i, run in enumerate(runs):
+        for r in records[run.label]:
+            rows.append(bench_row(run, r, keys))
+            label = bench_label(run, r, records[run.label])
+            styles[label] = {"color": colour(i), "linestyle": SAMPLER_STYLE.get(str(r.get("sampler")), "-")}
+            for k, summary in r.get("metrics", {}).items():
+                if k in series:
+                    append_point(series[k], label, r["nfe"], summary.get("mean"), summary.get("std"))
+            append_point(series["sampling ms per image"], label, r["nfe"], r.get("ms_per_img"), 0.0)
+    blocks += [Table(header, rows),
+               Para("Each cell: mean ± std over the seed repetitions, and the best repetition in brackets "
+                    "(min for ↓ metrics, max for ↑). Speed: median of timed sampler calls at the stated batch, "
+                    "after a warm-up call.")]
+    series = {k: v for k, v in series.items() if v}
+    if plot_nfe(out / "metrics-vs-nfe.png", series, "bench.jsonl: mean ± std over seeds against NFE", styles,
+                log_wide={"sampling ms per image"}):
+        blocks.append(Image("metrics-vs-nfe.png", "metrics and latency against NFE"))
+    blocks += [Para(f"{run.label}: no bench.jsonl.", note=True) for run in runs if not records[run.label]]
+    return blocks
+
+
+def append_point(series: dict[str, tuple[list, list, list]], label: str, nfe: int, mean: Any, std: Any) -> None:
+    if isinstance(mean, (int, float)) and math.isfinite(mean):
+        x, y, e = series.setdefault(label, ([], [], []))
+        x.append(nfe)
+        y.append(mean)
+        e.append(std if isinstance(std, (int, float)) and math.isfinite(std) else 0.0)
+
+
+def bench_row(run: Run, r: dict[str, Any], keys: list[str]) -> list[str]:
+    cells = [run.label, fmt(r.get("kimg")), fmt(r.get("sampler")), fmt(r.get("nfe"))]
+    for k in keys:
+        s = r.get("metrics", {}).get(k)
+        if not s:
+            cells.append("–")
+            continue
+        top = s.get("max") if k in HIGHER_IS_BETTER else s.get("min")
+        cells.append(f"{fmt(s.get('mean'))} ± {fmt(s.get('std'), 2)} ({fmt(top)})")
+    cells += [f"{fmt(r.get('ms_per_img'), 3)} ({fmt(r.get('timing_batch'))})", fmt(r.get("img_per_s"), 4)]
+    return cells
+
+
+def samples_section(runs: list[Run], out: Path) -> list[Block]:
+    """The newest sample grid of each run, copied beside the report."""
+    blocks: list[Block] = [Heading(2, "Newest samples")]
+    gallery = Gallery()
+    for run in runs:
+        if run.grid is None:
+            blocks.append(Para(f"{run.label}: no sample grid in {run.path / 'samples'}.", note=True))
+            continue
+        name = f"samples-{run.slug}.png"
+        shutil.copyfile(run.grid, out / name)
+        gallery.images.append(Image(name, f"{run.label}: {run.grid.name}"))
+    return blocks + ([gallery] if gallery.images else [])
+
+
+def short(digest: Any) -> str:
+    return f"{digest[:12]}…" if isinstance(digest, str) and len(digest) > 12 else fmt(digest)
+
+
+def extractor_text(record: dict[str, Any]) -> str:
+    if not record.get("extractor"):
+        return "none (vector metrics)"
+    return f"{record['extractor']}, weights sha256 {short(record.get('weights_sha256'))}"
+
+
+def protocol_section(runs: list[Run]) -> list[Block]:
+    """How the numbers were measured: from bench.jsonl and metrics.jsonl records."""
+    blocks: list[Block] = [Heading(2, "Protocol")]
+    rows, comparable = [], set()
+    for run in runs:
+        seen = {}
+        for r in newest_bench(run):
+            p = r.get("protocol", {})
+            row = [run.label, f"{fmt(p.get('num'))} × {fmt(p.get('repeats'))} seeds",
+                   f"{fmt(p.get('ref'))} ({fmt(p.get('num_ref'))}, sha256 {short(p.get('ref_sha256'))})",
+                   extractor_text(p), fmt(p.get("device")),
+                   f"torch {fmt(p.get('torch'))}, torch-fidelity {fmt(p.get('torch_fidelity'))}, hybrid {fmt(p.get('hybrid'))}",
+                   fmt(p.get("date"))[:10]]
+            seen[tuple(row[:-1])] = row
+            comparable.add((p.get("num"), p.get("ref_sha256"), p.get("extractor"), p.get("weights_sha256")))
+        rows += seen.values()
+    if rows:
+        blocks += [Heading(3, "Benchmarks (bench.jsonl)"),
+                   Table(["run", "N per repetition", "reference", "features", "device", "versions", "date"],
+                         rows)]
+        if len(comparable) > 1:
+            blocks.append(Para("The benchmarks differ in N, reference data or extractor: their numbers are not "
+                               "directly comparable (FID falls with N; compare only at equal N and reference).", note=True))
+    blocks += training_protocol(runs)
+    details = {r["metric"]: r["detail"] for run in runs for r in run.metrics + metric_records_of_bench(run)
+               if r.get("metric") and r.get("detail")}
+    if details:
+        blocks += [Heading(3, "Metric definitions"), Table(["metric", "how it is computed"], [[k, v] for k, v in details.items()])]
+    return blocks
+
+
+def metric_records_of_bench(run: Run) -> list[dict[str, Any]]:
+    return [{"metric": k, "detail": v} for r in run.bench for k, v in r.get("protocol", {}).get("details", {}).items()]
+
+
+def training_protocol(runs: list[Run]) -> list[Block]:
+    rows = []
+    for run in runs:
+        seen = {}
+        for r in run.metrics:
+            row = [run.label, fmt(r.get("num")), fmt(r.get("nfe")), fmt(r.get("sampler")), fmt(r.get("ref")),
+                   extractor_text(r)]
+            seen[tuple(row)] = row
+        rows += seen.values()
+    if not rows:
+        return []
+    return [Heading(3, "Evaluations during training (metrics.jsonl)"),
+            Table(["run", "N", "NFE", "sampler", "reference", "features"], rows)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    lines = [MARKER, ""]
+    for b in blocks:
+        if isinstance(b, Heading):
+            lines += [f"{'#' * b.level} {b.text}", ""]
+        elif isinstance(b, Para):
+            lines += [f"> **Note.** {b.text}" if b.note else b.text, ""]
+        elif isinstance(b, Table):
+            lines.append("| " + " | ".join(map(md_cell, b.header)) + " |")
+            lines.append("|" + "---|" * len(b.header))
+            lines += ["| " + " | ".join(map(md_cell, row)) + " |" for row in b.rows]
+            lines.append("")
+        elif isinstance(b, Image):
+            lines += [f"![{b.alt}]({b.file})", ""]
+        elif isinstance(b, Gallery):
+            lines += [" ".join(f"![{i.alt}]({i.file})" for i in b.images), "",
+                      "; ".join(f"{n + 1}: {i.alt}" for n, i in enumerate(b.images)), ""]
+    return "\n".join(lines)
+
+
+CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; color: #222; margin: 0 auto;
+       max-width: 1180px; padding: 16px 24px; }
+h1 { font-size: 1.6em; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #eee; }
+h3 { font-size: 1.05em; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td { font-variant-numeric: tabular-nums; }
+img { max-width: 100%; height: auto; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 4px 10px; }
+.gallery { display: flex; flex-wrap: wrap; gap: 16px; }
+.gallery figure { margin: 0; max-width: 360px; }
+.gallery figcaption { font-size: 12px; color: #555; text-align: center; }
+"""
+
+
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def to_html(blocks: list[Block], out: Path, title: str) -> str:
+    """A self-contained page: styles inline, every PNG embedded as a data URI."""
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{e(title)}</title><style>{CSS}</style></head><body>"]
+    for b in blocks:
+        if isinstance(b, Heading):
+            parts.append(f"<h{b.level}>{e(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            parts.append(f'<p class="note"><b>Note.</b> {e(b.text)}</p>' if b.note else f"<p>{e(b.text)}</p>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{e(h)}</th>" for h in b.header)
+            body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            parts.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
+        elif isinstance(b, Image):
+            parts.append(f'<p><img src="{data_uri(out / b.file)}" alt="{e(b.alt)}"></p>')
+        elif isinstance(b, Gallery):
+            figures = "".join(f'<figure><img src="{data_uri(out / i.file)}" alt="{e(i.alt)}">'
+                              f"<figcaption>{e(i.alt)}</figcaption></figure>" for i in b.images)
+            parts.append(f'<div class="gallery">{figures}</div>')
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    markdown: Path  # report.md
+    html: Path  # report.html (self-contained)
+    images: list[Path]  # the PNGs beside report.md
+
+
+def prepare_out(out: str | Path) -> Path:
+    """The output folder; refuses to replace a report.md that `hybrid report` did not write."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; give a folder for report.md, report.html and the plots")
+    existing = out / "report.md"
+    if existing.is_file() and not existing.read_text(errors="replace").startswith(MARKER):
+        raise UserError(f"--out {out}: holds a report.md not written by `hybrid report`; choose another folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create it ({e.strerror})") from None
+    return out
+
+
+def report_blocks(runs: list[Run], out: Path, title: str) -> list[Block]:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    intro = Para(f"Runs: {', '.join(f'{r.label} ({r.path})' for r in runs)}. Written {now} by `hybrid report`.")
+    return [Heading(1, title), intro, *summary_section(runs), *bench_section(runs, out), *curves_section(runs, out),
+            *training_section(runs, out), *samples_section(runs, out), *protocol_section(runs)]
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "hybrid benchmark report") -> ReportPaths:
+    """Read the runs and write out/report.md, out/report.html and the PNGs beside them."""
+    if not run_dirs:
+        raise UserError("give at least one run directory")
+    runs = load_runs(run_dirs)
+    out = prepare_out(out)
+    for old in out.glob("*.png"):  # plots of a previous report that may not be made again
+        if old.name.startswith(("metrics-vs-", "losses", "d-logits", "samples-")):
+            old.unlink()
+    blocks = report_blocks(runs, out, title)
+    images = [out / i.file for b in blocks for i in (b.images if isinstance(b, Gallery) else [b] if isinstance(b, Image) else [])]
+    md, page = out / "report.md", out / "report.html"
+    md.write_text(to_markdown(blocks))
+    page.write_text(to_html(blocks, out, title))
+    return ReportPaths(md, page, images)

@@ -1,0 +1,119 @@
+"""`hybrid bench`: seed repetitions, summaries, speed, protocol, where records go, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+
+import pytest
+import torch
+from conftest import assert_user_error, latest_checkpoint
+
+from hybrid.errors import UserError
+from metrics.bench import BenchConfig, bench, seed_ranges, summarize
+from metrics.evaluate import SEED_BASE, EvalConfig
+from training.data import load_dataset
+
+FAST = BenchConfig(nfe=(1, 2, 8), repeats=2, eval=EvalConfig(metrics=("modes", "swd"), num=300), timing_batch=32)
+
+
+@pytest.fixture
+def run_copy(toy_run, tmp_path):
+    """A copy of the shared toy run that bench may append to."""
+    return shutil.copytree(toy_run, tmp_path / "run")
+
+
+def read_records(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_seed_ranges_are_disjoint_and_consecutive():
+    ranges = seed_ranges(100, 3)
+    assert [r[0] for r in ranges] == [SEED_BASE, SEED_BASE + 100, SEED_BASE + 200]
+    assert len(set().union(*map(set, ranges))) == 300
+
+
+def test_summarize_mean_std_min_max():
+    s = summarize([{"fid": {"fid": 3.0}}, {"fid": {"fid": 5.0}}, {"fid": {"fid": 4.0}}])["fid"]
+    assert (s["mean"], s["min"], s["max"], s["values"]) == (4.0, 3.0, 5.0, [3.0, 5.0, 4.0])
+    assert s["std"] == pytest.approx(1.0)
+    assert summarize([{"fid": {"fid": 3.0}}])["fid"]["std"] == 0.0
+
+
+def test_bench_writes_beside_the_run_with_protocol(run_copy):
+    ckpt = latest_checkpoint(run_copy)
+    notes: list[str] = []
+    written = bench([str(ckpt)], FAST, torch.device("cpu"), load_dataset, log=notes.append)
+    path = run_copy / "bench.jsonl"
+    assert list(written) == [path]
+    records = read_records(path)
+    assert [(r["sampler"], r["nfe"]) for r in records] == [("gan", 1), ("gan", 2)]  # NFE 8 > T = 4: skipped
+    assert any("NFE 8 skipped" in n for n in notes)
+    for r in records:
+        assert r["checkpoint"] == str(ckpt) and r["objective"] == "hybrid" and r["data"] == "toy:8gaussians"
+        swd = r["metrics"]["swd"]
+        assert len(swd["values"]) == 2 and swd["values"][0] != swd["values"][1]  # different seeds, different draws
+        assert swd["mean"] == pytest.approx(statistics.fmean(swd["values"])) and swd["min"] == min(swd["values"])
+        assert "modes_covered" in r["metrics"]
+        assert r["ms_per_img"] > 0 and r["img_per_s"] == pytest.approx(1000 / r["ms_per_img"])
+        assert r["timing_batch"] == 32 and r["timing_calls"] >= 3
+        p = r["protocol"]
+        assert p["num"] == 300 and p["repeats"] == 2 and p["seeds"] == [[SEED_BASE, SEED_BASE + 299],
+                                                                       [SEED_BASE + 300, SEED_BASE + 599]]
+        assert p["ref"] == "toy:8gaussians" and len(p["ref_sha256"]) == 64
+        assert p["torch"] == torch.__version__ and p["torch_fidelity"] and p["hybrid"] and p["date"] and p["device"]
+
+
+def test_bench_is_reproducible_and_appends(run_copy, tmp_path):
+    ckpt = str(latest_checkpoint(run_copy))
+    cfg = BenchConfig(nfe=(1,), repeats=1, eval=EvalConfig(metrics=("swd",), num=200), timing_calls=1)
+    out = tmp_path / "b.jsonl"
+    bench([ckpt], cfg, torch.device("cpu"), load_dataset, out=out, log=lambda _: None)
+    bench([ckpt], cfg, torch.device("cpu"), load_dataset, out=out, log=lambda _: None)
+    first, second = read_records(out)
+    assert first["metrics"] == second["metrics"]  # samples depend only on their seeds
+    assert math.isfinite(first["metrics"]["swd"]["mean"])
+
+
+def test_no_fitting_nfe_is_a_user_error(run_copy):
+    cfg = BenchConfig(nfe=(8, 16), repeats=1, eval=EvalConfig(metrics=("swd",), num=50))
+    with pytest.raises(UserError, match="T = 4"):
+        bench([str(latest_checkpoint(run_copy))], cfg, torch.device("cpu"), load_dataset, log=lambda _: None)
+
+
+def test_cli_bench_out_and_errors(hybrid, toy_run, tmp_path):
+    ckpt = latest_checkpoint(toy_run)
+    out = tmp_path / "bench.jsonl"
+    result = hybrid("bench", ckpt, "--nfe", "1", "--seeds", "2", "--num", "100", "--metrics", "swd", "--batch", "16",
+                    "--out", out)
+    assert result.code == 0, result.err
+    assert f"appended 1 records to {out}" in result.out
+    assert read_records(out)[0]["protocol"]["repeats"] == 2
+    assert_user_error(hybrid("bench", ckpt, "--nfe", "0,x", "--out", out), "--nfe")
+    assert_user_error(hybrid("bench", ckpt, "--sampler", "euler", "--out", out), "euler")
+    assert_user_error(hybrid("bench", ckpt, "--metrics", "fid", "--nfe", "1", "--num", "10", "--out", out), "fid")
+    loose = tmp_path / "loose.pt"
+    shutil.copyfile(ckpt, loose)
+    assert_user_error(hybrid("bench", loose, "--nfe", "1"), "--out")  # not in a run directory: where to write?
+    assert_user_error(hybrid("bench", tmp_path / "missing.pt", "--out", out), "missing.pt")
+
+
+def test_bench_of_an_image_model_states_extractor_and_reference(digits_run, tmp_path, monkeypatch):
+    """The image path end to end, with a tiny registered extractor instead of Inception (seconds, not minutes)."""
+    from test_metrics import TINY, tiny_extractor_class
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if TINY not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(TINY, tiny_extractor_class())
+    monkeypatch.setenv("HYBRID_CACHE", str(tmp_path / "cache"))
+    ecfg = EvalConfig(metrics=("fid", "kid"), num=40, ref_num=60, extractor=TINY, batch=20, kid_subsets=5, kid_subset_size=20)
+    cfg = BenchConfig(nfe=(1,), repeats=2, eval=ecfg, timing_batch=8, timing_calls=1)
+    out = tmp_path / "bench.jsonl"
+    bench([str(latest_checkpoint(digits_run))], cfg, torch.device("cpu"), load_dataset, out=out, log=lambda _: None)
+    (record,) = read_records(out)
+    assert record["nfe"] == 1 and len(record["metrics"]["fid"]["values"]) == 2 and "kid" in record["metrics"]
+    p = record["protocol"]
+    assert p["extractor"].startswith(TINY) and p["num"] == 40 and p["num_ref"] == 60 and len(p["ref_sha256"]) == 64
+    assert p["ref_cache"].startswith("digits-") and (tmp_path / "cache" / "reference" / p["ref_cache"]).is_file()

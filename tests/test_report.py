@@ -1,0 +1,154 @@
+"""`hybrid report`: hand-made and real run directories, missing files, bad input, and the HTML
+in a real headless browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_user_error, latest_checkpoint
+from PIL import Image
+
+from metrics.bench import BenchConfig, bench
+from metrics.evaluate import EvalConfig
+from metrics.report import write_report
+from training.data import load_dataset
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def png(path: Path, rgb: tuple[int, int, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 64), rgb).save(path)
+
+
+def bench_record(nfe: int, swd: list[float], ms: float) -> dict:
+    """A bench.jsonl record as metrics.bench writes it (only the fields a report reads)."""
+    summary = {"mean": float(np.mean(swd)), "std": float(np.std(swd, ddof=1)), "min": min(swd), "max": max(swd), "values": swd}
+    return {"checkpoint": "ckpt.pt", "kimg": 3.0, "objective": "hybrid", "sampler": "gan", "nfe": nfe,
+            "metrics": {"swd": summary}, "ms_per_img": ms, "img_per_s": 1000 / ms, "timing_batch": 64,
+            "protocol": {"num": 500, "repeats": len(swd), "ref": "toy:8gaussians", "num_ref": 1000, "ref_sha256": "ab" * 32,
+                         "extractor": None, "device": "cpu (test)", "torch": "2", "torch_fidelity": "0.4.0",
+                         "hybrid": "0.1.0", "date": "2026-01-01T00:00:00+00:00", "details": {"swd": "sliced W1"}}}
+
+
+def make_run(root: Path, name: str, objective: str, swd: list[float], full: bool = True) -> Path:
+    """A run directory written by hand: config, three ticks, three evaluations, bench, two grids."""
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"data": "toy:8gaussians", "objective": objective}))
+    if not full:
+        return run
+    d = {"D/logit/real": 0.5, "D/logit/fake": -0.5, "Loss/D": 1.2} if objective != "ddpm" else {}
+    write_jsonl(run / "stats.jsonl", [{"kimg": k, "seconds": 30.0 * k, "Loss/G": 1 / k, "Speed/img_per_s": 1000.0 + k, **d}
+                                      for k in (1, 2, 3)])
+    write_jsonl(run / "metrics.jsonl", [
+        rec for k, s in zip((1, 2, 3), swd)
+        for rec in ({"kimg": k, "metric": "swd", "value": s, "results": {"swd": s}, "num": 1000, "nfe": 4, "sampler": "gan",
+                     "ref": "toy:8gaussians held-out", "extractor": None, "detail": "sliced W1"},
+                    {"kimg": k, "metric": "modes", "value": k, "results": {"modes_covered": float(k), "modes_total": 8.0},
+                     "num": 1000, "nfe": 4, "sampler": "gan", "ref": "toy:8gaussians held-out", "detail": "modes"})])
+    write_jsonl(run / "bench.jsonl", [bench_record(1, [0.3, 0.4], 0.5), bench_record(4, [0.1, 0.2], 2.0)])
+    png(run / "samples" / "samples-000001.png", (255, 0, 0))
+    png(run / "samples" / "samples-000003.png", (0, 0, 255))  # the newest
+    return run
+
+
+def test_report_of_two_runs(tmp_path):
+    a = make_run(tmp_path, "hybrid", "hybrid", [0.5, 0.2, 0.3])
+    b = make_run(tmp_path, "ddpm", "ddpm", [0.9, 0.8, 0.7])
+    paths = write_report([a, b], tmp_path / "out")
+    md = paths.markdown.read_text()
+    assert "| hybrid | hybrid | toy:8gaussians | 3 | 1m 30s | 1,002 | 4 | 3 (3) | 0.2 (2) |" in md  # best swd at 2 kimg
+    assert "| ddpm | ddpm | toy:8gaussians | 3 | 1m 30s | 1,002 | 4 | 3 (3) | 0.7 (3) |" in md
+    assert "0.15 ± 0.071 (0.1)" in md  # bench: mean ± std (best)
+    assert "No discriminator logits for ddpm" in md
+    names = {p.name for p in paths.images}
+    assert {"metrics-vs-kimg.png", "metrics-vs-nfe.png", "losses.png", "d-logits.png", "samples-hybrid.png"} <= names
+    for image in paths.images:
+        assert image.is_file() and f"]({image.name})" in md
+    newest = Image.open(paths.markdown.parent / "samples-hybrid.png").convert("RGB").getpixel((0, 0))
+    assert newest == (0, 0, 255)
+    check_self_contained(paths.html.read_text(), len(paths.images))
+
+
+def check_self_contained(page: str, images: int) -> None:
+    """Every <img> is a data URI holding a readable PNG; nothing is loaded from elsewhere."""
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == images
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
+    assert not re.search(r'(src|href)="(?!data:)', page)
+
+
+def test_missing_files_are_noted(tmp_path):
+    bare = make_run(tmp_path, "bare", "hybrid", [], full=False)
+    paths = write_report([bare], tmp_path / "out")
+    md = paths.markdown.read_text()
+    for note in ("no metrics.jsonl records yet", "No bench.jsonl in any run", "no sample grid", "No run has loss records"):
+        assert note in md
+    assert paths.images == [] and "<img" not in paths.html.read_text()
+
+
+def test_report_of_a_trained_and_benchmarked_run(toy_run, tmp_path):
+    run = shutil.copytree(toy_run, tmp_path / "run")
+    cfg = BenchConfig(nfe=(1, 2), repeats=2, eval=EvalConfig(metrics=("modes", "swd"), num=200), timing_calls=1)
+    bench([str(latest_checkpoint(run))], cfg, torch.device("cpu"), load_dataset, log=lambda _: None)
+    paths = write_report([run], tmp_path / "out")
+    md = paths.markdown.read_text()
+    assert "| run | kimg | sampler | NFE | modes_covered ↑ | swd ↓ | high_quality ↑ |" in md
+    assert "200 × 2 seeds" in md and "toy:8gaussians" in md
+    assert (paths.markdown.parent / "metrics-vs-nfe.png").is_file() and (paths.markdown.parent / "samples-run.png").is_file()
+
+
+def test_cli_report_and_bad_input(hybrid, tmp_path):
+    run = make_run(tmp_path, "r", "hybrid", [0.5, 0.2, 0.3])
+    out = tmp_path / "out"
+    result = hybrid("report", run, "--out", out)
+    assert result.code == 0, result.err
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert hybrid("report", run, "--out", out).code == 0  # regenerating replaces our own report
+    assert_user_error(hybrid("report", tmp_path / "nope", "--out", out), "nope")
+    (tmp_path / "empty").mkdir()
+    assert_user_error(hybrid("report", tmp_path / "empty", "--out", out), "not a run directory")
+    (tmp_path / "file").write_text("x")
+    assert_user_error(hybrid("report", run, "--out", tmp_path / "file"), "--out")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "report.md").write_text("# my notes\n")
+    assert_user_error(hybrid("report", run, "--out", foreign), "not written by")
+    assert (foreign / "report.md").read_text() == "# my notes\n"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; CI installs it)")
+def test_html_renders_in_a_headless_browser(tmp_path):
+    runs = [make_run(tmp_path, "hybrid", "hybrid", [0.5, 0.2, 0.3]), make_run(tmp_path, "ddpm", "ddpm", [0.9, 0.8, 0.7])]
+    paths = write_report(runs, tmp_path / "out")
+    shot = tmp_path / "shot.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+           "--enable-logging=stderr", "--v=0", "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1200,2000",
+           paths.html.as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, console
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.std() > 10  # not a blank page
+    assert (pixels.min(axis=2) < 235).mean() > 0.03  # text, tables and plots cover part of the page
+    colourful = (pixels.max(axis=2) - pixels.min(axis=2)) > 80  # plot lines and sample grids; text is grey
+    rows = np.nonzero(colourful.any(axis=1))[0]
+    assert colourful.sum() > 2000 and rows.max() - rows.min() > 500, "no coloured plots in the screenshot"
