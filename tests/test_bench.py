@@ -9,8 +9,8 @@ import statistics
 
 import pytest
 import torch
-from conftest import assert_user_error, latest_checkpoint
 
+from conftest import assert_user_error, latest_checkpoint
 from hybrid.errors import UserError
 from metrics.bench import BenchConfig, bench, seed_ranges, summarize
 from metrics.evaluate import SEED_BASE, EvalConfig

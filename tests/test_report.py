@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_user_error, latest_checkpoint
 from PIL import Image
 
+from conftest import assert_user_error, latest_checkpoint
 from metrics.bench import BenchConfig, bench
 from metrics.evaluate import EvalConfig
 from metrics.report import write_report
