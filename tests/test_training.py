@@ -201,8 +201,8 @@ def test_a_signal_saves_a_checkpoint_and_the_resumed_run_matches(toy_run, tmp_pa
             os.kill(os.getpid(), signum)
 
     run = tmp_path / "run"
-    argv = ["train", "--data", "toy:8gaussians", "--kimg", "1", "--batch", "64", "--channels", "16", "--run-dir", run,
-            "--quiet"]
+    argv = ["train", "--data", "toy:8gaussians", "--kimg", "1", "--batch", "64", "--channels", "16",
+            "--lr-decay", "constant", "--run-dir", run, "--quiet"]
     with monkeypatch.context() as m:
         m.setattr(Trainer, "step", step_then_signal)
         result = hybrid(*argv)
@@ -218,3 +218,16 @@ def test_a_signal_saves_a_checkpoint_and_the_resumed_run_matches(toy_run, tmp_pa
     for key in ("G", "G_ema", "D"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after an interrupted run"
+
+
+def test_cosine_learning_rate_decay_reaches_the_floor(tmp_path):
+    from training.config import LR_FLOOR, lr_scale
+
+    assert lr_scale("cosine", 0, 1000) == 1.0 and lr_scale("constant", 900, 1000) == 1.0
+    assert lr_scale("cosine", 500, 1000) == pytest.approx(LR_FLOOR + (1 - LR_FLOOR) / 2)
+    assert lr_scale("cosine", 1000, 1000) == pytest.approx(LR_FLOOR)
+    run = train(toy_config(lr_decay="cosine", kimg=2, tick_kimg=0.5, snapshot_kimg=2), run_dir=tmp_path / "run",
+                model_changes=TINY_NET, quiet=True)
+    lrs = [r["LR/G"] for r in read_stats(run)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:])), lrs
+    assert lrs[-1] < 0.1 * read_config(run / "config.json").lr_g

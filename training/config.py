@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class TrainConfig:
     lr_g: float | None = None  # generator learning rate (None: by objective)
     lr_d: float | None = None  # discriminator learning rate (None: by data)
     betas: tuple[float, float] = (0.5, 0.9)  # Adam betas of both networks (Denoising Diffusion GANs)
+    lr_decay: str = "cosine"  # cosine: both rates fall to 5% of their start by the end of the run; constant
     denoise_weight: float | None = None  # weight of the denoising loss in the hybrid generator loss
     r1_gamma: float = 0.02  # R1 penalty weight on real data
     r1_every: int = 16  # lazy R1: apply every this many steps (scaled up accordingly)
@@ -98,6 +100,16 @@ def read_preset(name: str) -> TrainConfig:
 
 
 OBJECTIVES_WITH_D = ("hybrid", "ddgan")
+LR_DECAYS = ("cosine", "constant")
+LR_FLOOR = 0.05  # cosine decay ends at this fraction of the starting rate (DDGAN: 1e-5 / 1.6e-4)
+
+
+def lr_scale(decay: str, nimg: int, total_nimg: int) -> float:
+    """Learning-rate multiplier after nimg of total_nimg samples."""
+    if decay == "constant" or total_nimg <= 0:
+        return 1.0
+    progress = min(1.0, nimg / total_nimg)
+    return LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def default_model(shape: tuple[int, ...], objective: str) -> ModelConfig:
@@ -130,6 +142,8 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
     """
     if cfg.objective not in ("hybrid", "ddgan", "ddpm"):
         raise UserError(f"--objective {cfg.objective!r}: choose one of hybrid, ddgan, ddpm")
+    if cfg.lr_decay not in LR_DECAYS:
+        raise UserError(f"--lr-decay {cfg.lr_decay!r}: choose one of {', '.join(LR_DECAYS)}")
     image = len(data_shape) == 3
     model = cfg.model or default_model(data_shape, cfg.objective)
     if model_changes:

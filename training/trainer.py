@@ -21,7 +21,7 @@ from hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
 from hybrid.images import image_grid, save_png, scatter_png
 from hybrid.model import Model
 from hybrid.samplers import default_sampling, sample_batched
-from training.config import TrainConfig, config_from_dict, resolve
+from training.config import TrainConfig, config_from_dict, lr_scale, resolve
 from training.data import Dataset, load_dataset
 from training.objectives import OBJECTIVES, Objective
 from training.rundir import Console, RunDir, append_jsonl, next_run_dir
@@ -158,6 +158,7 @@ class Trainer:
         cfg, model = self.cfg, self.model
         t0 = time.perf_counter()
         x0 = self._real_batch()
+        self._set_learning_rates()
         batch = self.objective.draw(x0, self.gen)
         with self._autocast():
             self.objective.begin(batch)
@@ -179,6 +180,13 @@ class Trainer:
         self.progress.nimg += cfg.batch
         self.progress.step += 1
         self.progress.seconds += time.perf_counter() - t0
+
+    def _set_learning_rates(self) -> None:
+        scale = lr_scale(self.cfg.lr_decay, self.progress.nimg, self.total_nimg)
+        for name, opt in self.opts.items():
+            base = self.cfg.lr_g if name == "G" else self.cfg.lr_d
+            for group in opt.param_groups:
+                group["lr"] = base * scale
 
     def _real_batch(self) -> torch.Tensor:
         index = torch.randint(len(self.data), (self.cfg.batch,), generator=self.data_gen)
