@@ -83,6 +83,10 @@ class Trainer:
         self.autocast_dtype = resolve_precision(cfg.precision, self.device, data.is_image)
         torch.manual_seed(cfg.seed)
         self.model = Model(cfg.model).to(self.device)
+        if self.device.type == "cpu" and data.is_image and self.model.D is not None:
+            # oneDNN runs the conv discriminator (no normalisation layers) faster in NHWC: the
+            # digits step took 11% less CPU time. Not the generator: its group norms are slow in NHWC.
+            self.model.D.to(memory_format=torch.channels_last)
         self.stats = Stats()
         self.objective: Objective = OBJECTIVES[cfg.objective](
             self.model, self.stats, cfg.denoise_weight, cfg.r1_gamma, cfg.r1_every)
