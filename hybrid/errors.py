@@ -7,10 +7,14 @@ class UserError(Exception):
     exit_code = 2
 
 
-class TrainingDiverged(Exception):
-    """A non-finite loss stopped the run. The CLI prints it and exits 1."""
+class RunError(Exception):
+    """A failure at run time that is not the user's input (a full disk, say). Exit 1."""
 
     exit_code = 1
+
+
+class TrainingDiverged(RunError):
+    """A non-finite loss stopped the run; the last good checkpoint is kept. Exit 1."""
 
 
 class Interrupted(Exception):

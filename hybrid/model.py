@@ -25,7 +25,7 @@ class Prediction(str, Enum):
 class ModelConfig:
     shape: tuple[int, ...] = (1, 16, 16)  # one sample: (C, H, W) for images, (D,) for vectors
     steps: int = 4  # T, the number of levels of the forward chain
-    schedule: str = "vp"  # linear | cosine | vp
+    schedule: str = "vp"  # linear | cosine | vp | logsnr
     prediction: str = "x0"  # x0 | eps: what the generator outputs
     generator: NetConfig = field(default_factory=NetConfig)  # the generator network
     discriminator: NetConfig | None = field(default_factory=NetConfig)  # None: no discriminator

@@ -49,7 +49,10 @@ def norm_layer(kind: str, channels: int, dims: int, affine: bool = True) -> nn.M
     """Group norm (32 groups at most) or batch norm over [B, C, ...]."""
     if kind == "batch":
         return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(channels, affine=affine)
-    return nn.GroupNorm(math.gcd(32, channels), channels, affine=affine)
+    # Vectors [B, C] have no spatial extent: a group of one channel normalises to 0, so keep
+    # at least 8 channels per group there (width 256 still gets 32 groups).
+    groups = math.gcd(32, channels if dims == 2 else max(1, channels // 8))
+    return nn.GroupNorm(groups, channels, affine=affine)
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:
@@ -311,7 +314,11 @@ class _DownBlock(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """D(x_prev, x_t, t) for vectors: two [B, D] and [B] in [0, 1] -> logits [B]."""
+    """D(x_prev, x_t, t) for vectors: two [B, D] and [B] in [0, 1] -> logits [B].
+
+    The time embedding is projected and added to the first hidden layer, so the few input
+    coordinates are not drowned among the embedding's many dimensions.
+    """
 
     def __init__(self, dim: int, cfg: NetConfig) -> None:
         super().__init__()
@@ -319,12 +326,15 @@ class MLPDiscriminator(nn.Module):
         width = cfg.channels
         self.t_channels = width
         self.features = FourierFeatures(dim, cfg.fourier)
-        layers: list[nn.Module] = [nn.Linear(2 * self.features.out_dim + width, width), activation(cfg.act)]
+        self.inp = nn.Linear(2 * self.features.out_dim, width)
+        self.t_proj = nn.Sequential(nn.Linear(width, width), activation(cfg.act), nn.Linear(width, width))
+        layers: list[nn.Module] = [activation(cfg.act)]
         for _ in range(cfg.num_blocks - 1):
             layers += [nn.Linear(width, width), activation(cfg.act)]
         self.net = nn.Sequential(*layers, nn.Linear(width, 1))
         init_weights(self, cfg.init)
 
     def forward(self, x_prev: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        emb = timestep_embedding(t, self.t_channels)
-        return self.net(torch.cat([self.features(x_prev), self.features(x_t), emb], dim=1)).squeeze(1)
+        h = self.inp(torch.cat([self.features(x_prev), self.features(x_t)], dim=1))
+        h = h + self.t_proj(timestep_embedding(t, self.t_channels))
+        return self.net(h).squeeze(1)

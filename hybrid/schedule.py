@@ -18,12 +18,15 @@ class ScheduleKind(str, Enum):
     LINEAR = "linear"
     COSINE = "cosine"
     VP = "vp"
+    LOGSNR = "logsnr"
 
 
 def _alpha_bar_linear(T: int) -> Tensor:
     # Ho et al.'s 1e-4..0.02 over 1000 steps, rescaled so that shorter chains end as noisy.
     scale = 1000 / T
-    betas = torch.linspace(1e-4 * scale, 0.02 * scale, T, dtype=torch.float64).clamp(max=0.999)
+    # linspace with one point gives the start; a one-step chain must end in noise like the rest.
+    start = 1e-4 * scale if T > 1 else 0.02 * scale
+    betas = torch.linspace(start, 0.02 * scale, T, dtype=torch.float64).clamp(max=0.999)
     return torch.cumprod(1 - betas, 0)
 
 
@@ -40,10 +43,21 @@ def _alpha_bar_vp(T: int, beta_min: float = 0.1, beta_max: float = 20.0, eps: fl
     return torch.exp(-(beta_min * t + 0.5 * (beta_max - beta_min) * t**2))
 
 
+def _alpha_bar_logsnr(T: int, logsnr_max: float = 5.0, logsnr_min: float = -6.0) -> Tensor:
+    # log(alpha_bar / (1 - alpha_bar)) evenly spaced from logsnr_max at level 1 to logsnr_min
+    # at level T. With few levels the first step stays small (alpha_bar_1 = 0.993, noise 0.08 of
+    # the data scale), so q(x_0 | x_1) is nearly unimodal on data with separated modes, and the
+    # last level is close to pure noise (alpha_bar_T = 0.0025).
+    # A one-level chain ends in noise like the rest.
+    logsnr = torch.linspace(logsnr_max, logsnr_min, T, dtype=torch.float64) if T > 1 else torch.tensor([logsnr_min])
+    return torch.sigmoid(logsnr.double())
+
+
 _ALPHA_BAR = {
     ScheduleKind.LINEAR: _alpha_bar_linear,
     ScheduleKind.COSINE: _alpha_bar_cosine,
     ScheduleKind.VP: _alpha_bar_vp,
+    ScheduleKind.LOGSNR: _alpha_bar_logsnr,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from hybrid import checkpoint as ckpt_io
-from hybrid.errors import Interrupted, TrainingDiverged, UserError
+from hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
 from hybrid.images import image_grid, save_png, scatter_png
 from hybrid.model import Model
 from hybrid.samplers import default_sampling, sample_batched
@@ -152,10 +152,11 @@ class Trainer:
                 self.step()
                 bar.update(cfg.batch)
                 done = self.progress.nimg >= self.total_nimg
-                if self.progress.nimg >= next_tick or done or self.stop_signal:
-                    self.tick(bar)
+                snapshot_due = self.progress.nimg >= next_snapshot or done or self.stop_signal
+                if self.progress.nimg >= next_tick or snapshot_due:
+                    self.tick(bar)  # checks the losses are finite before any snapshot is written
                     next_tick = self._next_multiple(cfg.tick_kimg)
-                if self.progress.nimg >= next_snapshot or done or self.stop_signal:
+                if snapshot_due:
                     self.snapshot()
                     next_snapshot = self._next_multiple(cfg.snapshot_kimg)
                 if cfg.metrics and (self.progress.nimg >= next_eval or done):
@@ -254,7 +255,11 @@ class Trainer:
 
     def snapshot(self) -> Path:
         kimg = self.progress.nimg // 1000
-        path = ckpt_io.save_atomic(self.state_dict(), self.run.checkpoints / ckpt_io.checkpoint_name(kimg))
+        try:
+            path = ckpt_io.save_atomic(self.state_dict(), self.run.checkpoints / ckpt_io.checkpoint_name(kimg))
+        except OSError as e:
+            raise RunError(f"cannot write a checkpoint to {self.run.checkpoints} ({e.strerror or e}); the previous "
+                           "checkpoints are intact: free space or fix permissions, then --resume auto") from None
         grid = self.save_grid(self.run.samples / f"samples-{kimg:06d}.png")
         self.console(f"snapshot {path.name}, samples {grid.name}")
         return path
@@ -342,13 +347,22 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Non
     state = ckpt_io.load(ckpt_path) if ckpt_path else None
     if state is not None:
         cfg = _resumed_config(state, changes or {}, ckpt_path)
+    # Bad data or options fail before the run directory exists: a leftover empty run
+    # directory would make the corrected command fail with "already holds a run".
+    resolve_device(cfg.device)
+    resolve_precision(cfg.precision, torch.device("cpu"), image=False)
+    data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
+    if cfg.metrics:
+        from metrics.registry import get_metrics
+
+        get_metrics(cfg.metrics, kind="image" if data.is_image else "vector")  # unknown names fail now, not hours in
+    if state is None:
+        cfg = resolve(cfg, data.shape, model_changes)
     run.create()
     run.lock()
     console = Console(run.log, quiet=quiet)
     try:
-        data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
         if state is None:
-            cfg = resolve(cfg, data.shape, model_changes)
             _write_config(run, cfg)
         trainer = Trainer(cfg, run, data, console)
         if state is not None:

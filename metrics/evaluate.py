@@ -1,0 +1,343 @@
+"""Evaluations: draw or read samples, extract features once, run the requested metrics.
+
+Two callers: `hybrid eval` (`evaluate_source`) and the trainer (`evaluate_during_training`).
+Neither touches the global torch RNG: samples come from per-seed generators (evaluation seeds
+start at SEED_BASE, far from the training grid's 0..63), KID subsets from a seeded numpy
+RandomState, reference subsets from a seeded torch.Generator.
+
+This package does not import `training`; the command line hands in its data loader.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hybrid.errors import UserError
+from metrics.features import ExtractorSpec, build_extractor, extract, generated_batches, image_batches, metric_layer
+from metrics.inception import EXTRACTOR, find_inception_weights
+from metrics.reference import reference_features
+from metrics.registry import IMAGE, VECTOR, Metric, MetricInputs, default_metrics, get_metrics
+
+SEED_BASE = 1_000_000  # evaluation seeds start here, disjoint from the training sample grid
+HELD_OUT_SEED = 1_000_000  # toy data: the reference draw uses this seed, training uses cfg.seed
+DEFAULT_NUM = 1000  # samples drawn from a model when not told
+VECTOR_BATCH = 4096  # vector samples per sampler call
+
+LoadData = Callable[[str, "int | None", int], Any]  # (name or path, resolution, seed) -> a Dataset
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    metrics: tuple[str, ...] = ()  # metric names (see METRICS); () = fid,kid for images, modes,swd,mmd for vectors
+    num: int | None = None  # samples to judge (None: 1000 from a model, all from sample files)
+    ref_num: int | None = None  # reference images (None: all of the reference data)
+    steps: int | None = None  # NFE for a model (None: the model's default)
+    sampler: str | None = None  # gan | ddpm | ddim for a model (None: the model's default)
+    seeds: tuple[int, ...] | None = None  # sample seeds for a model (None: SEED_BASE .. SEED_BASE + num - 1)
+    batch: int = 64  # images per sampler call and per feature-extractor pass
+    inception_weights: str | None = None  # a weights file (None: search, see metrics.inception)
+    extractor: str = EXTRACTOR  # torch-fidelity feature extractor
+    kid_subsets: int = 100  # KID: random subsets
+    kid_subset_size: int = 1000  # KID: subset size (cut to the smaller set)
+    use_cache: bool = True  # cache reference features on disk
+
+
+@dataclass
+class Samples:
+    """What is judged: image batches (uint8 [B, C, H, W]) made on demand, or vectors [N, D]."""
+
+    kind: str  # image | vector
+    description: str  # for the report: a path, or a checkpoint with its sampler
+    num: int  # how many samples
+    batches: Callable[[], Iterable[Tensor]] | None = None  # images: yields uint8 batches
+    vectors: Tensor | None = None  # vectors: [N, D] float
+    nfe: int | None = None  # generator evaluations per sample (None: not from a model)
+    sampler: str | None = None  # the sampler (None: not from a model)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    results: dict[str, dict[str, float]]  # metric name -> its values
+    details: dict[str, str]  # metric name -> how it was computed
+    source: str  # what was judged
+    ref: str  # what it was compared with
+    num: int  # samples judged
+    num_ref: int  # reference samples
+    nfe: int | None  # generator evaluations per sample
+    sampler: str | None  # the sampler
+    seconds: float  # wall time of the whole evaluation
+    extractor: str | None = None  # torch-fidelity extractor and layer, for image metrics
+    weights_sha256: str | None = None  # sha256 of the extractor's weights file
+    weights_source: str | None = None  # where the weights came from
+    reference_cached: bool | None = None  # reference features read from the cache
+    skipped: dict[str, str] = field(default_factory=dict)  # metric name -> why it was not computed
+
+    def records(self, kimg: float | None = None) -> list[dict[str, Any]]:
+        """One JSON-able record per metric, as appended to RUN_DIR/metrics.jsonl."""
+        common = {"num": self.num, "num_ref": self.num_ref, "nfe": self.nfe, "sampler": self.sampler,
+                  "seconds": round(self.seconds, 3), "extractor": self.extractor, "weights_sha256": self.weights_sha256}
+        return [{"kimg": kimg, "metric": name, "value": next(iter(values.values())), "results": values, **common,
+                 "detail": self.details[name], "source": self.source, "ref": self.ref}
+                for name, values in self.results.items()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table(self) -> str:
+        lines = [f"source     {self.source}", f"reference  {self.ref}"]
+        if self.extractor:
+            cached = " (cached reference features)" if self.reference_cached else ""
+            lines.append(f"features   {self.extractor}, weights {self.weights_source} sha256 {self.weights_sha256[:12]}{cached}")
+        lines.append(f"{'metric':<10} {'result':<14} {'value':>14}")
+        for name, values in self.results.items():
+            lines += [f"{name:<10} {key:<14} {value:>14.6g}" for key, value in values.items()]
+        lines += [f"{name:<10} skipped: {why}" for name, why in self.skipped.items()]
+        lines.append(f"time       {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def stderr_log(message: str) -> None:
+    print(f"hybrid: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples
+
+
+def model_samples(model, cfg: EvalConfig, device: torch.device, description: str = "model") -> Samples:
+    """Samples drawn from a hybrid.model.Model with its EMA generator, one seed per sample."""
+    from hybrid.samplers import default_sampling, sample, sample_batched
+
+    default_sampler, default_steps = default_sampling(model.cfg)
+    sampler = cfg.sampler or default_sampler
+    steps = cfg.steps or (default_steps if sampler == default_sampler else model.cfg.steps)
+    if steps > model.cfg.steps:
+        raise UserError(f"--steps {steps}: the model has T = {model.cfg.steps} levels; choose 1..{model.cfg.steps}")
+    seeds = list(cfg.seeds) if cfg.seeds else list(range(SEED_BASE, SEED_BASE + (cfg.num or DEFAULT_NUM)))
+    what = f"{description} ({sampler} sampler, NFE {steps}, seeds {seeds[0]}..{seeds[-1]})"
+    if not model.cfg.is_image:
+        x = sample_batched(model, seeds, batch=VECTOR_BATCH, steps=steps, sampler=sampler, device=device)
+        return Samples(VECTOR, what, len(seeds), vectors=x, nfe=steps, sampler=sampler)
+
+    def draw(chunk: list[int]) -> Tensor:
+        return sample(model, chunk, steps=steps, sampler=sampler, device=device)
+
+    return Samples(IMAGE, what, len(seeds), batches=lambda: generated_batches(draw, seeds, cfg.batch), nfe=steps, sampler=sampler)
+
+
+def tensor_samples(data: Tensor, description: str, num: int | None = None, batch: int = 64) -> Samples:
+    """uint8 images [N, C, H, W] or float vectors [N, D] already in memory; the first `num` of them."""
+    if num is not None:
+        if num > len(data):
+            raise UserError(f"{description} holds {len(data)} samples, fewer than --num {num}")
+        data = data[:num]
+    if data.dim() == 2:
+        return Samples(VECTOR, description, len(data), vectors=data.float())
+    return Samples(IMAGE, description, len(data), batches=lambda: image_batches(data, batch))
+
+
+def read_npz(path: Path) -> Tensor:
+    """A .npz of samples: its only array (or 'samples', 'images', 'x', 'arr_0').
+
+    Images: uint8 or floats in [-1, 1], N x C x H x W or N x H x W x C with C = 1 or 3 -> uint8
+    [N, C, H, W]; vectors: N x D -> float32.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            key = keys[0] if len(keys) == 1 else next((k for k in ("samples", "images", "x", "arr_0") if k in keys), None)
+            if key is None:
+                raise UserError(f"{path}: holds arrays {keys}; name the samples 'samples' or save only one array")
+            arr = z[key]
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npz ({str(e)[:100]})") from None
+    return array_to_samples(arr, path)
+
+
+def array_to_samples(arr: np.ndarray, path: Path) -> Tensor:
+    """Check and convert a sample array (see read_npz) to uint8 images [N, C, H, W] or float vectors [N, D]."""
+    if arr.ndim not in (2, 4) or len(arr) < 2 or not np.issubdtype(arr.dtype, np.number):
+        raise UserError(f"{path}: array {arr.shape} {arr.dtype}; expected N x D vectors or N x C x H x W images")
+    if not np.isfinite(arr).all():
+        raise UserError(f"{path}: holds NaN or inf values")
+    if arr.ndim == 2:
+        return torch.from_numpy(arr.astype(np.float32))
+    if arr.shape[1] not in (1, 3) and arr.shape[3] in (1, 3):
+        arr = arr.transpose(0, 3, 1, 2)
+    if arr.shape[1] not in (1, 3):
+        raise UserError(f"{path}: images must have 1 or 3 channels, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if arr.min() < -1.001 or arr.max() > 1.001:
+            raise UserError(f"{path}: float images must lie in [-1, 1] (found {arr.min():.3g}..{arr.max():.3g})")
+        arr = ((arr.astype(np.float32) + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation
+
+
+def extractor_spec(cfg: EvalConfig) -> ExtractorSpec:
+    weights = find_inception_weights(cfg.inception_weights) if cfg.extractor == EXTRACTOR else None
+    return ExtractorSpec(cfg.extractor, weights, cfg.batch)
+
+
+def evaluate(samples: Samples, ref_data: Any, ref_name: str, cfg: EvalConfig, device: torch.device,
+             log: Log = stderr_log, ref_description: str | None = None) -> EvalResult:
+    """Judge `samples` against `ref_data` (a Dataset: .data uint8 images or float vectors,
+    optional .modes / .mode_std). ref_name keys the reference cache."""
+    start = time.perf_counter()
+    ref_kind = IMAGE if ref_data.data.dim() == 4 else VECTOR
+    if samples.kind != ref_kind:
+        raise UserError(f"{samples.description} holds {samples.kind}s but the reference {ref_name} holds {ref_kind}s")
+    names = cfg.metrics or default_metrics(samples.kind, getattr(ref_data, "modes", None) is not None)
+    chosen = get_metrics(names, samples.kind)
+    run = _image_inputs if samples.kind == IMAGE else _vector_inputs
+    inputs, meta, skipped = run(samples, ref_data, ref_name, chosen, cfg, device, log)
+    results = {m.name: m.fn(inputs) for m in chosen if m.name not in skipped}
+    num_ref = meta.pop("num_ref")
+    return EvalResult(results, {m.name: m.detail for m in chosen}, samples.description,
+                      ref_description or f"{ref_name} ({num_ref} samples)", samples.num, num_ref, samples.nfe,
+                      samples.sampler, time.perf_counter() - start, skipped=skipped, **meta)
+
+
+def _image_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[Metric], cfg: EvalConfig,
+                  device: torch.device, log: Log) -> tuple[MetricInputs, dict[str, Any], dict[str, str]]:
+    spec = extractor_spec(cfg)
+    skipped = {}
+    if not spec.has_classifier:
+        for m in chosen:
+            if m.needs_classifier:
+                skipped[m.name] = f"the {spec.weights.source} Inception has no classifier layer; give the official weights"
+                log(f"warning: {m.name} skipped: the offline Inception ({spec.weights.source}) has no classifier layer; "
+                    f"pass --inception-weights {spec.weights.path.parent}/weights-inception-2015-12-05-6726825d.pth for IS")
+    active = [m for m in chosen if m.name not in skipped]
+    keys = {k for m in active for k in m.gen_layers + m.ref_layers}
+    layers = {k: metric_layer(spec, k) for k in keys}
+    gen_layers = {layers[k] for m in active for k in m.gen_layers}
+    ref_layers = {layers[k] for m in active for k in m.ref_layers}
+    net = build_extractor(spec, gen_layers | ref_layers, device) if keys else None  # once: loading Inception takes seconds
+    ref = {layer: reference_features(ref_name, ref_data.data, spec, layer, device, cfg.ref_num, cfg.use_cache, net=net)
+           for layer in sorted(ref_layers)}
+    gen = extract(net, samples.batches(), device, samples.num) if gen_layers else {}
+    gen = {layer: gen[layer] for layer in gen_layers}
+    inputs = MetricInputs(gen=gen, ref=ref, layers=layers, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size)
+    layer_names = "+".join(sorted(gen_layers | ref_layers))
+    meta = {"num_ref": len(next(iter(ref.values())).features) if ref else 0,
+            "extractor": f"{spec.name}/{layer_names}", "weights_sha256": spec.weights_sha256,
+            "weights_source": spec.weights.source if spec.weights else "builtin",
+            "reference_cached": all(r.cached for r in ref.values()) if ref else None}
+    return inputs, meta, skipped
+
+
+def _vector_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[Metric], cfg: EvalConfig,
+                   device: torch.device, log: Log) -> tuple[MetricInputs, dict[str, Any], dict[str, str]]:
+    ref = ref_data.data.float()
+    if cfg.ref_num is not None:
+        ref = ref[: cfg.ref_num]
+    if ref.shape[1] != samples.vectors.shape[1]:
+        raise UserError(f"{samples.description} has {samples.vectors.shape[1]}-D vectors, {ref_name} has {ref.shape[1]}-D")
+    inputs = MetricInputs(gen_vectors=samples.vectors, ref_vectors=ref, modes=getattr(ref_data, "modes", None),
+                          mode_std=getattr(ref_data, "mode_std", None))
+    return inputs, {"num_ref": len(ref)}, {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Callers
+
+
+def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch.device, load_data: LoadData,
+                    log: Log = stderr_log) -> EvalResult:
+    """`hybrid eval`: SOURCE is a checkpoint, a folder of images, or a .npy / .npz of samples.
+
+    ref: a dataset name, folder or .npy (for a checkpoint: default its training data at the
+    model's resolution). Toy references are a fresh draw (seed HELD_OUT_SEED), not the training one.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UserError(f"{source}: no such file or folder; give a checkpoint, a folder of images, or a .npy / .npz")
+    resolution = None
+    if path.is_dir() or path.suffix.lower() in (".npy", ".npz"):
+        data = read_npz(path) if path.suffix.lower() == ".npz" else load_data(str(path), None, 0).data
+        samples = tensor_samples(data, str(path), cfg.num, cfg.batch)
+        if ref is None:
+            raise UserError(f"{source} holds samples: say what to compare them with, e.g. --ref digits or --ref real_images/")
+    else:
+        from hybrid.checkpoint import load, load_model
+
+        config = load(path).get("config", {})
+        model = load_model(path).to(device)
+        samples = model_samples(model, cfg, device, description=str(path))
+        ref = ref or config.get("data")
+        if ref is None:
+            raise UserError(f"{source}: the checkpoint names no training data; give --ref")
+        resolution = model.cfg.shape[-1] if model.cfg.is_image else None
+    ref_data = load_data(ref, resolution, HELD_OUT_SEED)
+    what = f"{ref} ({len(ref_data) if cfg.ref_num is None else min(cfg.ref_num, len(ref_data))} samples"
+    what += f" at {ref_data.data.shape[-1]} px)" if ref_data.data.dim() == 4 else ", held-out draw for toys)"
+    return evaluate(samples, ref_data, ref, cfg, device, log, ref_description=what)
+
+
+@dataclass(frozen=True)
+class MixtureDraw:
+    """A fresh draw of a known Gaussian mixture: held-out reference data for toy metrics."""
+
+    data: Tensor  # [N, D] float32
+    modes: Tensor  # [K, D]
+    mode_std: float
+
+
+def mixture_draw(modes: Tensor, std: float, num: int, seed: int = HELD_OUT_SEED) -> MixtureDraw:
+    g = torch.Generator().manual_seed(seed)
+    k = torch.randint(len(modes), (num,), generator=g)
+    return MixtureDraw(modes[k] + std * torch.randn(num, modes.shape[1], generator=g), modes, std)
+
+
+def evaluate_during_training(trainer) -> EvalResult | None:
+    """Evaluate trainer.cfg.metrics on the EMA generator; append to metrics.jsonl, write TensorBoard.
+
+    The trainer's generators and the global RNG are untouched (exact resume relies on it). A
+    failure is reported on the console and skipped: an evaluation never ends a training run.
+    """
+    cfg, data = trainer.cfg, trainer.data
+    ecfg = EvalConfig(metrics=tuple(cfg.metrics), num=cfg.eval_num)
+    ref_data, ref_name = data, cfg.data
+    if not data.is_image and data.modes is not None:  # a held-out draw of the mixture
+        ref_data, ref_name = mixture_draw(data.modes, data.mode_std, max(len(data.data), cfg.eval_num)), f"{cfg.data} held-out"
+    devices = [trainer.device] if trainer.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            samples = model_samples(trainer.model, ecfg, trainer.device, description=f"G_ema at {trainer.progress.nimg} img")
+            result = evaluate(samples, ref_data, ref_name, ecfg, trainer.device, log=trainer.console)
+    except UserError as e:
+        trainer.console(f"evaluation skipped: {e}")
+        return None
+    _record(trainer, result)
+    return result
+
+
+def _record(trainer, result: EvalResult) -> None:
+    nimg = trainer.progress.nimg
+    with open(trainer.run.metrics, "a") as f:
+        for record in result.records(kimg=nimg / 1000):
+            f.write(json.dumps(record) + "\n")
+    writer = trainer.writer()
+    for values in result.results.values():
+        for key, value in values.items():
+            if math.isfinite(value):
+                writer.add_scalar(f"Metrics/{key}", value, nimg)
+    writer.flush()
+    summary = "  ".join(f"{k} {v:.4g}" for values in result.results.values() for k, v in values.items())
+    trainer.console(f"metrics at {nimg / 1000:.1f} kimg (N={result.num}, NFE {result.nfe}, {result.seconds:.0f} s): {summary}")

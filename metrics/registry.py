@@ -1,0 +1,134 @@
+"""The metric registry: name -> a function of precomputed inputs returning dict[str, float].
+
+Image metrics declare which torch-fidelity feature layers they read (by torch-fidelity's metric
+key: fid, kid, prc, isc), so features are extracted once per evaluation for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from hybrid.errors import UserError
+from metrics.distances import frechet_distance, gaussian_stats, kernel_distance, precision_recall
+from metrics.reference import ReferenceFeatures
+from metrics.toy import mmd_rbf, mode_stats, sliced_wasserstein
+
+IMAGE, VECTOR = "image", "vector"
+MMD_MAX = 2000  # MMD builds N x N kernels: at most this many samples per set
+PR_K = 3  # neighbourhood size of k-NN precision/recall (Kynkäänniemi et al. 2019)
+
+
+@dataclass(frozen=True)
+class MetricInputs:
+    """What a metric may read. Image metrics: features by layer; vector metrics: the vectors."""
+
+    gen: dict[str, Tensor] = field(default_factory=dict)  # layer -> [N, d] features of generated images
+    ref: dict[str, ReferenceFeatures] = field(default_factory=dict)  # layer -> reference features
+    layers: dict[str, str] = field(default_factory=dict)  # torch-fidelity metric key (fid, kid, prc, isc) -> layer
+    gen_vectors: Tensor | None = None  # [N, D] generated vectors
+    ref_vectors: Tensor | None = None  # [M, D] held-out real vectors
+    modes: Tensor | None = None  # [K, D] centres of a known mixture
+    mode_std: float | None = None  # standard deviation of each mixture component
+    kid_subsets: int = 100  # KID: number of random subsets
+    kid_subset_size: int = 1000  # KID: subset size (cut to the smaller set)
+    seed: int = 2020  # KID subsets, IS split shuffle, SWD directions
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: Callable[[MetricInputs], dict[str, float]]
+    kind: str  # image | vector
+    gen_layers: tuple[str, ...]  # torch-fidelity metric keys whose layers are read on generated images
+    ref_layers: tuple[str, ...]  # ... and on the reference images
+    needs_classifier: bool  # True: reads the Inception classifier (IS)
+    detail: str  # how it is computed, stated in every record
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, kind: str, detail: str, gen_layers: tuple[str, ...] = (), ref_layers: tuple[str, ...] = (),
+                    needs_classifier: bool = False) -> Callable:
+    def deco(fn: Callable[[MetricInputs], dict[str, float]]) -> Callable[[MetricInputs], dict[str, float]]:
+        METRICS[name] = Metric(name, fn, kind, gen_layers, ref_layers, needs_classifier, detail)
+        return fn
+
+    return deco
+
+
+def get_metrics(names: tuple[str, ...] | list[str], kind: str | None = None) -> list[Metric]:
+    """Look names up; unknown names or names for the other kind of data raise UserError."""
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise UserError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(sorted(METRICS))}")
+    found = [METRICS[n] for n in dict.fromkeys(names)]
+    wrong = [m.name for m in found if kind is not None and m.kind != kind]
+    if wrong:
+        fits = ", ".join(sorted(n for n, m in METRICS.items() if m.kind == kind))
+        raise UserError(f"metric(s) {', '.join(wrong)} do not apply to {kind} data; use {fits}")
+    return found
+
+
+def default_metrics(kind: str, has_modes: bool = False) -> tuple[str, ...]:
+    if kind == IMAGE:
+        return ("fid", "kid")
+    return ("modes", "swd", "mmd") if has_modes else ("swd", "mmd")
+
+
+# ---------------------------------------------------------------------------------------------
+# Image metrics on torch-fidelity feature layers
+
+
+@register_metric("fid", IMAGE, "Frechet distance of float64 Gaussian fits, eigenvalue trace sqrt", ("fid",), ("fid",))
+def _fid(x: MetricInputs) -> dict[str, float]:
+    layer = x.layers["fid"]
+    ref = x.ref[layer]
+    return {"fid": frechet_distance(gaussian_stats(x.gen[layer]), ref.stats, ref.sigma_sqrt)}
+
+
+@register_metric("kid", IMAGE, "unbiased polynomial-kernel MMD^2 (degree 3) over random subsets, as torch-fidelity",
+                 ("kid",), ("kid",))
+def _kid(x: MetricInputs) -> dict[str, float]:
+    layer = x.layers["kid"]
+    return kernel_distance(x.gen[layer], x.ref[layer].features, x.kid_subsets, x.kid_subset_size, x.seed)
+
+
+@register_metric("is", IMAGE, "torch-fidelity's Inception Score of unbiased logits, 10 splits", ("isc",),
+                 needs_classifier=True)
+def _is(x: MetricInputs) -> dict[str, float]:
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    out = isc_features_to_metric(x.gen[x.layers["isc"]], splits=10, shuffle=True, rng_seed=x.seed)
+    return {"is": out["inception_score_mean"], "is_std": out["inception_score_std"]}
+
+
+@register_metric("pr", IMAGE, f"k-NN precision/recall (Kynkaanniemi et al. 2019), k={PR_K}, on the FID features "
+                 "(Inception pool3), not VGG16", ("prc",), ("prc",))
+def _pr(x: MetricInputs) -> dict[str, float]:
+    layer = x.layers["prc"]
+    return precision_recall(x.ref[layer].features, x.gen[layer], k=PR_K)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vector metrics (toys, .npy N x D)
+
+
+@register_metric("modes", VECTOR, "modes covered / high-quality share: within 3 std of the nearest known mode")
+def _modes(x: MetricInputs) -> dict[str, float]:
+    if x.modes is None or x.mode_std is None:
+        raise UserError("metric 'modes' needs a mixture with known modes (toy:25gaussians, toy:8gaussians, toy:rings)")
+    return mode_stats(x.gen_vectors, x.modes, x.mode_std)
+
+
+@register_metric("swd", VECTOR, "sliced 1-Wasserstein distance over 256 random directions, against held-out data")
+def _swd(x: MetricInputs) -> dict[str, float]:
+    return {"swd": sliced_wasserstein(x.gen_vectors, x.ref_vectors, seed=x.seed)}
+
+
+@register_metric("mmd", VECTOR, f"unbiased RBF MMD^2 (bandwidths 0.05, 0.2, 1) on at most {MMD_MAX} samples per set")
+def _mmd(x: MetricInputs) -> dict[str, float]:
+    return {"mmd": mmd_rbf(x.gen_vectors[:MMD_MAX], x.ref_vectors[:MMD_MAX])}

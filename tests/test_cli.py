@@ -1,0 +1,233 @@
+"""The command line: help texts, one-line errors with exit 2, sample outputs, data commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import click
+import numpy as np
+import pytest
+from PIL import Image
+
+import cli
+from conftest import REPO, TINY_NET, assert_user_error, latest_checkpoint, toy_config
+from training import train
+from training.data import SOURCES
+
+COMMANDS = [[], ["train"], ["sample"], ["data"], ["data", "list"], ["data", "info"]]
+
+
+def command_named(path: list[str]) -> click.Command:
+    command = cli.cli
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+# ------------------------------------------------------------------------------------------ help
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "hybrid")
+def test_help_shows_an_example(path, hybrid):
+    result = hybrid(*path, "--help")
+    assert result.code == 0, result.err
+    assert "Usage: hybrid" in result.out
+    assert "Examples:" in result.out
+    example_lines = [line.strip() for line in result.out.splitlines() if line.strip().startswith("hybrid ")]
+    assert any(line.startswith(" ".join(["hybrid", *path])) for line in example_lines), result.out
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "hybrid")
+def test_every_option_has_a_help_text(path):
+    for param in command_named(path).params:
+        if isinstance(param, click.Option) and param.name != "help":
+            assert param.help, f"{' '.join(path)} {param.opts[0]} has no help text"
+
+
+# ----------------------------------------------------------------------------------- bad input
+
+
+def folder_with_a_corrupt_png(tmp_path):
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8), (10 * i, 0, 0)).save(folder / f"{i}.png")
+    bad = folder / "sub" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    return folder, bad
+
+
+def bad_train_input(kind: str, tmp_path):
+    """(argv after `train`, text the error must mention) for one kind of bad input."""
+    if kind == "missing-path":
+        path = tmp_path / "no" / "such" / "folder"
+        return ["--data", path], [str(path)]
+    if kind == "empty-folder":
+        (tmp_path / "empty").mkdir()
+        return ["--data", tmp_path / "empty"], [str(tmp_path / "empty"), "no images"]
+    if kind == "corrupt-png":
+        folder, bad = folder_with_a_corrupt_png(tmp_path)
+        return ["--data", folder], [str(bad)]
+    if kind == "npy-rank":
+        np.save(tmp_path / "flat.npy", np.zeros(100, dtype=np.float32))
+        return ["--data", tmp_path / "flat.npy"], [str(tmp_path / "flat.npy"), "(100,)"]
+    if kind == "npy-nan":
+        arr = np.zeros((10, 2), dtype=np.float32)
+        arr[3] = np.nan
+        np.save(tmp_path / "nan.npy", arr)
+        return ["--data", tmp_path / "nan.npy"], [str(tmp_path / "nan.npy"), "NaN"]
+    if kind == "unknown-name":
+        return ["--data", "toy:moons"], ["toy:moons", "toy:25gaussians", "digits"]
+    if kind == "kimg-0":
+        return ["--data", "toy:8gaussians", "--kimg", "0"], ["--kimg"]
+    raise AssertionError(kind)
+
+
+BAD_TRAIN = ["missing-path", "empty-folder", "corrupt-png", "npy-rank", "npy-nan", "unknown-name", "kimg-0"]
+
+
+@pytest.mark.parametrize("kind", BAD_TRAIN)
+def test_bad_train_input_exits_2_with_one_line(kind, tmp_path, hybrid):
+    argv, mentions = bad_train_input(kind, tmp_path)
+    run_dir = tmp_path / "run"
+    result = hybrid("train", *argv, "--run-dir", run_dir, "--quiet")
+    assert_user_error(result, *mentions)
+    assert not run_dir.exists(), "a failed start left a run directory behind (a retry would then be refused)"
+
+
+@pytest.mark.parametrize("kind", ["missing-path", "corrupt-png"])
+def test_bad_input_in_a_real_process(kind, tmp_path):
+    """The console script itself: exit status 2 and one line, as a shell user sees it."""
+    argv, mentions = bad_train_input(kind, tmp_path)
+    proc = subprocess.run([sys.executable, "cli.py", "train", *map(str, argv), "--run-dir", str(tmp_path / "run")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("hybrid: error:") and "Traceback" not in proc.stderr
+    for text in mentions:
+        assert text in proc.stderr
+
+
+def test_a_text_file_as_checkpoint_in_a_real_process(tmp_path):
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_text("hello")
+    proc = subprocess.run([sys.executable, "cli.py", "sample", str(ckpt), "--out", str(tmp_path / "x.png")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and str(ckpt) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def snapshot_files(folder):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_existing_run_directory_is_not_touched_without_resume(tmp_path, hybrid):
+    run = tmp_path / "run"
+    train(toy_config(kimg=0.128, snapshot_kimg=0.128), run_dir=run, model_changes=TINY_NET, quiet=True)
+    paths, files = set(run.rglob("*")), snapshot_files(run)
+    assert len(files) >= 6
+    result = hybrid("train", "--data", "toy:8gaussians", "--kimg", "0.128", "--run-dir", run, "--channels", "16")
+    assert_user_error(result, str(run), "--resume")
+    assert set(run.rglob("*")) == paths
+    assert snapshot_files(run) == files
+
+
+# --------------------------------------------------------------------------------------- sample
+
+
+def test_sample_image_grid_png(digits_run, tmp_path, hybrid):
+    out = tmp_path / "grid.png"
+    result = hybrid("sample", latest_checkpoint(digits_run), "--num", "9", "--out", out)
+    assert result.code == 0, result.err
+    grid = np.asarray(Image.open(out))
+    # 3x3 images of 16 px with a 1 px border, enlarged 8x so that small images are visible
+    assert grid.shape == (8 * (3 * 17 + 1), 8 * (3 * 17 + 1))
+
+
+def test_sample_images_npy(digits_run, tmp_path, hybrid):
+    out = tmp_path / "x.npy"
+    result = hybrid("sample", latest_checkpoint(digits_run), "--num", "5", "--out", out)
+    assert result.code == 0, result.err
+    x = np.load(out)
+    assert x.dtype == np.float32 and x.shape == (5, 1, 16, 16)
+    assert x.min() >= -1 and x.max() <= 1 and x.std() > 0
+
+
+def test_sample_image_folder_has_one_png_per_image(digits_run, tmp_path, hybrid):
+    out = tmp_path / "pngs"
+    result = hybrid("sample", latest_checkpoint(digits_run), "--seeds", "10-15", "--out", out)
+    assert result.code == 0, result.err
+    files = sorted(out.iterdir())
+    assert [p.name for p in files] == [f"{i:06d}.png" for i in range(6)]
+    for p in files:
+        assert np.asarray(Image.open(p)).shape == (16, 16)
+    # The PNGs hold the same samples as the raw array, quantised to 8 bits.
+    hybrid("sample", latest_checkpoint(digits_run), "--seeds", "10-15", "--out", tmp_path / "x.npy")
+    raw = np.load(tmp_path / "x.npy")
+    png = np.stack([np.asarray(Image.open(p)) for p in files]).astype(np.float32) / 127.5 - 1
+    np.testing.assert_allclose(png, raw[:, 0], atol=1 / 127.5 + 1e-6)
+
+
+def test_sample_vectors(toy_run, tmp_path, hybrid):
+    ckpt = latest_checkpoint(toy_run)
+    result = hybrid("sample", ckpt, "--num", "300", "--out", tmp_path / "x.npy")
+    assert result.code == 0, result.err
+    x = np.load(tmp_path / "x.npy")
+    assert x.dtype == np.float32 and x.shape == (300, 2) and np.isfinite(x).all()
+
+    result = hybrid("sample", ckpt, "--num", "300", "--out", tmp_path / "x.png")
+    assert result.code == 0, result.err
+    assert Image.open(tmp_path / "x.png").format == "PNG"
+
+    assert_user_error(hybrid("sample", ckpt, "--out", tmp_path / "folder"), "folder")
+
+
+def test_sample_seeds_pick_the_same_samples(toy_run, tmp_path, hybrid):
+    ckpt = latest_checkpoint(toy_run)
+    hybrid("sample", ckpt, "--seeds", "0-9", "--out", tmp_path / "all.npy")
+    hybrid("sample", ckpt, "--seeds", "3,5-6", "--batch", "2", "--out", tmp_path / "some.npy")
+    every, some = np.load(tmp_path / "all.npy"), np.load(tmp_path / "some.npy")
+    np.testing.assert_allclose(some, every[[3, 5, 6]], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(every[3], every[5])
+
+
+@pytest.mark.parametrize("argv, mention", [
+    (["--out", "x.jpg"], "x.jpg"),
+    (["--steps", "5", "--out", "x.npy"], "--steps 5"),
+    (["--seeds", "a-b", "--out", "x.npy"], "a-b"),
+    (["--num", "0", "--out", "x.npy"], "--num"),
+])
+def test_bad_sample_options(toy_run, tmp_path, monkeypatch, hybrid, argv, mention):
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(hybrid("sample", latest_checkpoint(toy_run), *argv), mention)
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def test_data_list(hybrid):
+    result = hybrid("data", "list")
+    assert result.code == 0
+    names = [line.split()[0] for line in result.out.splitlines() if line.strip()]
+    for name in SOURCES:
+        assert name in names
+
+
+def test_data_info_toy(hybrid):
+    result = hybrid("data", "info", "toy:25gaussians")
+    assert result.code == 0, result.err
+    info = json.loads(result.out)
+    assert info["size"] == 100_000 and info["shape"] == [2] and info["kind"] == "vector" and info["modes"] == 25
+
+
+def test_data_info_folder_and_missing_path(tmp_path, hybrid):
+    for i in range(2):
+        Image.new("RGB", (12, 12), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    info = json.loads(hybrid("data", "info", tmp_path, "--resolution", "8").out)
+    assert info["shape"] == [3, 8, 8] and info["size"] == 2 and info["kind"] == "image"
+    assert_user_error(hybrid("data", "info", tmp_path / "missing"), str(tmp_path / "missing"))

