@@ -77,6 +77,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="A config.json to start from (e.g. a run's); other options override it.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to train; auto takes a GPU when there is one.")
+@click.option("--gpus", type=click.IntRange(1, 1024), default=1, show_default=True, metavar="N",
+              help="Processes (GPUs, or CPU processes with --device cpu), each on a slice of the global --batch. "
+                   "Across nodes start `hybrid train` with torchrun instead. E.g. --gpus 8")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="bf16 autocast or plain float32; auto uses bf16 for image models.")
 @click.option("--lr-g", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
@@ -105,7 +108,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
 @click.option("--metrics", metavar="LIST", default=None, help="Metrics during training, e.g. --metrics fid,kid or modes,swd.")
 @click.option("--quiet", is_flag=True, help="Print nothing; log.txt still records the run.")
 def train(preset: str | None, config_file: str | None, run_dir: str | None, resume: str | None, quiet: bool,
-          **options) -> None:
+          gpus: int, **options) -> None:
     """Train a diffusion generator (and its discriminator).
 
     \b
@@ -114,8 +117,8 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
       hybrid train --data toy:25gaussians --kimg 3000
       hybrid train --data ./my_images --resolution 32 --device cuda --kimg 10000
       hybrid train --run-dir runs/exp1 --resume auto # continue after a crash or preemption
+      hybrid train --data cifar10 --gpus 4 --batch 256  # 4 GPUs on this machine, 64 images each
     """
-    from training import train as run_training
     from training.config import TrainConfig, read_config, read_preset
 
     net = {k: options.pop(k) for k in NET_OPTIONS}
@@ -135,7 +138,47 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
 
         base = base.replace(model=with_model_overrides(base.model, **model_changes))
     cfg = base.replace(**changes)
-    run_training(cfg, run_dir=run_dir, resume=resume, changes=changes, model_changes=model_changes, quiet=quiet)
+    args = (cfg, run_dir, resume, changes, model_changes, quiet)
+    if gpus == 1:
+        from training import train as run_training
+
+        run_training(*args)
+        return
+    codes = launch_training(gpus, cfg.device, args)
+    if any(codes.values()):
+        sys.exit(codes[0] or max(codes.values()))
+
+
+def launch_training(gpus: int, device: str, args: tuple) -> dict[int, int]:
+    """`--gpus N`: N local worker processes through torch's elastic launcher; their exit codes."""
+    import torch
+
+    from training import distributed
+
+    if distributed.launched_by_torchrun():
+        raise UserError(f"--gpus {gpus}: this process was started by torchrun, which starts the processes; "
+                        "drop --gpus and use torchrun's --nproc-per-node")
+    if device != "cpu" and torch.cuda.device_count() < gpus:
+        raise UserError(f"--gpus {gpus}: {torch.cuda.device_count()} GPU(s) visible here; "
+                        "use fewer, or --device cpu for CPU processes")
+    return distributed.launch(gpus, train_worker, *args)
+
+
+def train_worker(*args) -> int:
+    """One process of `--gpus N`: train, and turn our errors into an exit code (rank 0 prints them)."""
+    from training import distributed
+    from training import train as run_training
+
+    try:
+        run_training(*args)
+    except Exception as e:
+        code = getattr(e, "exit_code", None)
+        if code is None:
+            raise
+        if distributed.rank_from_env() == 0:
+            click.echo(f"hybrid: {'error: ' if code == 2 else ''}{e}", err=True)
+        return code
+    return 0
 
 
 # ------------------------------------------------------------------------------------ sample
