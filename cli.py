@@ -166,17 +166,22 @@ def launch_training(gpus: int, device: str, args: tuple) -> dict[int, int]:
 
 def train_worker(*args) -> int:
     """One process of `--gpus N`: train, and turn our errors into an exit code (rank 0 prints them)."""
+    from hybrid.errors import Interrupted
     from training import distributed
     from training import train as run_training
 
     try:
         run_training(*args)
+    except Interrupted as e:
+        # Leave now with 130/143: a launcher shutting its workers down waits for them to exit
+        # and reads no return value. The launcher reports the signal.
+        sys.exit(e.exit_code)
     except Exception as e:
         code = getattr(e, "exit_code", None)
         if code is None:
             raise
         if distributed.rank_from_env() == 0:
-            click.echo(f"hybrid: {'error: ' if code == 2 else ''}{e}", err=True)
+            click.echo(error_line(e, code), err=True)
         return code
     return 0
 
@@ -329,6 +334,10 @@ def data_info(source: str, resolution: int | None) -> None:
 # ------------------------------------------------------------------------------------ main
 
 
+def error_line(e: Exception, code: int) -> str:
+    return f"hybrid: {'error: ' if code == 2 else ''}{e}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: bad input ends with one line on stderr and exit 2, no traceback."""
     try:
@@ -343,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         code = getattr(e, "exit_code", None)
         if code is None:
             raise
-        click.echo(f"hybrid: {'error: ' if code == 2 else ''}{e}", err=True)
+        click.echo(error_line(e, code), err=True)
         sys.exit(code)
     sys.exit(result if isinstance(result, int) else 0)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from hybrid.errors import UserError
+from hybrid.errors import Interrupted, RunError, UserError
 
 T = TypeVar("T")
 
@@ -249,9 +250,26 @@ def launch(nprocs: int, fn: Callable[..., T], *args: Any) -> dict[int, T]:
     module-level function (workers are spawned). A signal to this process is passed on to the
     workers, which then stop at the same step; rank 0 has `shutdown_s` to write its checkpoint.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=uuid.uuid4().hex,
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
                           monitor_interval=0.5, shutdown_timeout=120)
-    return elastic_launch(config, fn)(*args)
+    try:
+        return elastic_launch(config, fn)(*args)
+    except SignalException as e:
+        raise Interrupted(int(e.sigval)) from None
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        if all(f.exitcode in (128 + signal.SIGINT, 128 + signal.SIGTERM) for f in e.failures.values()):
+            raise Interrupted(failure.exitcode - 128) from None  # a worker was signalled; all stopped and saved
+        raise RunError(f"training process {rank} failed (exit code {failure.exitcode}): "
+                       f"{_first_line(failure.message)}; its traceback is above") from None
+
+
+def _first_line(message: Any) -> str:
+    if isinstance(message, dict):  # an error file: {"message": "...", "extraInfo": {...}}
+        message = message.get("message", message)
+    return str(message).strip().splitlines()[0] if str(message).strip() else "no message"

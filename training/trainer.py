@@ -101,7 +101,8 @@ class Trainer:
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.progress = Progress()
-        self.stop_signal: int | None = None
+        self.signal_received: int | None = None  # set by the signal handler, at any moment
+        self.stop_signal: int | None = None  # the signal all ranks agreed to stop on
         self._writer = None
 
     # ----------------------------------------------------------------------------- state
@@ -153,7 +154,7 @@ class Trainer:
         with self._signals(), self._bar() as bar:
             while self.progress.nimg < self.total_nimg:
                 self.step()
-                self.stop_signal = distributed.any_rank(self.stop_signal)  # all ranks stop at the same step
+                self.stop_signal = distributed.any_rank(self.signal_received)  # all ranks stop at the same step
                 bar.update(cfg.batch)
                 done = self.progress.nimg >= self.total_nimg
                 snapshot_due = self.progress.nimg >= next_snapshot or done or self.stop_signal
@@ -313,7 +314,7 @@ class Trainer:
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
         def handler(signum, frame):
-            self.stop_signal = signum
+            self.signal_received = signum
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
