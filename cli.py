@@ -77,6 +77,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="A config.json to start from (e.g. a run's); other options override it.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to train; auto takes a GPU when there is one.")
+@click.option("--gpus", type=click.IntRange(1, 1024), default=1, show_default=True, metavar="N",
+              help="Processes (GPUs, or CPU processes with --device cpu), each on a slice of the global --batch. "
+                   "Across nodes start `hybrid train` with torchrun instead. E.g. --gpus 8")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="bf16 autocast or plain float32; auto uses bf16 for image models.")
 @click.option("--lr-g", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
@@ -90,7 +93,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
 @click.option("--r1-gamma", type=click.FloatRange(min=0), default=None, metavar="G",
               help="R1 penalty weight on real data. [default: 0.02]")
 @click.option("--xflip/--no-xflip", default=None, help="Random horizontal flips of real images. [default: off]")
-@click.option("--channels", type=click.IntRange(min=1), default=None, metavar="C", help="Generator base width.")
+@click.option("--channels", type=click.IntRange(min=8), default=None, metavar="C", help="Generator base width (at least 8).")
 @click.option("--z-dim", type=click.IntRange(min=0), default=None, metavar="N", help="Generator latent size (0: none).")
 @click.option("--norm", type=click.Choice(["group", "batch"]), default=None, help="Generator normalisation. [default: group]")
 @click.option("--act", type=click.Choice(["silu", "leaky_relu"]), default=None, help="Generator activation. [default: silu]")
@@ -107,7 +110,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
 @click.option("--metrics", metavar="LIST", default=None, help="Metrics during training, e.g. --metrics fid,kid or modes,swd.")
 @click.option("--quiet", is_flag=True, help="Print nothing; log.txt still records the run.")
 def train(preset: str | None, config_file: str | None, run_dir: str | None, resume: str | None, quiet: bool,
-          **options) -> None:
+          gpus: int, **options) -> None:
     """Train a diffusion generator (and its discriminator).
 
     \b
@@ -116,8 +119,8 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
       hybrid train --data toy:25gaussians --kimg 3000
       hybrid train --data ./my_images --resolution 32 --device cuda --kimg 10000
       hybrid train --run-dir runs/exp1 --resume auto # continue after a crash or preemption
+      hybrid train --data cifar10 --gpus 4 --batch 256  # 4 GPUs on this machine, 64 images each
     """
-    from training import train as run_training
     from training.config import TrainConfig, read_config, read_preset
 
     net = {k: options.pop(k) for k in NET_OPTIONS}
@@ -137,7 +140,52 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
 
         base = base.replace(model=with_model_overrides(base.model, **model_changes))
     cfg = base.replace(**changes)
-    run_training(cfg, run_dir=run_dir, resume=resume, changes=changes, model_changes=model_changes, quiet=quiet)
+    args = (cfg, run_dir, resume, changes, model_changes, quiet)
+    if gpus == 1:
+        from training import train as run_training
+
+        run_training(*args)
+        return
+    codes = launch_training(gpus, cfg.device, args)
+    if any(codes.values()):
+        sys.exit(codes[0] or max(codes.values()))
+
+
+def launch_training(gpus: int, device: str, args: tuple) -> dict[int, int]:
+    """`--gpus N`: N local worker processes through torch's elastic launcher; their exit codes."""
+    import torch
+
+    from training import distributed
+
+    if distributed.launched_by_torchrun():
+        raise UserError(f"--gpus {gpus}: this process was started by torchrun, which starts the processes; "
+                        "drop --gpus and use torchrun's --nproc-per-node")
+    if device != "cpu" and torch.cuda.device_count() < gpus:
+        raise UserError(f"--gpus {gpus}: {torch.cuda.device_count()} GPU(s) visible here; "
+                        "use fewer, or --device cpu for CPU processes")
+    return distributed.launch(gpus, train_worker, *args)
+
+
+def train_worker(*args) -> int:
+    """One process of `--gpus N`: train, and turn our errors into an exit code (rank 0 prints them)."""
+    from hybrid.errors import Interrupted
+    from training import distributed
+    from training import train as run_training
+
+    try:
+        run_training(*args)
+    except Interrupted as e:
+        # Leave now with 130/143: a launcher shutting its workers down waits for them to exit
+        # and reads no return value. The launcher reports the signal.
+        sys.exit(e.exit_code)
+    except Exception as e:
+        code = getattr(e, "exit_code", None)
+        if code is None:
+            raise
+        if distributed.rank_from_env() == 0:
+            click.echo(error_line(e, code), err=True)
+        return code
+    return 0
 
 
 # ------------------------------------------------------------------------------------ sample
@@ -387,6 +435,10 @@ def data_info(source: str, resolution: int | None) -> None:
 # ------------------------------------------------------------------------------------ main
 
 
+def error_line(e: Exception, code: int) -> str:
+    return f"hybrid: {'error: ' if code == 2 else ''}{e}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: bad input ends with one line on stderr and exit 2, no traceback."""
     try:
@@ -401,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
         code = getattr(e, "exit_code", None)
         if code is None:
             raise
-        click.echo(f"hybrid: {'error: ' if code == 2 else ''}{e}", err=True)
+        click.echo(error_line(e, code), err=True)
         sys.exit(code)
     sys.exit(result if isinstance(result, int) else 0)
 

@@ -1,13 +1,16 @@
 """Training statistics reported by name anywhere in a step and collected once per tick.
 
 Values stay on the device as running sums, so reporting never forces a CPU-GPU sync; the
-sync happens once, in `collect`.
+sync happens once, in `collect`, which also pools the sums and counts of all ranks of a
+multi-process run (the means are those of the global batch).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from training import distributed
 
 
 class Stats:
@@ -42,12 +45,10 @@ class Stats:
             self._sums[name], self._counts[name] = (v * m).sum(), m.sum()
 
     def collect(self) -> dict[str, float]:
-        """Means since the last collect (names with no values are left out); then reset."""
-        out = {}
-        for name, total in self._sums.items():
-            n = float(self._counts[name])
-            if n > 0:
-                out[name] = float(total) / n
+        """Means since the last collect over all ranks (names with no values are left out); then
+        reset. A collective in a multi-process run: every rank must call it."""
+        sums, counts = distributed.sum_named(self._sums, self._counts)
+        out = {name: total / counts[name] for name, total in sums.items() if counts[name] > 0}
         self._sums.clear()
         self._counts.clear()
         return dict(sorted(out.items()))

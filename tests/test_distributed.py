@@ -1,0 +1,116 @@
+"""Multi-process training on the CPU (gloo): `hybrid train --gpus 2 --device cpu` end to end.
+
+Two processes on a global batch of 64 must (a) end with bitwise-equal weights on both ranks,
+(b) match one process on the same batch of 64 to float rounding, and (c) leave a checkpoint
+that one process resumes and continues.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, TINY_NET, latest_checkpoint, read_stats, toy_config
+from hybrid.checkpoint import load
+from training import distributed, train
+
+# Both runs see the same global batch, noise and data order; they differ only in how the
+# gradient means are summed (two half-batch means averaged vs one mean) and in float rounding
+# of the all-reduce, ~1e-7 relative per step. Adam divides by sqrt(v), which amplifies such
+# differences where a gradient is near zero, but one Adam step moves a weight by at most
+# ~lr (1e-3 for D): measured after 8 steps, max |diff| was 3e-8 (G) and 5e-6 (D); 1e-4 is
+# far below a single step's size and far above the rounding seen.
+ATOL = 1e-4
+OPTIONS = ["--data", "toy:8gaussians", "--channels", "16", "--batch", "64", "--kimg", "0.5", "--tick-every", "0.25",
+           "--snapshot-every", "0.5", "--device", "cpu", "--seed", "3"]
+
+
+def config(**changes):
+    return toy_config(kimg=0.5, tick_kimg=0.25, snapshot_kimg=0.5, seed=3, grid_seeds=64).replace(**changes)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """`hybrid train --gpus 2 --device cpu` in a subprocess; each rank dumps its final state."""
+    root = tmp_path_factory.mktemp("ddp")
+    dump = root / "ranks"
+    dump.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", HYBRID_RANK_DUMP=str(dump),
+               PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "rank_dump"), str(REPO)]))
+    proc = subprocess.run([sys.executable, "-m", "cli", "train", *OPTIONS, "--gpus", "2", "--run-dir", str(root / "run")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "run", dump, proc
+
+
+def assert_close(a: dict, b: dict, atol: float) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        diff = (a[name].float() - b[name].float()).abs().max().item()
+        assert diff <= atol, f"{name}: max |diff| {diff:.3g} > {atol}"
+
+
+def test_rows_split_a_batch_evenly_and_in_order():
+    parts = [distributed.rows(64, r, 4) for r in range(4)]
+    assert parts[0] == slice(0, 16) and parts[3] == slice(48, 64)
+    assert torch.equal(torch.cat([torch.arange(64)[p] for p in parts]), torch.arange(64))
+    with pytest.raises(ValueError, match="does not split evenly"):
+        distributed.rows(63, 0, 2)
+    x = torch.arange(6)
+    assert distributed.shard(x) is x, "one process keeps the whole batch"
+
+
+def test_two_processes_end_with_identical_weights_and_only_rank_0_writes(two_process_run):
+    run, dump, proc = two_process_run
+    ranks = [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    ckpt = load(latest_checkpoint(run))
+    for net in ("G", "G_ema", "D"):
+        for name, value in ranks[0][net].items():
+            assert torch.equal(value, ranks[1][net][name]), f"{net}.{name} differs between ranks"
+            assert torch.equal(value, ckpt[net][name]), f"{net}.{name}: the checkpoint is not rank 0's state"
+    for key in ("train", "data", "torch"):
+        assert torch.equal(ranks[0]["rng"][key], ranks[1]["rng"][key]), f"RNG {key} differs between ranks"
+    assert ckpt["progress"]["nimg"] == 512
+    assert proc.stdout.count("tick 0 ") == 1, "only rank 0 prints"
+    assert len(read_stats(run)) == 2 and (run / "samples" / "samples-000000.png").is_file()
+
+
+def test_two_processes_match_one_process_on_the_same_global_batch(two_process_run, tmp_path):
+    run, _, _ = two_process_run
+    single = train(config(), run_dir=tmp_path / "single", model_changes=TINY_NET, quiet=True)
+    a, b = load(latest_checkpoint(run)), load(latest_checkpoint(single))
+    for net in ("G", "G_ema", "D"):
+        assert_close(a[net], b[net], ATOL)
+    for key in ("train", "data", "torch"):
+        assert torch.equal(a["rng"][key], b["rng"][key]), "the generators advance as in one process"
+    s2, s1 = read_stats(run), read_stats(single)
+    assert s2[-1]["Loss/G"] == pytest.approx(s1[-1]["Loss/G"], rel=1e-3), "stats are pooled over ranks"
+
+
+def test_one_process_resumes_a_two_process_checkpoint(two_process_run, tmp_path):
+    import shutil
+
+    run, _, _ = two_process_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    train(config(), run_dir=copy, resume="auto", changes={"kimg": 1.0}, quiet=True)
+    resumed = load(latest_checkpoint(copy))
+    assert resumed["progress"]["nimg"] == 1024 and len(read_stats(copy)) == 4
+    straight = load(latest_checkpoint(train(config(kimg=1.0), run_dir=tmp_path / "straight", model_changes=TINY_NET,
+                                            quiet=True)))
+    for net in ("G", "G_ema", "D"):
+        assert_close(resumed[net], straight[net], ATOL)
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_a_user_error(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    options = [o if o != "64" else "63" for o in OPTIONS]
+    proc = subprocess.run([sys.executable, "-m", "cli", "train", *options, "--gpus", "2", "--run-dir", str(tmp_path / "r")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "divisible by the number of processes (2)" in proc.stderr
+    assert not (tmp_path / "r").exists()
