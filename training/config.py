@@ -30,7 +30,7 @@ class TrainConfig:
     lr_g: float | None = None  # generator learning rate (None: by objective)
     lr_d: float | None = None  # discriminator learning rate (None: by data)
     betas: tuple[float, float] = (0.5, 0.9)  # Adam betas of both networks (Denoising Diffusion GANs)
-    lr_decay: str = "cosine"  # cosine: both rates fall to 5% of their start by the end of the run; constant
+    lr_decay: str = "constant"  # constant, or cosine: both rates fall to 5% of their start by the end of the run
     denoise_weight: float | None = None  # weight of the denoising loss in the hybrid generator loss
     r1_gamma: float = 0.02  # R1 penalty weight on real data
     r1_every: int = 16  # lazy R1: apply every this many steps (scaled up accordingly)
