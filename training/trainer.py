@@ -185,7 +185,8 @@ class Trainer:
                 loss = self.objective.loss(phase, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), math.inf)
+            # The norm only: clip_grad_norm_(..., inf) also multiplies every gradient by 1.
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in net.parameters() if p.grad is not None])
             self.stats.report(f"Loss/{phase.name}", loss)
             self.stats.report(f"Grad/{phase.network}", grad_norm)
             opt.step()
