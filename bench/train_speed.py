@@ -1,6 +1,6 @@
 """Training and sampling throughput of the default models on this machine.
 
-    python bench/train_speed.py [--steps 12] [--batch 64] [--threads N]
+    python bench/train_speed.py [--steps 10] [--batch 64] [--threads N]
 
 Each row runs in its own subprocess, so its peak memory (RSS) is its own. A row builds the
 default configuration of its data set (`training.config.resolve`), warms up, then times
@@ -14,7 +14,9 @@ default configuration of its data set (`training.config.resolve`), warms up, the
 
 Precision "bf16" is `torch.autocast('cpu', dtype=torch.bfloat16)`; "+cl" converts the whole
 model to channels_last. The load average is printed before and after: compare numbers taken
-under similar load only.
+under similar load only. With 2 threads, a busy machine makes
+OpenMP's spinning threads waste most of their time (here up to 14x the CPU time of one
+thread per step); `--threads 1` gives numbers that stay comparable under load.
 """
 
 from __future__ import annotations
@@ -100,18 +102,18 @@ def run_row(kind: str, data_name: str, precision: str, channels_last: bool, step
         if channels_last:
             trainer.model.to(memory_format=torch.channels_last)
         if kind == "train":
-            wall, cpu = time_calls(trainer.step, warmup=3, n=steps)
+            wall, cpu = time_calls(trainer.step, warmup=2, n=steps)
             images, calls = steps * trainer.cfg.batch, steps
         else:
-            seeds = list(range(SAMPLE_BATCH))
             model = trainer.model
 
-            def draw() -> None:
+            def draw(num: int = SAMPLE_BATCH) -> None:
                 with autocast(precision):
-                    sample_batched(model, seeds, batch=SAMPLE_BATCH, steps=4, sampler="gan")
+                    sample_batched(model, list(range(num)), batch=SAMPLE_BATCH, steps=4, sampler="gan")
 
-            calls = max(2, steps // 4)
-            wall, cpu = time_calls(draw, warmup=1, n=calls)
+            draw(32)  # warm-up
+            calls = max(2, steps // 6)
+            wall, cpu = time_calls(draw, warmup=0, n=calls)
             images = calls * SAMPLE_BATCH
     return {"img_s": images / wall, "cpu_ms": 1000 * cpu / calls,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -120,7 +122,7 @@ def run_row(kind: str, data_name: str, precision: str, channels_last: bool, step
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=12, help="timed training steps per row (default 12)")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per row (default 10)")
     parser.add_argument("--batch", type=int, default=None, help="training batch (default: the data's, 64 / 512)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--row", type=int, default=None, help=argparse.SUPPRESS)  # internal: one row, JSON out
