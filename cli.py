@@ -81,7 +81,8 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="Processes (GPUs, or CPU processes with --device cpu), each on a slice of the global --batch. "
                    "Across nodes start `hybrid train` with torchrun instead. E.g. --gpus 8")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="bf16 autocast or plain float32; auto uses bf16 for image models.")
+              help="bf16 autocast or plain float32; auto: bf16 for image models where the hardware computes "
+                   "bf16 natively (GPUs, AVX512-BF16/AMX CPUs).")
 @click.option("--lr-g", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
               help="Generator learning rate. [default: 2e-4 images, 5e-4 vectors]")
 @click.option("--lr-d", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",

@@ -37,7 +37,7 @@ class TrainConfig:
     ema_kimg: float = 10.0  # half-life of the generator EMA in kimg
     ema_rampup: float = 0.05  # EMA half-life at most this fraction of the images seen so far
     xflip: bool = False  # random horizontal flips of real images
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 for image models
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 for image models on native-bf16 hardware
     device: str = "auto"  # auto | cpu | cuda
     tick_kimg: float = 4.0  # kimg between progress lines and stats records
     snapshot_kimg: float = 20.0  # kimg between checkpoints and sample grids
