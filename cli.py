@@ -84,9 +84,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="bf16 autocast or plain float32; auto: bf16 for image models where the hardware computes "
                    "bf16 natively (GPUs, AVX512-BF16/AMX CPUs).")
 @click.option("--lr-g", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
-              help="Generator learning rate. [default: 2e-4 images, 5e-4 vectors]")
+              help="Generator learning rate. [default: 1e-4 images, 2e-4 vectors]")
 @click.option("--lr-d", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
-              help="Discriminator learning rate. [default: 1e-3]")
+              help="Discriminator learning rate. [default: 2e-3 images, 1e-3 vectors]")
 @click.option("--lr-decay", type=click.Choice(["cosine", "constant"]), default=None,
               help="Learning-rate schedule: cosine falls to 5% of the start by the end of the run. [default: constant]")
 @click.option("--denoise-weight", type=click.FloatRange(min=0), default=None, metavar="W",
