@@ -234,3 +234,16 @@ def test_data_info_folder_and_missing_path(tmp_path, hybrid):
     info = json.loads(hybrid("data", "info", tmp_path, "--resolution", "8").out)
     assert info["shape"] == [3, 8, 8] and info["size"] == 2 and info["kind"] == "image"
     assert_user_error(hybrid("data", "info", tmp_path / "missing"), str(tmp_path / "missing"))
+
+
+def test_presets_load_and_cpu_digits_is_the_default():
+    from training.config import TrainConfig, preset_names, read_preset
+
+    assert {"cpu-digits", "toy", "cifar10-ddgan", "mnist", "celeba64"} <= set(preset_names())
+    for name in preset_names():
+        read_preset(name)  # parses, no unknown options
+    digits = read_preset("cpu-digits")
+    assert digits == TrainConfig(), "the cpu-digits preset is exactly the embedded default"
+    cifar = read_preset("cifar10-ddgan")
+    assert cifar.model.shape == (3, 32, 32) and cifar.model.steps == 4 and cifar.model.schedule == "vp"
+    assert (cifar.lr_g, cifar.lr_d, cifar.betas, cifar.r1_gamma) == (1.6e-4, 1.25e-4, (0.5, 0.9), 0.02)
