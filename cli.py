@@ -59,7 +59,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
 @click.option("--run-dir", metavar="DIR", type=click.Path(file_okay=False), default=None,
               help="Run directory. [default: runs/NNNNN-<data>-<objective>] E.g. --run-dir runs/exp1")
 @click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KIMG",
-              help="Training length in thousands of samples shown. [default: 80] E.g. --kimg 200")
+              help="Training length in thousands of samples shown. [default: 40] E.g. --kimg 200")
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
               help="Batch size. [default: 64 for images, 128 for vectors] E.g. --batch 128")
 @click.option("--steps", type=click.IntRange(1, 10_000), default=None, metavar="T",

@@ -24,7 +24,7 @@ class TrainConfig:
     data: str = "digits"  # dataset name or path (see `hybrid data list`)
     resolution: int | None = None  # image side in pixels (None: the dataset's own)
     objective: str = "hybrid"  # hybrid | ddgan | ddpm
-    kimg: float = 80.0  # training length in thousands of real samples shown
+    kimg: float = 40.0  # training length in thousands of real samples shown
     batch: int | None = None  # global batch size (None: 64 for images, 128 for vectors)
     seed: int = 0  # seeds weights, data order and noise
     lr_g: float | None = None  # generator learning rate (None: by objective)

@@ -67,6 +67,9 @@ class RunDir:
         f.write(f"{os.getpid()}\n")
         f.flush()
         self._lock_file = f
+        # Partial checkpoint files of a writer that was killed; as the only writer now, drop them.
+        for stale in self.checkpoints.glob(".checkpoint-*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def unlock(self) -> None:
         if self._lock_file is not None:
