@@ -41,7 +41,7 @@ def cli() -> None:
     Examples:
       hybrid train                                  # digits on the CPU, a few minutes
       hybrid train --data toy:25gaussians --kimg 2000
-      hybrid sample runs/00000-digits-hybrid/checkpoints/checkpoint-000080.pt --out grid.png
+      hybrid sample runs/00000-digits-hybrid/checkpoints/checkpoint-000040.pt --out grid.png
       tensorboard --logdir runs
     """
 
@@ -213,7 +213,7 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
 
     \b
     Examples:
-      hybrid sample runs/00000-digits-hybrid/checkpoints/checkpoint-000080.pt --out grid.png
+      hybrid sample runs/00000-digits-hybrid/checkpoints/checkpoint-000040.pt --out grid.png
       hybrid sample CKPT --seeds 0-9999 --steps 1 --out samples.npy
       hybrid sample CKPT --num 100 --out folder/
     """
@@ -273,7 +273,7 @@ def eval_command(source: str, ref: str | None, metric_names: str | None, num: in
 
     \b
     Examples:
-      hybrid eval runs/00000-digits-hybrid/checkpoints/checkpoint-000080.pt --steps 1 --num 500
+      hybrid eval runs/00000-digits-hybrid/checkpoints/checkpoint-000040.pt --steps 1 --num 500
       hybrid eval CKPT --metrics fid,kid,pr --num 10000 --device cuda --json
       hybrid eval samples/ --ref real_images/           # two image folders, no model
       hybrid eval samples.npy --ref toy:25gaussians     # vectors: modes, swd, mmd
@@ -338,7 +338,7 @@ def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric
 
     \b
     Examples:
-      hybrid bench runs/00000-digits-hybrid/checkpoints/checkpoint-000080.pt --nfe 1,2,4 --num 1000
+      hybrid bench runs/00000-digits-hybrid/checkpoints/checkpoint-000040.pt --nfe 1,2,4 --num 1000
       hybrid bench runs/a/checkpoints/checkpoint-000200.pt runs/b/checkpoints/checkpoint-000200.pt --seeds 5
       hybrid bench CKPT --metrics modes,swd --num 2000 --out bench.jsonl    # a toy model
       hybrid bench CKPT --sampler ddpm,ddim --nfe 1,2,4,10,50 --device cuda
