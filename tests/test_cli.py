@@ -247,3 +247,16 @@ def test_presets_load_and_cpu_digits_is_the_default():
     cifar = read_preset("cifar10-ddgan")
     assert cifar.model.shape == (3, 32, 32) and cifar.model.steps == 4 and cifar.model.schedule == "vp"
     assert (cifar.lr_g, cifar.lr_d, cifar.betas, cifar.r1_gamma) == (1.6e-4, 1.25e-4, (0.5, 0.9), 0.02)
+
+
+def test_a_config_file_with_a_bad_network_exits_2(tmp_path, hybrid):
+    from training.config import TrainConfig, default_model
+
+    model = default_model((2,), "hybrid")
+    bad = {**TrainConfig(data="toy:8gaussians").to_dict(), "model": {**model.to_dict(),
+           "generator": {**model.to_dict()["generator"], "channels": 4, "norm": "weird"}}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(bad))
+    result = hybrid("train", "--config", path, "--run-dir", tmp_path / "run", "--kimg", "0.064")
+    assert_user_error(result, "channels")
+    assert not (tmp_path / "run").exists()

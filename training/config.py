@@ -16,7 +16,7 @@ from typing import Any
 
 from hybrid.errors import UserError
 from hybrid.model import ModelConfig
-from hybrid.nets import NetConfig
+from hybrid.nets import NetConfig, check_net_config
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,12 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
             model = with_model_overrides(model, **model_changes)
         except TypeError as e:
             raise UserError(f"bad network option: {e}") from None
+    for net in (model.generator, model.discriminator):
+        if net is not None:
+            try:
+                check_net_config(net)
+            except ValueError as e:
+                raise UserError(f"bad network option in the config: {e}") from None
     if tuple(model.shape) != tuple(data_shape):
         raise UserError(f"the model expects samples of shape {tuple(model.shape)}, the data has {tuple(data_shape)}")
     if cfg.objective in OBJECTIVES_WITH_D and model.discriminator is None:
