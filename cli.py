@@ -136,10 +136,6 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
     if preset and config_file:
         raise UserError("give --preset or --config, not both")
     base = read_preset(preset) if preset else read_config(config_file) if config_file else TrainConfig()
-    if model_changes and base.model is not None:
-        from training.config import with_model_overrides
-
-        base = base.replace(model=with_model_overrides(base.model, **model_changes))
     cfg = base.replace(**changes)
     args = (cfg, run_dir, resume, changes, model_changes, quiet)
     if gpus == 1:

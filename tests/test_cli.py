@@ -260,3 +260,13 @@ def test_a_config_file_with_a_bad_network_exits_2(tmp_path, hybrid):
     result = hybrid("train", "--config", path, "--run-dir", tmp_path / "run", "--kimg", "0.064")
     assert_user_error(result, "channels")
     assert not (tmp_path / "run").exists()
+
+
+def test_network_options_override_the_model_of_a_config_file(toy_run, tmp_path, hybrid):
+    result = hybrid("train", "--config", toy_run / "config.json", "--channels", "24", "--kimg", "0.064",
+                    "--run-dir", tmp_path / "run", "--quiet")
+    assert result.code == 0, result.err
+    written = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["generator"]
+    original = json.loads((toy_run / "config.json").read_text())["model"]["generator"]
+    assert written["channels"] == 24 and {k: v for k, v in written.items() if k != "channels"} == \
+        {k: v for k, v in original.items() if k != "channels"}

@@ -42,14 +42,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_precision(name: str) -> None:
+    if name not in PRECISIONS:
+        raise UserError(f"--precision {name!r}: choose {', '.join(PRECISIONS)}")
+
+
 def resolve_precision(name: str, device: torch.device, image: bool) -> torch.dtype | None:
     """The autocast dtype, or None for plain float32. Chosen once per run."""
+    check_precision(name)
     if name == "fp32":
         return None
     if name == "bf16":
         return torch.bfloat16
-    if name != "auto":
-        raise UserError(f"--precision {name!r}: choose auto, fp32 or bf16")
     # Conv nets gain from bf16 where the hardware computes in it; the toy MLPs are too small to gain.
     return torch.bfloat16 if image and has_native_bf16(device) else None
 
@@ -393,7 +400,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
     # Bad data or options fail before the run directory exists: a leftover empty run
     # directory would make the corrected command fail with "already holds a run".
     resolve_device(cfg.device)
-    resolve_precision(cfg.precision, torch.device("cpu"), image=False)
+    check_precision(cfg.precision)
     data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
     if cfg.metrics:
         from metrics.registry import get_metrics
