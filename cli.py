@@ -60,6 +60,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="Run directory. [default: runs/NNNNN-<data>-<objective>] E.g. --run-dir runs/exp1")
 @click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KIMG",
               help="Training length in thousands of samples shown. [default: 40] E.g. --kimg 200")
+@click.option("--minutes", type=click.FloatRange(min=0), default=None, metavar="M",
+              help="Also stop after M minutes of training time (summed over resumed sessions; "
+                   "evaluation and snapshots not counted), e.g. for equal-time comparisons. [default: 0, no limit]")
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
               help="Batch size. [default: 64 for images, 128 for vectors] E.g. --batch 128")
 @click.option("--steps", type=click.IntRange(1, 10_000), default=None, metavar="T",

@@ -231,3 +231,18 @@ def test_cosine_learning_rate_decay_reaches_the_floor(tmp_path):
     lrs = [r["LR/G"] for r in read_stats(run)]
     assert all(a > b for a, b in zip(lrs, lrs[1:])), lrs
     assert lrs[-1] < 0.1 * read_config(run / "config.json").lr_g
+
+
+def test_a_time_limit_stops_the_run_with_a_checkpoint_and_resume_extends_it(tmp_path, hybrid):
+    limit = 1.5  # seconds of training time; the tiny toy run needs far longer for its 1000 kimg
+    run = train(toy_config(kimg=1000, minutes=limit / 60), run_dir=tmp_path / "run", model_changes=TINY_NET, quiet=True)
+    first = load(latest_checkpoint(run))["progress"]
+    assert limit <= first["seconds"] < limit + 1.0
+    assert 0 < first["nimg"] < 1_000_000
+    assert "or 0.025 minutes" in (run / "log.txt").read_text()
+
+    result = hybrid("train", "--run-dir", run, "--resume", "auto", "--minutes", str(2 * limit / 60), "--quiet")
+    assert result.code == 0, result.err
+    second = load(latest_checkpoint(run))["progress"]
+    assert 2 * limit <= second["seconds"] < 2 * limit + 1.0
+    assert second["nimg"] > first["nimg"]

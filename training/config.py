@@ -25,6 +25,7 @@ class TrainConfig:
     resolution: int | None = None  # image side in pixels (None: the dataset's own)
     objective: str = "hybrid"  # hybrid | ddgan | ddpm
     kimg: float = 40.0  # training length in thousands of real samples shown
+    minutes: float = 0.0  # stop after this much training time (summed over resumed sessions); 0: no limit
     batch: int | None = None  # global batch size (None: 64 for images, 128 for vectors)
     seed: int = 0  # seeds weights, data order and noise
     lr_g: float | None = None  # generator learning rate (None: by objective)

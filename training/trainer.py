@@ -29,7 +29,7 @@ from training.rundir import Console, RunDir, append_jsonl, next_run_dir
 from training.stats import Stats
 
 # Options that may change when a run is resumed; everything else must match the checkpoint.
-RESUMABLE = ("kimg", "device", "tick_kimg", "snapshot_kimg", "eval_kimg", "metrics", "eval_num", "precision")
+RESUMABLE = ("kimg", "minutes", "device", "tick_kimg", "snapshot_kimg", "eval_kimg", "metrics", "eval_num", "precision")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -150,7 +150,8 @@ class Trainer:
 
     def train(self) -> None:
         cfg = self.cfg
-        self.console(f"training {cfg.objective} on {cfg.data} {tuple(self.data.shape)} for {cfg.kimg:g} kimg, "
+        limit = f" or {cfg.minutes:g} minutes" if cfg.minutes > 0 else ""
+        self.console(f"training {cfg.objective} on {cfg.data} {tuple(self.data.shape)} for {cfg.kimg:g} kimg{limit}, "
                      f"batch {cfg.batch}, device {self.device}, precision {self.autocast_dtype or 'fp32'}")
         self.console(f"generator {_count(self.model.G)/1e6:.2f}M parameters"
                      + (f", discriminator {_count(self.model.D)/1e6:.2f}M" if self.model.D is not None else ""))
@@ -159,11 +160,12 @@ class Trainer:
         next_snapshot = self._next_multiple(cfg.snapshot_kimg)
         next_eval = self._next_multiple(cfg.eval_kimg) if cfg.eval_kimg > 0 else math.inf
         with self._signals(), self._bar() as bar:
-            while self.progress.nimg < self.total_nimg:
+            done = self._finished()
+            while not done:
                 self.step()
                 self.stop_signal = distributed.any_rank(self.signal_received)  # all ranks stop at the same step
                 bar.update(cfg.batch)
-                done = self.progress.nimg >= self.total_nimg
+                done = self._finished()
                 snapshot_due = self.progress.nimg >= next_snapshot or done or self.stop_signal
                 if self.progress.nimg >= next_tick or snapshot_due:
                     self.tick(bar)  # checks the losses are finite before any snapshot is written
@@ -177,6 +179,14 @@ class Trainer:
                 if self.stop_signal:
                     raise Interrupted(self.stop_signal)
         self.console(f"done: {self.progress.nimg / 1000:.1f} kimg in {self.progress.seconds:.0f} s; run directory {self.run.path}")
+
+    def _finished(self) -> bool:
+        """`kimg` images shown, or `minutes` of training time spent (on any rank: all stop at the same step)."""
+        if self.progress.nimg >= self.total_nimg:
+            return True
+        if self.cfg.minutes <= 0:
+            return False
+        return bool(distributed.any_rank(int(self.progress.seconds >= self.cfg.minutes * 60)))
 
     def _next_multiple(self, kimg: float) -> float:
         every = max(1, round(kimg * 1000))
