@@ -26,6 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from hybrid.checkpoint import list_checkpoints  # noqa: E402
+
 OBJECTIVES = ("hybrid", "ddgan", "ddpm")
 # What each objective is measured at: (sampler, NFE list); None: the model's own sampler.
 BENCH = {"gan": [(None, "1,2,4")], "ddpm": [("ddim", "1,2,4,100"), ("ddpm", "1000")]}
@@ -48,7 +51,7 @@ def hybrid(*args: str) -> None:
 
 
 def final_checkpoint(run: Path) -> Path:
-    return sorted((run / "checkpoints").glob("checkpoint-*.pt"))[-1]
+    return list_checkpoints(run / "checkpoints")[-1]
 
 
 def train(run: Path, data: str, objective: str, seed: int, minutes: float, extra: list[str]) -> None:

@@ -231,20 +231,42 @@ def summary_section(runs: list[Run]) -> list[Block]:
     return blocks
 
 
-def curves_section(runs: list[Run], out: Path) -> list[Block]:
-    """Each metric against kimg, runs overlaid (metrics.jsonl)."""
-    from metrics.report_plots import plot_lines
+def bench_series(run: Run) -> dict[str, dict[str, list[tuple[float, float, Any]]]]:
+    """'run sampler NFE n' -> value key -> [(kimg, mean, nfe)] from bench.jsonl, for the settings
+    benchmarked at two or more checkpoints of the run (metric against training progress)."""
+    points: dict[str, dict[str, list[tuple[float, float, Any]]]] = {}
+    for r in newest_bench(run):
+        if r.get("kimg") is None:
+            continue
+        label = f"{run.label} {r.get('sampler')} NFE {r['nfe']}"
+        for key, summary in r.get("metrics", {}).items():
+            mean = summary.get("mean")
+            if key not in HIDDEN_KEYS and isinstance(mean, (int, float)) and math.isfinite(mean):
+                points.setdefault(label, {}).setdefault(key, []).append((float(r["kimg"]), float(mean), r["nfe"]))
+    return {label: s for label, s in points.items() if len({p[0] for v in s.values() for p in v}) > 1}
 
-    per_run = {run.label: metric_series(run) for run in runs}
-    keys = ordered_keys(k for s in per_run.values() for k in s)
+
+def curves_section(runs: list[Run], out: Path) -> list[Block]:
+    """Each metric against kimg, runs overlaid: training-time evaluations (metrics.jsonl) and
+    settings that `hybrid bench` measured at several checkpoints (bench.jsonl)."""
+    from metrics.report_plots import colour, plot_lines
+
+    per_label = {run.label: metric_series(run) for run in runs}
+    styles = styles_by_run(runs)
+    for i, run in enumerate(runs):
+        for j, (label, s) in enumerate(bench_series(run).items()):
+            per_label[label] = s
+            styles[label] = {"color": colour(i), "linestyle": ("--", ":", "-.")[j % 3]}
+    keys = ordered_keys(k for s in per_label.values() for k in s)
     blocks: list[Block] = [Heading(2, "Metrics during training")]
-    series = {k: {label: ([p[0] for p in s[k]], [p[1] for p in s[k]]) for label, s in per_run.items() if k in s}
+    series = {k: {label: ([p[0] for p in s[k]], [p[1] for p in s[k]]) for label, s in per_label.items() if k in s}
               for k in keys}
     if keys and plot_lines(out / "metrics-vs-kimg.png", series, "kimg (thousands of training samples)",
-                           "metrics.jsonl: metric vs training progress", styles_by_run(runs)):
+                           "metric vs training progress (metrics.jsonl; bench.jsonl: dashed)", styles):
         blocks.append(Image("metrics-vs-kimg.png", "metrics against kimg"))
     else:
-        blocks.append(Para("No run has metrics.jsonl records yet.", note=True))
+        blocks.append(Para("No run has metrics.jsonl records, or bench.jsonl records at several checkpoints, yet.",
+                           note=True))
     return blocks
 
 

@@ -84,6 +84,20 @@ def test_report_of_two_runs(tmp_path):
     check_self_contained(paths.html.read_text(), len(paths.images))
 
 
+def test_a_setting_benchmarked_at_several_checkpoints_becomes_a_curve_against_kimg(tmp_path):
+    from metrics.report import bench_series, load_run
+
+    run = make_run(tmp_path, "digits", "hybrid", [], full=False)
+    at = [dict(bench_record(4, swd, 2.0), checkpoint=f"ckpt-{kimg}.pt", kimg=kimg)
+          for kimg, swd in ((10.0, [0.5, 0.7]), (20.0, [0.3, 0.5]), (30.0, [0.1, 0.3]))]
+    once = dict(bench_record(1, [0.9, 0.9], 0.5), checkpoint="ckpt-30.pt", kimg=30.0)  # one checkpoint: no curve
+    write_jsonl(run / "bench.jsonl", [*at, once])
+    series = bench_series(load_run(run))
+    assert series == {"digits gan NFE 4": {"swd": [(10.0, 0.6, 4), (20.0, 0.4, 4), (30.0, pytest.approx(0.2), 4)]}}
+    paths = write_report([run], tmp_path / "out")
+    assert "metrics-vs-kimg.png" in {p.name for p in paths.images}
+
+
 def check_self_contained(page: str, images: int) -> None:
     """Every <img> is a data URI holding a readable PNG; nothing is loaded from elsewhere."""
     sources = re.findall(r'<img src="([^"]+)"', page)
