@@ -78,12 +78,14 @@ def plot(results: dict, key: str, title: str, path: Path) -> None:
     lines: dict = defaultdict(list)
     for (variant, sampler, nfe), metrics in results.items():
         if key in metrics:
-            lines[f"{variant} ({sampler})"].append((nfe, *mean_std(metrics[key])))
+            lines[(variant, sampler)].append((nfe, *mean_std(metrics[key])))
+    variants = sorted({v for v, _ in lines}, key=lambda v: (v != "hybrid", v))
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=90)
-    for label, points in sorted(lines.items()):
+    for (variant, sampler), points in sorted(lines.items(), key=lambda kv: (variants.index(kv[0][0]), kv[0][1])):
         points.sort()
         nfe, mean, std = zip(*points)
-        ax.errorbar(nfe, mean, yerr=std, marker="o", capsize=3, label=label)
+        ax.errorbar(nfe, mean, yerr=std, marker="s" if sampler == "ddpm" else "o", capsize=3,
+                    color=f"C{variants.index(variant)}", label=f"{variant} ({sampler})")
     ax.set_xscale("log")
     ax.set_xlabel("NFE (generator evaluations per sample)")
     ax.set_ylabel(key + (" (lower is better)" if key in LOWER_IS_BETTER else " (higher is better)"))
