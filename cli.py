@@ -86,6 +86,10 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="bf16 autocast or plain float32; auto: bf16 for image models where the hardware computes "
                    "bf16 natively (GPUs, AVX512-BF16/AMX CPUs).")
+@click.option("--compile/--no-compile", "compile", default=None,
+              help="torch.compile the generator and discriminator (the first steps are slow while it compiles; "
+                   "checkpoints are unchanged); where it cannot run, one line says so and training goes on "
+                   "uncompiled. [default: off] E.g. --compile")
 @click.option("--lr-g", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
               help="Generator learning rate. [default: 1e-4 images, 2e-4 vectors]")
 @click.option("--lr-d", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
