@@ -1,7 +1,7 @@
 """Throughput, memory and model FLOP utilisation of the cifar10-ddgan preset's model on one device.
 
     bench/gpu_check.sh                                   # one GPU: 300 timed steps, batch 256, bf16, compiled
-    python bench/gpu_check.py --device cpu --steps 3 --batch 4 --channels 16 --no-compile   # CPU smoke run
+    python bench/gpu_check.py --device cpu --steps 3 --batch 4 --channels 16 --no-compile   # CPU smoke run, seconds
 
 The run is the real code path of `hybrid train --preset cifar10-ddgan --precision bf16 --compile`:
 the preset's config (its ~45M-parameter generator and its discriminator, the ddgan objective
@@ -150,7 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="cuda", help="default cuda")
     parser.add_argument("--steps", type=int, default=300, help="timed training steps (default 300)")
-    parser.add_argument("--warmup", type=int, default=30, help="untimed steps before timing, compilation included (default 30)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps before timing, compilation included (default 30 on a GPU, 1 on the CPU)")
     parser.add_argument("--batch", type=int, default=256, help="batch size (default 256, the preset's)")
     parser.add_argument("--precision", choices=("bf16", "fp32", "auto"), default="bf16", help="default bf16 autocast")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
@@ -159,6 +160,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peak-flops", type=float, default=None,
                         help=f"peak FLOP/s for MFU (default {H100_BF16_DENSE:g} on CUDA: H100/H200 SXM dense bf16; none on CPU)")
     args = parser.parse_args(argv)
+    if args.warmup is None:
+        args.warmup = 1 if args.device == "cpu" else 30
     if args.steps < 1 or args.batch < 1 or args.warmup < 0:
         raise UserError("--steps and --batch must be at least 1, --warmup at least 0")
     return args
