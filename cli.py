@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
@@ -12,6 +13,16 @@ from hybrid.errors import UserError
 from training.config import preset_names
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (which pass its range checks: nan compares false)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -58,9 +69,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="hybrid: adversarial + denoising; ddgan: adversarial only; ddpm: denoising only.")
 @click.option("--run-dir", metavar="DIR", type=click.Path(file_okay=False), default=None,
               help="Run directory. [default: runs/NNNNN-<data>-<objective>] E.g. --run-dir runs/exp1")
-@click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KIMG",
+@click.option("--kimg", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="KIMG",
               help="Training length in thousands of samples shown. [default: 40] E.g. --kimg 200")
-@click.option("--minutes", type=click.FloatRange(min=0), default=None, metavar="M",
+@click.option("--minutes", type=FiniteFloatRange(min=0), default=None, metavar="M",
               help="Also stop after M minutes of training time (summed over resumed sessions; "
                    "evaluation and snapshots not counted), e.g. for equal-time comparisons. [default: 0, no limit]")
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
@@ -86,30 +97,34 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="bf16 autocast or plain float32; auto: bf16 for image models where the hardware computes "
                    "bf16 natively (GPUs, AVX512-BF16/AMX CPUs).")
-@click.option("--lr-g", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
+@click.option("--compile/--no-compile", "compile", default=None,
+              help="torch.compile the generator and discriminator (the first steps are slow while it compiles; "
+                   "checkpoints are unchanged); where it cannot run, one line says so and training goes on "
+                   "uncompiled. [default: off] E.g. --compile")
+@click.option("--lr-g", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="LR",
               help="Generator learning rate. [default: 1e-4 images, 2e-4 vectors]")
-@click.option("--lr-d", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
+@click.option("--lr-d", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="LR",
               help="Discriminator learning rate. [default: 2e-3 images, 1e-3 vectors]")
 @click.option("--lr-decay", type=click.Choice(["cosine", "constant"]), default=None,
               help="Learning-rate schedule: cosine falls to 5% of the start by the end of the run. [default: constant]")
-@click.option("--denoise-weight", type=click.FloatRange(min=0), default=None, metavar="W",
+@click.option("--denoise-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
               help="Weight of the denoising loss in the hybrid generator loss. [default: 0.01 images, 0.1 vectors]")
-@click.option("--r1-gamma", type=click.FloatRange(min=0), default=None, metavar="G",
+@click.option("--r1-gamma", type=FiniteFloatRange(min=0), default=None, metavar="G",
               help="R1 penalty weight on real data. [default: 0.02]")
 @click.option("--xflip/--no-xflip", default=None, help="Random horizontal flips of real images. [default: off]")
 @click.option("--channels", type=click.IntRange(min=8), default=None, metavar="C", help="Generator base width (at least 8).")
 @click.option("--z-dim", type=click.IntRange(min=0), default=None, metavar="N", help="Generator latent size (0: none).")
 @click.option("--norm", type=click.Choice(["group", "batch"]), default=None, help="Generator normalisation. [default: group]")
 @click.option("--act", type=click.Choice(["silu", "leaky_relu"]), default=None, help="Generator activation. [default: silu]")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, metavar="P",
+@click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=None, metavar="P",
               help="Generator dropout. [default: 0]")
 @click.option("--init", type=click.Choice(["default", "xavier", "kaiming", "orthogonal"]), default=None,
               help="Generator weight initialisation. [default: default]")
-@click.option("--tick-every", "tick_kimg", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KIMG",
+@click.option("--tick-every", "tick_kimg", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="KIMG",
               help="kimg between progress lines and stats records. [default: 4]")
-@click.option("--snapshot-every", "snapshot_kimg", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KIMG",
+@click.option("--snapshot-every", "snapshot_kimg", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="KIMG",
               help="kimg between checkpoints and sample grids. [default: 20]")
-@click.option("--eval-every", "eval_kimg", type=click.FloatRange(min=0), default=None, metavar="KIMG",
+@click.option("--eval-every", "eval_kimg", type=FiniteFloatRange(min=0), default=None, metavar="KIMG",
               help="kimg between metric evaluations (0: at the end only). [default: 0]")
 @click.option("--metrics", metavar="LIST", default=None, help="Metrics during training, e.g. --metrics fid,kid or modes,swd.")
 @click.option("--quiet", is_flag=True, help="Print nothing; log.txt still records the run.")

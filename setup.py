@@ -26,6 +26,10 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.6",
     ],
-    extras_require={"dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6"]},
+    extras_require={
+        "dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6"],
+        # bench/peers.py only: the libraries it compares against (not needed by tests or CI)
+        "peers": ["diffusers", "denoising-diffusion-pytorch"],
+    },
     entry_points={"console_scripts": ["hybrid = cli:main"]},
 )

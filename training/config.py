@@ -40,6 +40,7 @@ class TrainConfig:
     xflip: bool = False  # random horizontal flips of real images
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 for image models on native-bf16 hardware
     device: str = "auto"  # auto | cpu | cuda
+    compile: bool = False  # torch.compile G and D (in place: checkpoints unchanged); falls back to eager if it cannot
     tick_kimg: float = 4.0  # kimg between progress lines and stats records
     snapshot_kimg: float = 20.0  # kimg between checkpoints and sample grids
     eval_kimg: float = 0.0  # kimg between evaluations (0: only at the end if metrics given)

@@ -143,7 +143,9 @@ class DDGAN(Objective):
 
     def _r1(self, batch: Batch) -> Tensor:
         x = batch.x_prev.detach().float().requires_grad_(True)
-        with torch.autocast(x.device.type, enabled=False):
+        # The penalty backpropagates through a gradient (double backward), which compiled graphs
+        # (aot_autograd) do not support: under --compile, D runs eagerly here.
+        with torch.autocast(x.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
             logits = self.model.D(x, batch.x_t.float(), batch.t.float() / self.model.cfg.steps)
             (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
         penalty = grad.square().flatten(1).sum(1).mean()
