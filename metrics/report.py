@@ -261,9 +261,15 @@ def curves_section(runs: list[Run], out: Path) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Metrics during training")]
     series = {k: {label: ([p[0] for p in s[k]], [p[1] for p in s[k]]) for label, s in per_label.items() if k in s}
               for k in keys}
+    sources = "metrics.jsonl; bench.jsonl: dashed" if len(per_label) > len(runs) else "metrics.jsonl"
     if keys and plot_lines(out / "metrics-vs-kimg.png", series, "kimg (thousands of training samples)",
-                           "metric vs training progress (metrics.jsonl; bench.jsonl: dashed)", styles):
+                           f"metric vs training progress ({sources})", styles):
         blocks.append(Image("metrics-vs-kimg.png", "metrics against kimg"))
+        nfe = {run.label: sorted({p[2] for s in per_label[run.label].values() for p in s if p[2] is not None})
+               for run in runs}
+        stated = [f"{label} at NFE {', '.join(map(str, n))}" for label, n in nfe.items() if n]
+        if stated:
+            blocks.append(Para("Training-time evaluations (metrics.jsonl): " + "; ".join(stated) + "."))
     else:
         blocks.append(Para("No run has metrics.jsonl records, or bench.jsonl records at several checkpoints, yet.",
                            note=True))
@@ -332,8 +338,8 @@ def bench_section(runs: list[Run], out: Path) -> list[Block]:
             append_point(series["sampling ms per image"], label, r["nfe"], r.get("ms_per_img"), 0.0)
     blocks += [Table(header, rows),
                Para("Each cell: mean ± std over the seed repetitions, and the best repetition in brackets "
-                    "(min for ↓ metrics, max for ↑). Speed: median of timed sampler calls at the stated batch, "
-                    "after a warm-up call.")]
+                    "(min for ↓ metrics, max for ↑); a single repetition shows its value alone. "
+                    "Speed: median of timed sampler calls at the stated batch, after a warm-up call.")]
     series = {k: v for k, v in series.items() if v}
     if plot_nfe(out / "metrics-vs-nfe.png", series, "bench.jsonl: mean ± std over seeds against NFE", styles,
                 log_wide={"sampling ms per image"}):
@@ -356,6 +362,9 @@ def bench_row(run: Run, r: dict[str, Any], keys: list[str]) -> list[str]:
         s = r.get("metrics", {}).get(k)
         if not s:
             cells.append("–")
+            continue
+        if len(s.get("values") or []) == 1:
+            cells.append(fmt(s.get("mean")))  # one repetition: no spread to state
             continue
         top = s.get("max") if k in HIGHER_IS_BETTER else s.get("min")
         cells.append(f"{fmt(s.get('mean'))} ± {fmt(s.get('std'), 2)} ({fmt(top)})")
