@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -38,7 +39,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def fmt(mean: float, std: float, n: int) -> str:
-    digits = 3 if abs(mean) < 10 else 1
+    """Three significant digits of the mean, the std to the same decimal place."""
+    digits = max(0, 2 - math.floor(math.log10(abs(mean)))) if mean else 3
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
