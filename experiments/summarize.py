@@ -30,6 +30,10 @@ SHOWN = ("modes_covered", "high_quality", "swd", "mmd", "fid", "kid")  # in this
 LOWER_IS_BETTER = {"swd", "mmd", "fid", "kid"}
 
 
+def csv(text: str | None) -> list[str] | None:
+    return text.split(",") if text else None
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -44,13 +48,13 @@ def fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
-def collect(root: Path, variants: list[str] | None) -> tuple[dict, dict]:
+def collect(root: Path, variants: list[str] | None, seeds: list[str] | None) -> tuple[dict, dict]:
     """(variant, sampler, nfe) -> metric -> [value per seed]; variant -> {"kimg": [...], "minutes": [...]}."""
     results: dict = defaultdict(lambda: defaultdict(list))
     training: dict = defaultdict(lambda: defaultdict(list))
     for bench in sorted(root.glob("*/seed*/bench.jsonl")):
         run, variant = bench.parent, bench.parent.parent.name
-        if variants and variant not in variants:
+        if (variants and variant not in variants) or (seeds and run.name.removeprefix("seed") not in seeds):
             continue
         final = list_checkpoints(run / "checkpoints")[-1]
         # The newest record per setting of the final checkpoint (earlier ones may be benchmarked for a report's curves).
@@ -106,9 +110,10 @@ def main() -> None:
     p.add_argument("--name", default=None, help="file name stem [default: the root's name]")
     p.add_argument("--variants", default=None, help="comma-separated variants to include [default: all]")
     p.add_argument("--nfe", default=None, help="comma-separated NFE to include [default: all]")
+    p.add_argument("--seeds", default=None, help="comma-separated training seeds to include [default: all]")
     args = p.parse_args()
 
-    results, training = collect(args.root, args.variants.split(",") if args.variants else None)
+    results, training = collect(args.root, csv(args.variants), csv(args.seeds))
     if args.nfe:
         results = {k: v for k, v in results.items() if str(k[2]) in args.nfe.split(",")}
     if not results:
