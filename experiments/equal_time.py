@@ -1,6 +1,7 @@
 """Equal-training-time comparison of objectives (and ablation variants), over several seeds.
 
-Each run trains for the same budget of training time (`hybrid train --minutes`), then its final
+Each run trains for the same budget of training time (`hybrid train --minutes`; or the same
+--kimg, for ablations), then its final
 checkpoint is measured with `hybrid bench` at a fixed N: the GAN objectives at NFE 1, 2, 4; ddpm
 with DDIM at 1, 2, 4, 100 steps and with its ancestral sampler over the whole 1000-step chain.
 Runs and bench results already present are kept, so an interrupted experiment continues where
@@ -54,10 +55,12 @@ def final_checkpoint(run: Path) -> Path:
     return list_checkpoints(run / "checkpoints")[-1]
 
 
-def train(run: Path, data: str, objective: str, seed: int, minutes: float, extra: list[str]) -> None:
-    # --kimg far beyond what fits in the budget: the time limit ends every run.
-    hybrid("train", "--data", data, "--objective", objective, "--seed", str(seed), "--minutes", str(minutes),
-           "--kimg", "1000000", "--run-dir", str(run), "--resume", "auto", "--device", "cpu", "--quiet", *extra)
+def train(run: Path, data: str, objective: str, seed: int, minutes: float | None, kimg: float | None,
+          extra: list[str]) -> None:
+    # With a time budget, --kimg far beyond what fits in it: the time limit ends every run.
+    length = ["--minutes", str(minutes), "--kimg", "1000000"] if minutes else ["--kimg", str(kimg)]
+    hybrid("train", "--data", data, "--objective", objective, "--seed", str(seed), *length,
+           "--run-dir", str(run), "--resume", "auto", "--device", "cpu", "--quiet", *extra)
 
 
 def bench(run: Path, objective: str, data: str, num: int, ref_num: int | None, gan_nfe: str) -> None:
@@ -77,7 +80,10 @@ def bench(run: Path, objective: str, data: str, num: int, ref_num: int | None, g
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
-    p.add_argument("--minutes", type=float, required=True, help="training time per run")
+    length = p.add_mutually_exclusive_group(required=True)
+    length.add_argument("--minutes", type=float, help="training time per run (equal time)")
+    length.add_argument("--kimg", type=float, help="or training length per run (equal images shown: for ablations "
+                        "of loss weights, whose step costs the same, on a machine whose load varies)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--objectives", default=",".join(OBJECTIVES))
     p.add_argument("--variant", action="append", default=[],
@@ -102,7 +108,7 @@ def main() -> None:
 
     def run(job) -> None:
         path, objective, seed, extra = job
-        train(path, args.data, objective, seed, args.minutes, shlex.split(args.train_options) + extra)
+        train(path, args.data, objective, seed, args.minutes, args.kimg, shlex.split(args.train_options) + extra)
 
     def measure(job) -> None:
         bench(job[0], job[1], args.data, args.num, args.ref_num, args.gan_nfe)
