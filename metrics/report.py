@@ -204,10 +204,10 @@ def styles_by_run(runs: list[Run]) -> dict[str, dict[str, Any]]:
 
 def summary_section(runs: list[Run]) -> list[Block]:
     """One row per run: what it trained, for how long, how fast, and its best metrics at which kimg."""
-    series = {run.label: metric_series(run) for run in runs}
+    series = {run.label: metric_series(run) or bench_points(run) for run in runs}
     keys = ordered_keys(k for s in series.values() for k in s)
     header = ["run", "objective", "data", "kimg", "training time", "img/s", "NFE"]
-    header += [f"best {k} {'↑' if k in HIGHER_IS_BETTER else '↓'} (at kimg)" for k in keys]
+    header += [f"best {k} {'↑' if k in HIGHER_IS_BETTER else '↓'} (at kimg, NFE)" for k in keys]
     rows = []
     for run in runs:
         s = series[run.label]
@@ -218,17 +218,31 @@ def summary_section(runs: list[Run]) -> list[Block]:
                duration(last.get("seconds")), fmt(speed, 3) if speed is not None else "–", ", ".join(map(str, nfes)) or "–"]
         for k in keys:
             if k in s:
-                kimg, value, _ = best(s[k], k)
-                row.append(f"{fmt(value)} ({kimg:.4g})")
+                kimg, value, nfe = best(s[k], k)
+                row.append(f"{fmt(value)} ({kimg:.4g}" + (f", {nfe})" if nfe is not None else ")"))
             else:
                 row.append("–")
         rows.append(row)
     blocks: list[Block] = [Heading(2, "Summary"), Table(header, rows),
                            Para("img/s: median training throughput over ticks (stats.jsonl). NFE: generator "
-                                "evaluations per sample in the training-time evaluations. ↓ lower is better, ↑ higher.")]
-    blocks += [Para(f"{run.label}: no metrics.jsonl records yet (train with --metrics and --eval-every).", note=True)
+                                "evaluations per sample in the training-time evaluations (metrics.jsonl), or where a "
+                                "run has none, in its `hybrid bench` measurements (bench.jsonl). "
+                                "↓ lower is better, ↑ higher.")]
+    blocks += [Para(f"{run.label}: no metrics.jsonl or bench.jsonl records yet (train with --metrics and "
+                    "--eval-every, or run `hybrid bench`).", note=True)
                for run in runs if not series[run.label]]
     return blocks
+
+
+def bench_points(run: Run) -> dict[str, list[tuple[float, float, Any]]]:
+    """Value key -> [(kimg, mean, nfe)] over every bench.jsonl setting of the run."""
+    points: dict[str, list[tuple[float, float, Any]]] = {}
+    for r in newest_bench(run):
+        for key, summary in r.get("metrics", {}).items():
+            mean = summary.get("mean")
+            if key not in HIDDEN_KEYS and isinstance(mean, (int, float)) and math.isfinite(mean):
+                points.setdefault(key, []).append((float(r.get("kimg") or 0), float(mean), r["nfe"]))
+    return points
 
 
 def bench_series(run: Run) -> dict[str, dict[str, list[tuple[float, float, Any]]]]:
@@ -309,10 +323,8 @@ def newest_bench(run: Run) -> list[dict[str, Any]]:
     return sorted(latest.values(), key=lambda r: (r.get("kimg") or 0, str(r.get("sampler")), r["nfe"]))
 
 
-def bench_label(run: Run, record: dict[str, Any], records: list[dict[str, Any]]) -> str:
-    """'run sampler', with the checkpoint's kimg when the run has several benchmarked checkpoints."""
-    several = len({r.get("checkpoint") for r in records}) > 1
-    return f"{run.label} {record.get('sampler')}" + (f" @{fmt(record.get('kimg'))} kimg" if several else "")
+def bench_label(run: Run, record: dict[str, Any]) -> str:
+    return f"{run.label} {record.get('sampler')}"
 
 
 def bench_section(runs: list[Run], out: Path) -> list[Block]:
@@ -328,9 +340,12 @@ def bench_section(runs: list[Run], out: Path) -> list[Block]:
     header += ["ms/img (batch)", "img/s"]
     rows, series, styles = [], {k: {} for k in keys + ["sampling ms per image"]}, {}
     for i, run in enumerate(runs):
+        newest = max((r.get("kimg") or 0 for r in records[run.label]), default=0)
         for r in records[run.label]:
             rows.append(bench_row(run, r, keys))
-            label = bench_label(run, r, records[run.label])
+            if (r.get("kimg") or 0) != newest:
+                continue  # earlier checkpoints: in the table, and against kimg under "Metrics during training"
+            label = bench_label(run, r)
             styles[label] = {"color": colour(i), "linestyle": SAMPLER_STYLE.get(str(r.get("sampler")), "-")}
             for k, summary in r.get("metrics", {}).items():
                 if k in series:
@@ -341,7 +356,8 @@ def bench_section(runs: list[Run], out: Path) -> list[Block]:
                     "(min for ↓ metrics, max for ↑); a single repetition shows its value alone. "
                     "Speed: median of timed sampler calls at the stated batch, after a warm-up call.")]
     series = {k: v for k, v in series.items() if v}
-    if plot_nfe(out / "metrics-vs-nfe.png", series, "bench.jsonl: mean ± std over seeds against NFE", styles,
+    title = "bench.jsonl: mean ± std over seeds against NFE (each run's newest benchmarked checkpoint)"
+    if plot_nfe(out / "metrics-vs-nfe.png", series, title, styles,
                 log_wide={"sampling ms per image"}):
         blocks.append(Image("metrics-vs-nfe.png", "metrics and latency against NFE"))
     blocks += [Para(f"{run.label}: no bench.jsonl.", note=True) for run in runs if not records[run.label]]
