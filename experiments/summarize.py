@@ -69,7 +69,7 @@ def collect(root: Path, variants: list[str] | None, seeds: list[str] | None) -> 
 
 
 def table(results: dict, training: dict, keys: list[str]) -> list[str]:
-    header = ["variant", "kimg in budget", "sampler", "NFE", *[k + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in keys], "seeds"]
+    header = ["variant", "kimg trained", "sampler", "NFE", *[k + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in keys], "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (variant, sampler, nfe), metrics in sorted(results.items(), key=lambda kv: (kv[0][0] != "hybrid", kv[0])):
         kimg = training[variant]["kimg"]
