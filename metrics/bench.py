@@ -34,6 +34,7 @@ from metrics.reference import cache_path, data_digest, reference_key, reference_
 BENCH_FILE = "bench.jsonl"  # written beside a checkpoint's run: RUN_DIR/bench.jsonl
 MIN_TIMING_SECONDS = 0.5  # time sampler calls for at least this long in all ...
 MAX_TIMING_CALLS = 1000  # ... unless this many calls were timed
+SLOW_CALL_SECONDS = 10.0  # a warm-up call this slow: one timed call (a 1000-step sampler's takes minutes)
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,18 @@ def summarize(results: list[dict[str, dict[str, float]]]) -> dict[str, dict[str,
 
 def time_sampling(model, sampler: str, nfe: int, device: torch.device, batch: int, calls: int) -> Timing:
     """Median wall time of sampler calls of `batch` samples, after one warm-up call: at least
-    `calls` calls and at least MIN_TIMING_SECONDS in all, so that fast calls are not timer noise.
+    `calls` calls and at least MIN_TIMING_SECONDS in all, so that fast calls are not timer noise;
+    a single call where the warm-up took SLOW_CALL_SECONDS or more.
 
     `sample` returns its result on the CPU, so each call ends with a device sync.
     """
     from hybrid.samplers import sample
 
     seeds = list(range(batch))
+    start = time.perf_counter()
     sample(model, seeds, steps=nfe, sampler=sampler, device=device)  # warm-up: allocator, kernels, caches
+    if time.perf_counter() - start >= SLOW_CALL_SECONDS:
+        calls = 1  # timer noise is nothing against such a call, and each one costs minutes
     seconds: list[float] = []
     while len(seconds) < calls or (sum(seconds) < MIN_TIMING_SECONDS and len(seconds) < MAX_TIMING_CALLS):
         start = time.perf_counter()

@@ -159,3 +159,22 @@ def test_gpu_check_smoke_run_on_the_cpu(capsys):
     with pytest.raises(SystemExit) as exit_info:
         gpu_check.main(["--device", "cpu", "--steps", "0"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("warmup, timed", [(0.0, 3), (12.0, 1)])
+def test_a_slow_sampler_is_timed_once_after_its_warm_up(monkeypatch, warmup, timed):
+    """3 timed calls after the warm-up (each "takes" 1 s here), or 1 when the warm-up took >= 10 s."""
+    import hybrid.samplers
+    import metrics.bench as bench_module
+
+    clock, calls = [0.0], []
+
+    def fake_sample(model, seeds, **kwargs):
+        clock[0] += warmup if not calls else 1.0
+        calls.append(len(seeds))
+
+    monkeypatch.setattr(hybrid.samplers, "sample", fake_sample)
+    monkeypatch.setattr(bench_module.time, "perf_counter", lambda: clock[0])
+    timing = bench_module.time_sampling(None, "ddpm", 1000, torch.device("cpu"), batch=4, calls=3)
+    assert timing.calls == timed and len(calls) == 1 + timed
+    assert timing.ms_per_img == pytest.approx(250.0)
