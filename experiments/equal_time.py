@@ -29,14 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from hybrid.checkpoint import list_checkpoints  # noqa: E402
+from training.rundir import data_slug  # noqa: E402
 
 OBJECTIVES = ("hybrid", "ddgan", "ddpm")
 # What ddpm is measured at: (sampler, NFE list).
 BENCH = {"ddpm": [("ddim", "1,2,4,100"), ("ddpm", "1000")]}  # the GAN objectives: --gan-nfe
-
-
-def slug(data: str) -> str:
-    return Path(data).stem.replace(":", "-") if ("/" in data or "." in data) else data.replace(":", "-")
 
 
 def metrics_for(data: str) -> str:
@@ -102,7 +99,7 @@ def main() -> None:
     for v in args.variant:
         name, _, options = v.partition("=")
         variants[name] = ("hybrid", shlex.split(options))
-    root = Path(args.runs) / slug(args.data)
+    root = Path(args.runs) / data_slug(args.data)
     jobs = [(root / name / f"seed{seed}", objective, seed, extra)
             for seed in seeds for name, (objective, extra) in variants.items()]
 

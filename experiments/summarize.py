@@ -11,7 +11,6 @@ variant and sampler). Each seed's value is its bench mean (over the bench's samp
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -25,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hybrid.checkpoint import list_checkpoints, load  # noqa: E402
+from metrics.report import read_jsonl  # noqa: E402
 
 SHOWN = ("modes_covered", "high_quality", "swd", "mmd", "fid", "kid")  # in this order, those present
 LOWER_IS_BETTER = {"swd", "mmd", "fid", "kid"}
@@ -32,10 +32,6 @@ LOWER_IS_BETTER = {"swd", "mmd", "fid", "kid"}
 
 def csv(text: str | None) -> list[str] | None:
     return text.split(",") if text else None
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -19,7 +19,7 @@ import json
 import math
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,16 +102,26 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
 # Facts drawn from the records
 
 
+def shown_values(values: dict[str, Any]) -> Iterator[tuple[str, float]]:
+    """(key, value) of the finite numbers among `values`, hidden keys (modes_total, ...) left out."""
+    for key, value in values.items():
+        if key not in HIDDEN_KEYS and isinstance(value, (int, float)) and math.isfinite(value):
+            yield key, float(value)
+
+
+def bench_means(record: dict[str, Any]) -> Iterator[tuple[str, float]]:
+    """(key, mean over repetitions) of a bench.jsonl record's shown metrics."""
+    return shown_values({k: s.get("mean") for k, s in record.get("metrics", {}).items()})
+
+
 def metric_series(run: Run) -> dict[str, list[tuple[float, float, Any]]]:
     """Value key (fid, swd, modes_covered, ...) -> [(kimg, value, nfe)] from metrics.jsonl."""
     series: dict[str, list[tuple[float, float, Any]]] = {}
     for r in run.metrics:
         if r.get("kimg") is None:
             continue
-        values = r.get("results") or {r.get("metric", "value"): r.get("value")}
-        for key, value in values.items():
-            if key not in HIDDEN_KEYS and isinstance(value, (int, float)) and math.isfinite(value):
-                series.setdefault(key, []).append((float(r["kimg"]), float(value), r.get("nfe")))
+        for key, value in shown_values(r.get("results") or {r.get("metric", "value"): r.get("value")}):
+            series.setdefault(key, []).append((float(r["kimg"]), value, r.get("nfe")))
     return {k: sorted(v, key=lambda p: p[0]) for k, v in series.items()}
 
 
@@ -238,10 +248,8 @@ def bench_points(run: Run) -> dict[str, list[tuple[float, float, Any]]]:
     """Value key -> [(kimg, mean, nfe)] over every bench.jsonl setting of the run."""
     points: dict[str, list[tuple[float, float, Any]]] = {}
     for r in newest_bench(run):
-        for key, summary in r.get("metrics", {}).items():
-            mean = summary.get("mean")
-            if key not in HIDDEN_KEYS and isinstance(mean, (int, float)) and math.isfinite(mean):
-                points.setdefault(key, []).append((float(r.get("kimg") or 0), float(mean), r["nfe"]))
+        for key, mean in bench_means(r):
+            points.setdefault(key, []).append((float(r.get("kimg") or 0), mean, r["nfe"]))
     return points
 
 
@@ -253,10 +261,8 @@ def bench_series(run: Run) -> dict[str, dict[str, list[tuple[float, float, Any]]
         if r.get("kimg") is None:
             continue
         label = f"{run.label} {r.get('sampler')} NFE {r['nfe']}"
-        for key, summary in r.get("metrics", {}).items():
-            mean = summary.get("mean")
-            if key not in HIDDEN_KEYS and isinstance(mean, (int, float)) and math.isfinite(mean):
-                points.setdefault(label, {}).setdefault(key, []).append((float(r["kimg"]), float(mean), r["nfe"]))
+        for key, mean in bench_means(r):
+            points.setdefault(label, {}).setdefault(key, []).append((float(r["kimg"]), mean, r["nfe"]))
     return {label: s for label, s in points.items() if len({p[0] for v in s.values() for p in v}) > 1}
 
 

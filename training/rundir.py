@@ -14,12 +14,17 @@ from hybrid.checkpoint import list_checkpoints
 from hybrid.errors import UserError
 
 
+def data_slug(data: str) -> str:
+    """A folder-name form of a data source: toy:25gaussians -> toy-25gaussians, ./a/my_images/ -> my_images."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(data.rstrip("/")).name if not data.startswith("toy:") else data).strip("-")
+    return slug or "data"
+
+
 def next_run_dir(root: str | Path, data: str, objective: str) -> Path:
     """root/NNNNN-<data>-<objective> with the next free number; never an existing folder."""
     root = Path(root)
     taken = [int(m.group(1)) for p in (root.iterdir() if root.is_dir() else []) if (m := re.match(r"^(\d{5})-", p.name))]
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(data.rstrip("/")).name if not data.startswith("toy:") else data).strip("-")
-    return root / f"{max(taken, default=-1) + 1:05d}-{slug or 'data'}-{objective}"
+    return root / f"{max(taken, default=-1) + 1:05d}-{data_slug(data)}-{objective}"
 
 
 class RunDir:
