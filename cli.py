@@ -111,6 +111,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="Weight of the denoising loss in the hybrid generator loss. [default: 0.01 images, 0.1 vectors]")
 @click.option("--r1-gamma", type=FiniteFloatRange(min=0), default=None, metavar="G",
               help="R1 penalty weight on real data. [default: 0.02]")
+@click.option("--d-pair", type=click.Choice(["x_prev", "x0"]), default=None,
+              help="What the discriminator judges beside x_t: the step's sample x_{t-1} (Denoising Diffusion "
+                   "GANs) or the generator's clean estimate x_0. [default: x_prev]")
 @click.option("--xflip/--no-xflip", default=None, help="Random horizontal flips of real images. [default: off]")
 @click.option("--channels", type=click.IntRange(min=8), default=None, metavar="C", help="Generator base width (at least 8).")
 @click.option("--z-dim", type=click.IntRange(min=0), default=None, metavar="N", help="Generator latent size (0: none).")

@@ -17,7 +17,9 @@ from hybrid.checkpoint import list_checkpoints, load, load_model
 from hybrid.images import read_png
 from hybrid.model import Model, ModelConfig
 from training import train
-from training.config import read_config
+from training.config import read_config, resolve
+from training.objectives import OBJECTIVES
+from training.stats import Stats
 from training.trainer import Trainer
 
 
@@ -45,9 +47,11 @@ def test_ddpm_loss_falls(tmp_path):
     assert last < 0.6 * first, f"Loss/G {first:.3f} -> {last:.3f}"
 
 
-def test_ddgan_discriminator_learns(tmp_path):
-    run = train(toy_config(objective="ddgan", kimg=8, snapshot_kimg=8), run_dir=tmp_path / "run",
+@pytest.mark.parametrize("d_pair", ["x_prev", "x0"])
+def test_ddgan_discriminator_learns(tmp_path, d_pair):
+    run = train(toy_config(objective="ddgan", kimg=8, snapshot_kimg=8, d_pair=d_pair), run_dir=tmp_path / "run",
                 model_changes=TINY_NET, quiet=True)
+    assert read_config(run / "config.json").d_pair == d_pair
     stats = read_stats(run)
     first, last = margin(stats[:1]), margin(stats[-4:])
     assert last > 0.1 and last > first + 0.05, f"D logit margin {first:.3f} -> {last:.3f}"
@@ -71,6 +75,21 @@ def test_hybrid_discriminator_learns_and_the_denoising_term_reaches_the_generato
         assert "Loss/Dreg" in stats[0] and "Loss/D/r1" in stats[0], "lazy R1 runs on step 0"
         level1[weight] = mean(stats[-4:], "Loss/G/denoise/t1")
     assert level1[1.0] < 0.75 * level1[0.0], level1
+
+
+@pytest.mark.parametrize("d_pair", ["x_prev", "x0"])
+def test_the_discriminator_judges_the_chosen_pair(d_pair):
+    """Every ddgan phase reads the pair d_pair names and nothing of the other: with the other
+    pair poisoned by NaN (after the step's fake was drawn), every loss stays finite."""
+    cfg = resolve(toy_config(objective="ddgan", d_pair=d_pair), (2,), model_changes=TINY_NET)
+    objective = OBJECTIVES["ddgan"](Model(cfg.model), Stats(), r1_gamma=1.0, r1_every=1, d_pair=d_pair)
+    batch = objective.draw(torch.randn(16, 2), torch.Generator().manual_seed(0))
+    objective.begin(batch)
+    others = ("x_prev", "fake_prev") if d_pair == "x0" else ("x0", "x0_pred")
+    for name in others:
+        setattr(batch, name, torch.full_like(getattr(batch, name), math.nan))
+    for phase in objective.phases:
+        assert torch.isfinite(objective.loss(phase, batch)), phase.name
 
 
 # ---------------------------------------------------------------------------------- run directory

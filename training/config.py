@@ -34,6 +34,7 @@ class TrainConfig:
     lr_decay: str = "constant"  # constant, or cosine: both rates fall to 5% of their start by the end of the run
     denoise_weight: float | None = None  # weight of the denoising loss in the hybrid generator loss
     r1_gamma: float = 0.02  # R1 penalty weight on real data
+    d_pair: str | None = None  # what D judges beside x_t: x_prev (Denoising Diffusion GANs) or x0 (None: by data)
     r1_every: int = 16  # lazy R1: apply every this many steps (scaled up accordingly)
     ema_kimg: float = 10.0  # half-life of the generator EMA in kimg
     ema_rampup: float = 0.05  # EMA half-life at most this fraction of the images seen so far
@@ -103,6 +104,7 @@ def read_preset(name: str) -> TrainConfig:
 
 OBJECTIVES_WITH_D = ("hybrid", "ddgan")
 LR_DECAYS = ("cosine", "constant")
+D_PAIRS = ("x_prev", "x0")
 LR_FLOOR = 0.05  # cosine decay ends at this fraction of the starting rate (DDGAN: 1e-5 / 1.6e-4)
 
 
@@ -144,6 +146,8 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
     """
     if cfg.objective not in ("hybrid", "ddgan", "ddpm"):
         raise UserError(f"--objective {cfg.objective!r}: choose one of hybrid, ddgan, ddpm")
+    if cfg.d_pair is not None and cfg.d_pair not in D_PAIRS:
+        raise UserError(f"--d-pair {cfg.d_pair!r}: choose one of {', '.join(D_PAIRS)}")
     if cfg.lr_decay not in LR_DECAYS:
         raise UserError(f"--lr-decay {cfg.lr_decay!r}: choose one of {', '.join(LR_DECAYS)}")
     image = len(data_shape) == 3
@@ -172,6 +176,7 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         # 2e-4 / 1e-3 left D at chance (loss ln 4) for 30 kimg, 1e-4 / 2e-3 did not.
         lr_g=cfg.lr_g or (1e-4 if image else 2e-4),
         lr_d=cfg.lr_d or (2e-3 if image else 1e-3),
+        d_pair=cfg.d_pair or "x_prev",
         denoise_weight=cfg.denoise_weight if cfg.denoise_weight is not None else (0.01 if image else 0.1),
     )
 

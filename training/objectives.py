@@ -62,9 +62,10 @@ class Objective:
     phases: tuple[Phase, ...] = ()
 
     def __init__(self, model: Model, stats: Stats, denoise_weight: float = 0.0, r1_gamma: float = 0.0,
-                 r1_every: int = 16) -> None:
+                 r1_every: int = 16, d_pair: str = "x_prev") -> None:
         self.model, self.stats = model, stats
         self.denoise_weight, self.r1_gamma, self.r1_every = denoise_weight, r1_gamma, r1_every
+        self.d_pair = d_pair
 
     def draw(self, x0: Tensor, gen: torch.Generator) -> Batch:
         T, B = self.model.cfg.steps, x0.shape[0]
@@ -108,7 +109,13 @@ class DDPM(Objective):
 
 @register("ddgan")
 class DDGAN(Objective):
-    """Adversarial only: non-saturating GAN loss on posterior samples, lazy R1 on real pairs."""
+    """Adversarial only: non-saturating GAN loss, lazy R1 on real pairs.
+
+    D judges (x_{t-1}, x_t) pairs, real against the fake posterior sample (d_pair "x_prev"),
+    or (x_0, x_t) pairs, real against the generator's estimate x0' (d_pair "x0"). Both have
+    the same optimum: a generator whose x0' ~ q(x_0 | x_t) makes every posterior step exact.
+    Judging x_0 is the easier task at high noise levels, where x_{t-1} is mostly noise.
+    """
 
     @property
     def phases(self) -> tuple[Phase, ...]:  # type: ignore[override]
@@ -122,9 +129,16 @@ class DDGAN(Objective):
     def _d(self, x_prev: Tensor, batch: Batch) -> Tensor:
         return self.model.D(x_prev, batch.x_t, batch.t.float() / self.model.cfg.steps).float()
 
+    def _pair(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The real and the fake sample D judges beside x_t."""
+        if self.d_pair == "x0":
+            return batch.x0, batch.x0_pred
+        return batch.x_prev, batch.fake_prev
+
     def loss(self, phase: Phase, batch: Batch) -> Tensor:
+        real_x, fake_x = self._pair(batch)
         if phase.name == "D":
-            real, fake = self._d(batch.x_prev, batch), self._d(batch.fake_prev.detach(), batch)
+            real, fake = self._d(real_x, batch), self._d(fake_x.detach(), batch)
             self.stats.report("D/logit/real", real)
             self.stats.report("D/logit/fake", fake)
             self.stats.report_per_level("D/logit/real", real, batch.t, self.model.cfg.steps)
@@ -132,8 +146,8 @@ class DDGAN(Objective):
             self.stats.report("Loss/D/main", loss)
             return loss
         if phase.name == "Dreg":
-            return self._r1(batch)
-        fake = self._d(batch.fake_prev, batch)
+            return self._r1(real_x, batch)
+        fake = self._d(fake_x, batch)
         loss = F.softplus(-fake).mean()
         self.stats.report("Loss/G/adv", loss)
         return loss + self._denoise(batch)
@@ -141,8 +155,8 @@ class DDGAN(Objective):
     def _denoise(self, batch: Batch) -> Tensor:
         return batch.x0.new_zeros(())
 
-    def _r1(self, batch: Batch) -> Tensor:
-        x = batch.x_prev.detach().float().requires_grad_(True)
+    def _r1(self, real_x: Tensor, batch: Batch) -> Tensor:
+        x = real_x.detach().float().requires_grad_(True)
         # The penalty backpropagates through a gradient (double backward), which compiled graphs
         # (aot_autograd) do not support: under --compile, D runs eagerly here.
         with torch.autocast(x.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
