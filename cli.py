@@ -75,7 +75,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="Also stop after M minutes of training time (summed over resumed sessions; "
                    "evaluation and snapshots not counted), e.g. for equal-time comparisons. [default: 0, no limit]")
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Batch size. [default: 64 for images, 128 for vectors] E.g. --batch 128")
+              help="Batch size. [default: 16 for images, 128 for vectors] E.g. --batch 128")
 @click.option("--steps", type=click.IntRange(1, 10_000), default=None, metavar="T",
               help="Levels T of the diffusion chain. [default: 4 for GAN objectives, 1000 for ddpm] E.g. --steps 2")
 @click.option("--schedule", type=click.Choice(["vp", "linear", "cosine", "logsnr"]), default=None,
@@ -102,7 +102,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
                    "checkpoints are unchanged); where it cannot run, one line says so and training goes on "
                    "uncompiled. [default: off] E.g. --compile")
 @click.option("--lr-g", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="LR",
-              help="Generator learning rate. [default: 1e-4 images, 2e-4 vectors]")
+              help="Generator learning rate. [default: 2e-4]")
 @click.option("--lr-d", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="LR",
               help="Discriminator learning rate. [default: 2e-3 images, 1e-3 vectors]")
 @click.option("--lr-decay", type=click.Choice(["cosine", "constant"]), default=None,
@@ -113,7 +113,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="R1 penalty weight on real data. [default: 0.02]")
 @click.option("--d-pair", type=click.Choice(["x_prev", "x0"]), default=None,
               help="What the discriminator judges beside x_t: the step's sample x_{t-1} (Denoising Diffusion "
-                   "GANs) or the generator's clean estimate x_0. [default: x_prev]")
+                   "GANs) or the generator's clean estimate x_0. [default: x0 for the hybrid on images, else x_prev]")
 @click.option("--xflip/--no-xflip", default=None, help="Random horizontal flips of real images. [default: off]")
 @click.option("--channels", type=click.IntRange(min=8), default=None, metavar="C", help="Generator base width (at least 8).")
 @click.option("--z-dim", type=click.IntRange(min=0), default=None, metavar="N", help="Generator latent size (0: none).")

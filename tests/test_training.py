@@ -92,6 +92,13 @@ def test_the_discriminator_judges_the_chosen_pair(d_pair):
         assert torch.isfinite(objective.loss(phase, batch)), phase.name
 
 
+def test_the_hybrid_on_images_judges_the_clean_estimate_by_default():
+    assert resolve(digits_config(), (1, 16, 16)).d_pair == "x0"
+    assert resolve(digits_config(objective="ddgan"), (1, 16, 16)).d_pair == "x_prev", "ddgan keeps its published pairs"
+    assert resolve(toy_config(), (2,)).d_pair == "x_prev"
+    assert resolve(digits_config(d_pair="x_prev"), (1, 16, 16)).d_pair == "x_prev", "an explicit choice stands"
+
+
 # ---------------------------------------------------------------------------------- run directory
 
 
