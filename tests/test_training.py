@@ -20,7 +20,7 @@ from training import train
 from training.config import read_config, resolve
 from training.objectives import OBJECTIVES
 from training.stats import Stats
-from training.trainer import Trainer
+from training.trainer import Trainer, _resumed_config
 
 
 def mean(records: list[dict], key: str) -> float:
@@ -187,6 +187,16 @@ def test_resume_refuses_to_change_what_a_run_is(toy_run, tmp_path, hybrid):
     result = hybrid("train", "--run-dir", run, "--resume", "auto", "--batch", "32", "--kimg", "2")
     assert_user_error(result, str(run), "cannot change batch")
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_checkpoint_from_before_d_pair_resumes_judging_the_pairs_it_was_trained_on(digits_run):
+    """Image hybrids now judge (x_0, x_t) by default; a checkpoint whose config predates the
+    option was trained on (x_{t-1}, x_t) and must go on with those, and accept saying so."""
+    path = latest_checkpoint(digits_run)
+    state = load(path)
+    assert state["config"].pop("d_pair") == "x0"
+    assert _resumed_config(state, {}, path).d_pair == "x_prev"
+    assert _resumed_config(state, {"d_pair": "x_prev"}, path).d_pair == "x_prev"
 
 
 # ------------------------------------------------------------------------------------ image runs

@@ -6,7 +6,8 @@ phase's network, asks for the loss, and steps that network's optimiser.
 
 Notation: a step draws levels t in 1..T; real x_{t-1} ~ q(x_{t-1} | x_0) and
 x_t ~ q(x_t | x_{t-1}). The generator sees x_t and outputs x0' (or eps'); the fake
-x'_{t-1} ~ q(x_{t-1} | x_t, x0'). The discriminator judges pairs (x_{t-1}, x_t) at level t.
+x'_{t-1} ~ q(x_{t-1} | x_t, x0'). The discriminator judges pairs (x_{t-1}, x_t) at level t, or
+(x_0, x_t): the real x_0 against x0' (d_pair).
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ class DDGAN(Objective):
     """Adversarial only: non-saturating GAN loss, lazy R1 on real pairs.
 
     D judges (x_{t-1}, x_t) pairs, real against the fake posterior sample (d_pair "x_prev"),
-    or (x_0, x_t) pairs, real against the generator's estimate x0' (d_pair "x0"). Both have
-    the same optimum: a generator whose x0' ~ q(x_0 | x_t) makes every posterior step exact.
-    Judging x_0 is the easier task at high noise levels, where x_{t-1} is mostly noise.
+    or (x_0, x_t) pairs, real against the generator's estimate x0' (d_pair "x0"). A generator
+    whose x0' ~ q(x_0 | x_t) fools both and makes every posterior step exact. Judging x_0 is the
+    easier task at high noise levels, where x_{t-1} is mostly noise.
     """
 
     @property
@@ -126,8 +127,8 @@ class DDGAN(Objective):
         batch.x0_pred = model.predict_x0(model.G, batch.x_t, batch.t, batch.z)
         batch.fake_prev = model.schedule.posterior_sample(batch.x_t, batch.x0_pred.float(), batch.t, batch.noise)
 
-    def _d(self, x_prev: Tensor, batch: Batch) -> Tensor:
-        return self.model.D(x_prev, batch.x_t, batch.t.float() / self.model.cfg.steps).float()
+    def _d(self, x: Tensor, batch: Batch) -> Tensor:
+        return self.model.D(x, batch.x_t, batch.t.float() / self.model.cfg.steps).float()
 
     def _pair(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """The real and the fake sample D judges beside x_t."""

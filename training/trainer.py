@@ -503,6 +503,8 @@ def _open_run(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None) 
 
 def _resumed_config(state: Mapping[str, Any], changes: Mapping[str, Any], path: Path) -> TrainConfig:
     cfg = config_from_dict(state["config"], source=str(path))
+    if cfg.d_pair is None:  # written before --d-pair existed, when D always judged (x_{t-1}, x_t)
+        cfg = cfg.replace(d_pair="x_prev")
     differing = [k for k, v in changes.items() if k not in RESUMABLE and getattr(cfg, k) != v and v is not None]
     if differing:
         raise UserError(f"--resume {path}: cannot change {', '.join(differing)} of a run; only "
