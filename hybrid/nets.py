@@ -1,4 +1,5 @@
-"""Time-conditioned networks: generators G(x_t, t, z) and discriminators D(x_{t-1}, x_t, t).
+"""Time-conditioned networks: generators G(x_t, t, z) and discriminators D(x, x_t, t), where x is
+x_{t-1} or x_0 (what the discriminator judges beside x_t: training.objectives, d_pair).
 
 Images use a UNet generator and a convolutional discriminator; vectors ([B, D]) use MLPs.
 The latent z enters the generator through adaptive normalisation: a mapping network turns it
@@ -273,7 +274,7 @@ class MLPGenerator(nn.Module):
 
 
 class ConvDiscriminator(nn.Module):
-    """D(x_prev, x_t, t) for images: two [B, C, R, R] and [B] in [0, 1] -> logits [B]."""
+    """D(x, x_t, t) for images: two [B, C, R, R] and [B] in [0, 1] -> logits [B]."""
 
     def __init__(self, in_channels: int, resolution: int, cfg: NetConfig) -> None:
         super().__init__()
@@ -292,9 +293,9 @@ class ConvDiscriminator(nn.Module):
         self.t_embed = nn.Sequential(nn.Linear(cfg.channels, cfg.channels), activation(cfg.act))
         init_weights(self, cfg.init)
 
-    def forward(self, x_prev: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         emb = self.t_embed(timestep_embedding(t, self.t_channels))
-        h = self.stem(torch.cat([x_prev, x_t], dim=1))
+        h = self.stem(torch.cat([x, x_t], dim=1))
         for block, proj in zip(self.blocks, self.t_proj):
             h = block(h + proj(emb)[:, :, None, None])
         return self.head(self.act(h).sum(dim=(2, 3))).squeeze(1)
@@ -316,7 +317,7 @@ class _DownBlock(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """D(x_prev, x_t, t) for vectors: two [B, D] and [B] in [0, 1] -> logits [B].
+    """D(x, x_t, t) for vectors: two [B, D] and [B] in [0, 1] -> logits [B].
 
     The time embedding is projected and added to the first hidden layer, so the few input
     coordinates are not drowned among the embedding's many dimensions.
@@ -336,7 +337,7 @@ class MLPDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers, nn.Linear(width, 1))
         init_weights(self, cfg.init)
 
-    def forward(self, x_prev: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        h = self.inp(torch.cat([self.features(x_prev), self.features(x_t)], dim=1))
+    def forward(self, x: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        h = self.inp(torch.cat([self.features(x), self.features(x_t)], dim=1))
         h = h + self.t_proj(timestep_embedding(t, self.t_channels))
         return self.net(h).squeeze(1)
