@@ -29,6 +29,7 @@ class NetConfig:
     dropout: float = 0.0  # dropout probability inside blocks
     init: str = "default"  # weight initialisation: default | xavier | kaiming | orthogonal
     fourier: int = 0  # MLPs: encode each input coordinate with this many octaves of sin/cos (0: raw)
+    mbstd_group: int = 0  # image discriminators: minibatch standard deviation over groups of this many (0: off)
 
 
 NORMS = ("group", "batch")
@@ -37,6 +38,8 @@ INITS = ("default", "xavier", "kaiming", "orthogonal")
 
 
 def check_net_config(cfg: NetConfig) -> None:
+    if cfg.mbstd_group < 0:
+        raise ValueError(f"mbstd_group must be 0 (off) or a group size, got {cfg.mbstd_group}")
     if cfg.channels < 8:
         raise ValueError(f"channels must be at least 8 (normalisation groups and embeddings), got {cfg.channels}")
     for value, allowed, name in ((cfg.norm, NORMS, "norm"), (cfg.act, ACTS, "act"), (cfg.init, INITS, "init")):
@@ -274,7 +277,12 @@ class MLPGenerator(nn.Module):
 
 
 class ConvDiscriminator(nn.Module):
-    """D(x, x_t, t) for images: two [B, C, R, R] and [B] in [0, 1] -> logits [B]."""
+    """D(x, x_t, t) for images: two [B, C, R, R] and [B] in [0, 1] -> logits [B].
+
+    With mbstd_group, the last features gain one channel: how much they vary across a group of
+    samples (Karras et al., Progressive GANs), which lets D see a generator that makes too
+    little variety.
+    """
 
     def __init__(self, in_channels: int, resolution: int, cfg: NetConfig) -> None:
         super().__init__()
@@ -289,7 +297,8 @@ class ConvDiscriminator(nn.Module):
             self.blocks.append(_DownBlock(c, c_out, cfg.act))
             c, res = c_out, res // 2
         self.act = activation(cfg.act)
-        self.head = nn.Linear(c, 1)
+        self.mbstd_group = cfg.mbstd_group
+        self.head = nn.Linear(c + (1 if cfg.mbstd_group else 0), 1)
         self.t_embed = nn.Sequential(nn.Linear(cfg.channels, cfg.channels), activation(cfg.act))
         init_weights(self, cfg.init)
 
@@ -298,7 +307,21 @@ class ConvDiscriminator(nn.Module):
         h = self.stem(torch.cat([x, x_t], dim=1))
         for block, proj in zip(self.blocks, self.t_proj):
             h = block(h + proj(emb)[:, :, None, None])
-        return self.head(self.act(h).sum(dim=(2, 3))).squeeze(1)
+        h = self.act(h)
+        if self.mbstd_group:
+            h = torch.cat([h, minibatch_std(h, self.mbstd_group)], dim=1)
+        return self.head(h.sum(dim=(2, 3))).squeeze(1)
+
+
+def minibatch_std(h: Tensor, group: int) -> Tensor:
+    """[B, C, H, W] -> [B, 1, H, W]: the mean over features of their standard deviation across
+    each sample's group. Groups take every (B/g)-th sample; g is the largest divisor of B up to
+    `group`, so any batch size works (a group of one gives zeros)."""
+    b = h.shape[0]
+    g = max(d for d in range(1, min(group, b) + 1) if b % d == 0)
+    y = h.float().reshape(g, b // g, *h.shape[1:])
+    std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [B/g]
+    return std.repeat(g)[:, None, None, None].expand(b, 1, *h.shape[2:]).to(h.dtype)
 
 
 class _DownBlock(nn.Module):

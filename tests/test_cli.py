@@ -247,6 +247,7 @@ def test_presets_load_and_cpu_digits_is_the_default():
     cifar = read_preset("cifar10-ddgan")
     assert cifar.model.shape == (3, 32, 32) and cifar.model.steps == 4 and cifar.model.schedule == "vp"
     assert (cifar.lr_g, cifar.lr_d, cifar.betas, cifar.r1_gamma) == (1.6e-4, 1.25e-4, (0.5, 0.9), 0.02)
+    assert cifar.model.discriminator.mbstd_group == 4  # the published discriminator's minibatch std
 
 
 def test_a_config_file_with_a_bad_network_exits_2(tmp_path, hybrid):

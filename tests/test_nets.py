@@ -1,0 +1,47 @@
+"""Networks: the image discriminator's minibatch standard deviation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hybrid.nets import ConvDiscriminator, NetConfig, minibatch_std
+
+
+def discriminator(group: int) -> ConvDiscriminator:
+    torch.manual_seed(0)
+    return ConvDiscriminator(1, 8, NetConfig(channels=8, channel_mult=(1, 2), act="leaky_relu", mbstd_group=group))
+
+
+def logits(d: ConvDiscriminator, x: torch.Tensor) -> torch.Tensor:
+    return d(x, torch.zeros_like(x), torch.full((x.shape[0],), 0.5))
+
+
+@pytest.mark.parametrize("group", [0, 4])
+def test_a_logit_depends_on_the_rest_of_its_group_only_with_mbstd(group):
+    d = discriminator(group)
+    x = torch.randn(8, 1, 8, 8)
+    changed = x.clone()
+    changed[4] = 3 * torch.randn(1, 8, 8)  # sample 0's group is samples 0, 2, 4, 6
+    moved = (logits(d, changed) - logits(d, x)).abs()
+    if group:
+        assert moved[0] > 1e-4 and moved[1] == 0  # sample 1 is in the other group
+    else:
+        assert moved[[0, 1, 2, 3, 5, 6, 7]].max() == 0
+
+
+def test_identical_samples_have_no_spread_and_any_batch_size_works():
+    same = torch.randn(1, 8, 4, 4).expand(6, 8, 4, 4)
+    assert minibatch_std(same, 4).abs().max() < 1e-3  # groups of 3 (the largest divisor of 6 up to 4)
+    varied = torch.randn(7, 8, 4, 4)  # prime: groups of one, no spread to measure
+    assert minibatch_std(varied, 4).abs().max() < 1e-3
+    assert minibatch_std(torch.randn(6, 8, 4, 4), 4).min() > 0.3
+    assert logits(discriminator(4), torch.randn(5, 1, 8, 8)).shape == (5,)
+
+
+def test_an_r1_gradient_flows_through_the_spread():
+    d = discriminator(4)
+    x = torch.randn(4, 1, 8, 8, requires_grad=True)
+    (grad,) = torch.autograd.grad(logits(d, x).sum(), x, create_graph=True)
+    grad.square().sum().backward()
+    assert torch.isfinite(grad).all() and all(torch.isfinite(p.grad).all() for p in d.parameters() if p.grad is not None)
