@@ -1,0 +1,73 @@
+"""The experiment scripts end to end: a tiny equal-kimg experiment on a toy, then its summary.
+
+experiments/equal_time.py trains every (variant, seed), measures each final checkpoint with
+`hybrid bench`, and keeps what exists when run again; experiments/summarize.py turns the
+results into a table of mean ± std over seeds and one plot per metric.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def script(name: str, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / name), *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("experiments")
+    script("equal_time.py", "--data", "toy:8gaussians", "--kimg", "0.256", "--seeds", "0,1",
+           "--objectives", "hybrid,ddpm", "--variant", "dw0=--denoise-weight 0", "--num", "64", "--gan-nfe", "1,4",
+           "--train-options", "--channels 16 --batch 128 --snapshot-every 1000", "--runs", str(runs))
+    return runs / "toy-8gaussians"
+
+
+def test_every_variant_and_seed_is_trained_and_measured(experiment):
+    for variant in ("hybrid", "ddpm", "dw0"):
+        for seed in (0, 1):
+            run = experiment / variant / f"seed{seed}"
+            assert (run / "bench.jsonl").is_file(), run
+            assert list((run / "checkpoints").glob("checkpoint-*.pt")), run
+    # The variant is a hybrid run with its options on top of the shared ones.
+    config = (experiment / "dw0" / "seed1" / "config.json").read_text()
+    assert re.search(r'"denoise_weight": 0\.0', config) and re.search(r'"seed": 1', config)
+    assert re.search(r'"objective": "hybrid"', config)
+
+
+def test_a_second_call_keeps_what_exists(experiment):
+    bench = experiment / "hybrid" / "seed0" / "bench.jsonl"
+    before = {p: p.stat().st_mtime_ns for p in experiment.rglob("*") if p.is_file()}
+    script("equal_time.py", "--data", "toy:8gaussians", "--kimg", "0.256", "--seeds", "0", "--objectives", "hybrid",
+           "--num", "64", "--gan-nfe", "1,4", "--train-options", "--channels 16 --batch 128 --snapshot-every 1000",
+           "--runs", str(experiment.parent))
+    assert bench.stat().st_mtime_ns == before[bench]
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if "checkpoints" in p.parts)
+
+
+def test_the_summary_has_a_row_per_variant_sampler_and_nfe_over_both_seeds(experiment, tmp_path):
+    script("summarize.py", str(experiment), "--out", str(tmp_path), "--name", "tiny")
+    table = (tmp_path / "tiny.md").read_text()
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| variant")]
+    # Columns: variant | kimg trained | sampler | NFE | one per metric | seeds.
+    assert {(row[0], row[3]) for row in rows} == {
+        ("hybrid", "1"), ("hybrid", "4"), ("dw0", "1"), ("dw0", "4"),
+        ("ddpm", "1"), ("ddpm", "2"), ("ddpm", "4"), ("ddpm", "100"), ("ddpm", "1000")}, table
+    for row in rows:
+        assert row[-1] == "2", row  # both seeds
+        assert all("±" in cell for cell in row[4:-1]), row  # each metric a mean and a std over them
+    for metric in ("modes_covered", "high_quality", "swd"):
+        assert (tmp_path / f"tiny-{metric}.png").stat().st_size > 1000
