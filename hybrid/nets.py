@@ -316,7 +316,7 @@ class ConvDiscriminator(nn.Module):
 def minibatch_std(h: Tensor, group: int) -> Tensor:
     """[B, C, H, W] -> [B, 1, H, W]: the mean over features of their standard deviation across
     each sample's group. Groups take every (B/g)-th sample; g is the largest divisor of B up to
-    `group`, so any batch size works (a group of one gives zeros)."""
+    `group`, so any batch size works (a group of one gives about 0)."""
     b = h.shape[0]
     g = max(d for d in range(1, min(group, b) + 1) if b % d == 0)
     y = h.float().reshape(g, b // g, *h.shape[1:])
