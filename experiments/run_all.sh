@@ -11,6 +11,7 @@ SEEDS=${SEEDS:-0,1,2}
 PYTHON=${PYTHON:-python}
 TOY_MINUTES=${TOY_MINUTES:-3}
 DIGITS_MINUTES=${DIGITS_MINUTES:-4}
+DIGITS_LONG_MINUTES=${DIGITS_LONG_MINUTES:-12}
 run() { "$PYTHON" experiments/equal_time.py --runs "$RUNS" --seeds "$SEEDS" "$@"; }
 
 # Toys: training-time metrics every 250 kimg give the curves of the toy report.
@@ -19,7 +20,7 @@ run --data toy:swissroll --minutes "$TOY_MINUTES" --train-options "--snapshot-ev
 # Digits: FID/KID of 200 samples against all 1797 digits (Inception on this CPU takes ~0.2 s an image).
 run --data digits --minutes "$DIGITS_MINUTES" --num 200 --train-options "--snapshot-every 10"
 # Digits at three times the budget, hybrid against ddpm's ceiling (does the gap close with time?).
-run --data digits --minutes "${DIGITS_LONG_MINUTES:-12}" --num 200 --objectives hybrid,ddpm \
+run --data digits --minutes "$DIGITS_LONG_MINUTES" --num 200 --objectives hybrid,ddpm \
   --train-options "--snapshot-every 20" --runs "$RUNS/long"
 # Ablation of the denoising-loss weight and of R1 around the defaults (vectors: weight 0.1; images: 0.01;
 # R1 0.02 for both; ddgan is weight 0), and on digits of what D judges (x0 by default), at equal kimg
@@ -37,6 +38,6 @@ summarize() { "$PYTHON" experiments/summarize.py --out docs/experiments "$@"; }
 summarize "$RUNS"/toy-25gaussians --variants hybrid,ddgan,ddpm
 summarize "$RUNS"/toy-swissroll
 summarize "$RUNS"/digits --variants hybrid,ddgan,ddpm
-summarize "$RUNS"/long/digits --name digits-12min
+summarize "$RUNS"/long/digits --name "digits-${DIGITS_LONG_MINUTES}min"
 summarize "$RUNS"/ablation/toy-25gaussians --name ablation-25gaussians
 summarize "$RUNS"/ablation/digits --name ablation-digits
