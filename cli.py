@@ -106,7 +106,8 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
 @click.option("--lr-d", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="LR",
               help="Discriminator learning rate. [default: 2e-3 images, 1e-3 vectors]")
 @click.option("--lr-decay", type=click.Choice(["cosine", "constant"]), default=None,
-              help="Learning-rate schedule: cosine falls to 5% of the start by the end of the run. [default: constant]")
+              help="Learning-rate schedule: cosine falls to 5% of the start by the end of the run "
+              "(--kimg or --minutes, whichever ends it). [default: constant]")
 @click.option("--denoise-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
               help="Weight of the denoising loss in the hybrid generator loss. [default: 0.01 images, 0.1 vectors]")
 @click.option("--r1-gamma", type=FiniteFloatRange(min=0), default=None, metavar="G",

@@ -259,14 +259,25 @@ def test_a_signal_saves_a_checkpoint_and_the_resumed_run_matches(toy_run, tmp_pa
 def test_cosine_learning_rate_decay_reaches_the_floor(tmp_path):
     from training.config import LR_FLOOR, lr_scale
 
-    assert lr_scale("cosine", 0, 1000) == 1.0 and lr_scale("constant", 900, 1000) == 1.0
-    assert lr_scale("cosine", 500, 1000) == pytest.approx(LR_FLOOR + (1 - LR_FLOOR) / 2)
-    assert lr_scale("cosine", 1000, 1000) == pytest.approx(LR_FLOOR)
+    assert lr_scale("cosine", 0) == 1.0 and lr_scale("constant", 0.9) == 1.0
+    assert lr_scale("cosine", 0.5) == pytest.approx(LR_FLOOR + (1 - LR_FLOOR) / 2)
+    assert lr_scale("cosine", 1) == lr_scale("cosine", 1.5) == pytest.approx(LR_FLOOR)
     run = train(toy_config(lr_decay="cosine", kimg=2, tick_kimg=0.5, snapshot_kimg=2), run_dir=tmp_path / "run",
                 model_changes=TINY_NET, quiet=True)
     lrs = [r["LR/G"] for r in read_stats(run)]
     assert all(a > b for a, b in zip(lrs, lrs[1:])), lrs
     assert lrs[-1] < 0.1 * read_config(run / "config.json").lr_g
+
+
+def test_cosine_decay_follows_a_time_budget_when_time_ends_the_run(tmp_path):
+    # 1000 kimg would keep the rate near its start; the 2-second budget ends the run instead.
+    run = train(toy_config(lr_decay="cosine", kimg=1000, minutes=2 / 60, tick_kimg=1), run_dir=tmp_path / "run",
+                model_changes=TINY_NET, quiet=True)
+    lr_g = read_config(run / "config.json").lr_g
+    lrs = [r["LR/G"] for r in read_stats(run)]
+    assert len(lrs) >= 5 and all(a > b for a, b in zip(lrs, lrs[1:])), lrs
+    assert lrs[0] > 0.9 * lr_g and lrs[-1] < 0.1 * lr_g, lrs
+    assert read_stats(run)[-1]["kimg"] < 1000
 
 
 def test_a_time_limit_stops_the_run_with_a_checkpoint_and_resume_extends_it(tmp_path, hybrid):

@@ -31,7 +31,7 @@ class TrainConfig:
     lr_g: float | None = None  # generator learning rate (None: 2e-4)
     lr_d: float | None = None  # discriminator learning rate (None: by data)
     betas: tuple[float, float] = (0.5, 0.9)  # Adam betas of both networks (Denoising Diffusion GANs)
-    lr_decay: str = "constant"  # constant, or cosine: both rates fall to 5% of their start by the end of the run
+    lr_decay: str = "constant"  # constant, or cosine: both rates fall to 5% by the end of the run (its kimg or minutes)
     denoise_weight: float | None = None  # weight of the denoising loss in the hybrid generator loss
     r1_gamma: float = 0.02  # R1 penalty weight on real data
     r1_every: int = 16  # lazy R1: apply every this many steps (scaled up accordingly)
@@ -108,11 +108,11 @@ D_PAIRS = ("x_prev", "x0")
 LR_FLOOR = 0.05  # cosine decay ends at this fraction of the starting rate (DDGAN: 1e-5 / 1.6e-4)
 
 
-def lr_scale(decay: str, nimg: int, total_nimg: int) -> float:
-    """Learning-rate multiplier after nimg of total_nimg samples."""
-    if decay == "constant" or total_nimg <= 0:
+def lr_scale(decay: str, budget_used: float) -> float:
+    """Learning-rate multiplier when `budget_used` (0 to 1) of the run's kimg or minutes is spent."""
+    if decay == "constant":
         return 1.0
-    progress = min(1.0, nimg / total_nimg)
+    progress = min(1.0, budget_used)
     return LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

@@ -196,6 +196,15 @@ def any_rank(value: int | None) -> int | None:
     return int(flag.item()) or None
 
 
+def max_over_ranks(value: float) -> float:
+    """The largest `value` over ranks, e.g. the slowest rank's training time."""
+    if world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()

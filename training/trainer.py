@@ -136,6 +136,7 @@ class Trainer:
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.progress = Progress()
+        self.budget_used = 0.0  # of kimg or minutes; updated after every step (`_finished`)
         self.signal_received: int | None = None  # set by the signal handler, at any moment
         self.stop_signal: int | None = None  # the signal all ranks agreed to stop on
         self._writer = None
@@ -210,12 +211,18 @@ class Trainer:
         self.console(f"done: {self.progress.nimg / 1000:.1f} kimg in {self.progress.seconds:.0f} s; run directory {self.run.path}")
 
     def _finished(self) -> bool:
-        """`kimg` images shown, or `minutes` of training time spent (on any rank: all stop at the same step)."""
-        if self.progress.nimg >= self.total_nimg:
-            return True
-        if self.cfg.minutes <= 0:
-            return False
-        return bool(distributed.any_rank(int(self.progress.seconds >= self.cfg.minutes * 60)))
+        """`kimg` images shown, or `minutes` of training time spent."""
+        self.budget_used = self._budget_used()
+        return self.budget_used >= 1
+
+    def _budget_used(self) -> float:
+        """The share of the run's budget spent: images shown of `kimg` or training time of
+        `minutes`, whichever is further on. Time is the slowest rank's, so every rank stops, and
+        decays its learning rate, at the same step."""
+        used = self.progress.nimg / self.total_nimg if self.total_nimg > 0 else math.inf
+        if self.cfg.minutes > 0:
+            used = max(used, distributed.max_over_ranks(self.progress.seconds) / (self.cfg.minutes * 60))
+        return used
 
     def _next_multiple(self, kimg: float) -> float:
         every = max(1, round(kimg * 1000))
@@ -253,7 +260,7 @@ class Trainer:
         self.progress.seconds += time.perf_counter() - t0
 
     def _set_learning_rates(self) -> None:
-        scale = lr_scale(self.cfg.lr_decay, self.progress.nimg, self.total_nimg)
+        scale = lr_scale(self.cfg.lr_decay, self.budget_used)
         for name, opt in self.opts.items():
             base = self.cfg.lr_g if name == "G" else self.cfg.lr_d
             for group in opt.param_groups:
