@@ -260,8 +260,8 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
 @click.option("--ref", metavar="DATA", default=None,
               help="Reference: a dataset name, folder or .npy. [default: a checkpoint's training data] E.g. --ref digits")
 @click.option("--metrics", "metric_names", metavar="LIST", default=None,
-              help="Comma-separated metrics: fid,kid,is,pr for images; modes,swd,mmd for vectors. "
-                   "[default: fid,kid or modes,swd,mmd]")
+              help="Comma-separated metrics: fid,kid,is,pr,classes for images (classes: labelled data such as "
+                   "digits, mnist); modes,swd,mmd for vectors. [default: fid,kid or modes,swd,mmd]")
 @click.option("--num", type=click.IntRange(min=2, max=10_000_000), default=None, metavar="N",
               help="Samples to judge. FID falls with N: compare only at equal N (CIFAR-10 convention: 50000). "
                    "[default: 1000 from a checkpoint, all from sample files] E.g. --num 10000")
@@ -329,8 +329,8 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
 @click.option("--num", type=click.IntRange(min=2, max=10_000_000), default=1000, show_default=True, metavar="N",
               help="Samples per repetition. FID falls with N: compare only at equal N. E.g. --num 50000")
 @click.option("--metrics", "metric_names", metavar="LIST", default=None,
-              help="Comma-separated metrics: fid,kid,is,pr for images; modes,swd,mmd for vectors. "
-                   "[default: fid,kid or modes,swd,mmd]")
+              help="Comma-separated metrics: fid,kid,is,pr,classes for images (classes: labelled data such as "
+                   "digits, mnist); modes,swd,mmd for vectors. [default: fid,kid or modes,swd,mmd]")
 @click.option("--sampler", "samplers", metavar="LIST", default=None,
               help="Samplers to measure, from gan,ddpm,ddim. [default: each model's own] E.g. --sampler ddpm,ddim")
 @click.option("--ref", metavar="DATA", default=None,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from hybrid.errors import UserError
+from metrics.classes import KNN_K, class_balance
 from metrics.distances import frechet_distance, gaussian_stats, kernel_distance, precision_recall
 from metrics.reference import ReferenceFeatures
 from metrics.toy import mmd_rbf, mode_stats, sliced_wasserstein
@@ -30,6 +31,9 @@ class MetricInputs:
     layers: dict[str, str] = field(default_factory=dict)  # torch-fidelity metric key (fid, kid, prc, isc) -> layer
     gen_vectors: Tensor | None = None  # [N, D] generated vectors
     ref_vectors: Tensor | None = None  # [M, D] held-out real vectors
+    gen_images: Tensor | None = None  # [N, C, H, W] uint8 generated images (metrics that read pixels)
+    ref_images: Tensor | None = None  # [M, C, H, W] uint8 reference images (metrics that read pixels)
+    ref_labels: Tensor | None = None  # [M] class of each reference image
     modes: Tensor | None = None  # [K, D] centres of a known mixture
     mode_std: float | None = None  # standard deviation of each mixture component
     kid_subsets: int = 100  # KID: number of random subsets
@@ -46,15 +50,16 @@ class Metric:
     ref_layers: tuple[str, ...]  # ... and on the reference images
     needs_classifier: bool  # True: reads the Inception classifier (IS)
     detail: str  # how it is computed, stated in every record
+    needs_labels: bool = False  # True: reads the pixels of both sets and the reference's class labels
 
 
 METRICS: dict[str, Metric] = {}
 
 
 def register_metric(name: str, kind: str, detail: str, gen_layers: tuple[str, ...] = (), ref_layers: tuple[str, ...] = (),
-                    needs_classifier: bool = False) -> Callable:
+                    needs_classifier: bool = False, needs_labels: bool = False) -> Callable:
     def deco(fn: Callable[[MetricInputs], dict[str, float]]) -> Callable[[MetricInputs], dict[str, float]]:
-        METRICS[name] = Metric(name, fn, kind, gen_layers, ref_layers, needs_classifier, detail)
+        METRICS[name] = Metric(name, fn, kind, gen_layers, ref_layers, needs_classifier, detail, needs_labels)
         return fn
 
     return deco
@@ -111,6 +116,13 @@ def _is(x: MetricInputs) -> dict[str, float]:
 def _pr(x: MetricInputs) -> dict[str, float]:
     layer = x.layers["prc"]
     return precision_recall(x.ref[layer].features, x.gen[layer], k=PR_K)
+
+
+@register_metric("classes", IMAGE, f"class shares by a {KNN_K}-nearest-neighbour pixel classifier on the labelled "
+                 "reference: total variation from the reference's shares, rarest class's ratio, classifier accuracy",
+                 needs_labels=True)
+def _classes(x: MetricInputs) -> dict[str, float]:
+    return class_balance(x.gen_images, x.ref_images, x.ref_labels, seed=x.seed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,6 +57,21 @@ def test_checkpoint_source_uses_its_training_data(tmp_path, capsys):
     assert code == 2 and "T = 4" in err
 
 
+def test_class_balance_of_image_samples_against_digits(tmp_path, capsys):
+    """Digits without any 7: the rarest-class ratio is 0; images without labels cannot be judged so."""
+    from training.data import load_dataset
+
+    digits = load_dataset("digits")
+    no_sevens = tmp_path / "no7.npy"
+    np.save(no_sevens, digits.data[digits.labels != 7][:800].numpy())
+    code, out, err = run(["eval", str(no_sevens), "--ref", "digits", "--metrics", "classes", "--json"], capsys)
+    result = json.loads(out)
+    assert code == 0, err
+    assert result["results"]["classes"]["class_min_ratio"] == 0 and result["results"]["classes"]["class_tv"] > 0.08
+    code, _, err = run(["eval", str(no_sevens), "--ref", str(no_sevens), "--metrics", "classes"], capsys)
+    assert code == 2 and "needs class labels" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("argv, message", [
     (["eval", "/nonexistent/ckpt.pt"], "no such file"),
     (["eval", "{npy}"], "--ref"),

@@ -292,11 +292,70 @@ def test_vector_evaluation_ranks_good_above_collapsed():
 
 
 def test_registry_rejects_unknown_and_mismatched_names():
-    assert {"fid", "kid", "is", "pr", "modes", "swd", "mmd"} <= set(METRICS)
+    assert {"fid", "kid", "is", "pr", "classes", "modes", "swd", "mmd"} <= set(METRICS)
     with pytest.raises(UserError, match="known: .*fid"):
         get_metrics(["fid", "nope"])
     with pytest.raises(UserError, match="do not apply to vector"):
         get_metrics(["fid"], kind="vector")
+
+
+# ---------------------------------------------------------------------------------------------
+# Class balance on labelled images
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from training.data import load_dataset
+
+    return load_dataset("digits")
+
+
+def of_classes(data, classes, num: int, seed: int = 0) -> torch.Tensor:
+    """`num` images drawn from the given classes of a labelled dataset."""
+    pool = torch.nonzero(torch.isin(data.labels, torch.tensor(classes))).ravel()
+    return data.data[pool[torch.randint(len(pool), (num,), generator=torch.Generator().manual_seed(seed))]]
+
+
+def test_class_balance_of_real_collapsed_and_skewed_digits(digits):
+    from metrics.classes import class_balance
+
+    real = class_balance(digits.data[torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))[:600]],
+                         digits.data, digits.labels)
+    assert real["class_knn_accuracy"] > 0.97  # pixels separate these digits
+    assert real["class_tv"] < 0.06 and real["class_min_ratio"] > 0.75
+    collapsed = class_balance(of_classes(digits, [3], 300), digits.data, digits.labels)
+    assert collapsed["class_tv"] > 0.85 and collapsed["class_min_ratio"] == 0
+    half = class_balance(of_classes(digits, [0, 1, 2, 3, 4], 500), digits.data, digits.labels)
+    assert 0.45 < half["class_tv"] < 0.55 and half["class_min_ratio"] < 0.05
+    assert real["class_knn_accuracy"] == collapsed["class_knn_accuracy"]  # the reference alone decides it
+
+
+def test_knn_labels_leave_one_out_and_ties():
+    from metrics.classes import knn_labels
+
+    ref = torch.tensor([[0.0], [1.0], [10.0], [11.0], [12.0]])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    assert knn_labels(torch.tensor([[0.4], [11.5]]), ref, labels, k=3).tolist() == [0, 1]
+    # Without leaving itself out, row 1 has neighbours 1, 0, 2: two votes for 0.
+    assert knn_labels(ref[1:2], ref, labels, k=2).tolist() == [0]
+    assert knn_labels(ref[1:2], ref, labels, self_index=torch.tensor([1]), k=2).tolist() == [0]  # 0 then 10: a tie, nearer wins
+    assert knn_labels(ref[1:2], ref, labels, self_index=torch.tensor([1]), k=3).tolist() == [1]  # 0, 10, 11
+
+
+def test_classes_metric_alone_and_beside_fid(digits, tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRID_CACHE", str(tmp_path))
+    skewed = torch.cat([of_classes(digits, [1], 150, seed=1), of_classes(digits, list(range(10)), 150, seed=2)])
+    alone = evaluate(tensor_samples(skewed, "skewed"), digits, "digits", EvalConfig(metrics=("classes",)), torch.device("cpu"))
+    shares = alone.results["classes"]
+    assert alone.num_ref == len(digits) and alone.extractor is None  # no Inception needed
+    assert 0.35 < shares["class_tv"] < 0.5 and shares["class_min_ratio"] < 0.8
+    cfg = EvalConfig(metrics=("fid", "classes"), extractor=tiny, batch=32)
+    both = evaluate(tensor_samples(skewed, "skewed", batch=32), digits, "digits", cfg, torch.device("cpu"))
+    assert both.results["classes"] == shares and both.results["fid"]["fid"] > 0
+    assert [r["metric"] for r in both.records()] == ["fid", "classes"]
+    unlabelled = SimpleNamespace(data=digits.data)
+    with pytest.raises(UserError, match="needs class labels; plain has none"):
+        evaluate(tensor_samples(skewed, "skewed"), unlabelled, "plain", EvalConfig(metrics=("classes",)), torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,12 +26,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 @dataclass
 class Dataset:
-    """An in-memory dataset. `modes`/`mode_std` describe known mixtures (toys) for metrics."""
+    """An in-memory dataset. `modes`/`mode_std` describe known mixtures (toys) and `labels` the
+    classes of labelled image sets, for metrics."""
 
     name: str
     data: Tensor  # uint8 [N, C, H, W] (images) or float32 [N, D] (vectors)
     modes: Tensor | None = None  # [K, D] centres of a known Gaussian mixture
     mode_std: float | None = None  # the standard deviation of each mixture component
+    labels: Tensor | None = None  # [N] int64 class of each sample, for labelled data
 
     @property
     def is_image(self) -> bool:
@@ -138,9 +140,10 @@ def _toy_swissroll(resolution: int | None, seed: int) -> Dataset:
 def _digits(resolution: int | None, seed: int) -> Dataset:
     from sklearn.datasets import load_digits
 
-    pixels = torch.from_numpy(load_digits().images).float()[:, None] / 16.0  # [N, 1, 8, 8] in [0, 1]
+    digits = load_digits()
+    pixels = torch.from_numpy(digits.images).float()[:, None] / 16.0  # [N, 1, 8, 8] in [0, 1]
     pixels = torch.nn.functional.interpolate(pixels, size=resolution or 16, mode="bilinear", antialias=True)
-    return Dataset("digits", (pixels.clamp(0, 1) * 255).round().to(torch.uint8))
+    return Dataset("digits", (pixels.clamp(0, 1) * 255).round().to(torch.uint8), labels=torch.from_numpy(digits.target).long())
 
 
 def _torchvision(name: str, cls_name: str, default_res: int, **kwargs) -> Loader:
@@ -156,7 +159,10 @@ def _torchvision(name: str, cls_name: str, default_res: int, **kwargs) -> Loader
                 f"dataset {name!r} is not in {root / name} and could not be downloaded ({type(e).__name__}); "
                 f"put torchvision's {cls_name} files there (or set HYBRID_DATA), or give a folder of images"
             ) from None
-        return _images_dataset(name, ((f"{name}[{i}]", ds[i][0]) for i in range(len(ds))), resolution or default_res)
+        dataset = _images_dataset(name, ((f"{name}[{i}]", ds[i][0]) for i in range(len(ds))), resolution or default_res)
+        if hasattr(ds, "targets"):  # MNIST, Fashion-MNIST, CIFAR-10 (CelebA has attributes instead)
+            dataset.labels = torch.as_tensor(ds.targets, dtype=torch.long)
+        return dataset
 
     return load
 
@@ -291,6 +297,8 @@ def describe(ds: Dataset) -> dict[str, object]:
     if ds.modes is not None:
         info["modes"] = len(ds.modes)
         info["mode_std"] = ds.mode_std
+    if ds.labels is not None:
+        info["classes"] = int(ds.labels.max()) + 1
     if not ds.is_image:
         info["mean"] = ds.data.mean(0).tolist()
         info["std"] = ds.data.std(0).tolist()
