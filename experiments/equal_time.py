@@ -36,10 +36,15 @@ OBJECTIVES = ("hybrid", "ddgan", "ddpm")
 BENCH = {"ddpm": [("ddim", "1,2,4,100"), ("ddpm", "1000")]}  # the GAN objectives: --gan-nfe
 
 
+LABELLED = ("digits", "mnist", "fashion-mnist")  # image sets whose classes a pixel-space classifier tells apart
+
+
 def metrics_for(data: str) -> str:
     if data == "toy:swissroll":
         return "swd,mmd"  # a manifold without modes
-    return "modes,swd" if data.startswith("toy:") else "fid,kid"
+    if data.startswith("toy:"):
+        return "modes,swd"
+    return "fid,kid,classes" if data in LABELLED else "fid,kid"
 
 
 def hybrid(*args: str) -> None:

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hybrid.checkpoint import list_checkpoints, load  # noqa: E402
 from metrics.report import read_jsonl  # noqa: E402
 
-SHOWN = ("modes_covered", "high_quality", "swd", "mmd", "fid", "kid")  # in this order, those present
-LOWER_IS_BETTER = {"swd", "mmd", "fid", "kid"}
+SHOWN = ("modes_covered", "high_quality", "swd", "mmd", "fid", "kid", "class_tv", "class_min_ratio")  # in this order, those present
+LOWER_IS_BETTER = {"swd", "mmd", "fid", "kid", "class_tv"}
 
 
 def csv(text: str | None) -> list[str] | None:
