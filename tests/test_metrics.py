@@ -398,3 +398,20 @@ def test_evaluate_during_training_records_and_leaves_rng_alone(tmp_path):
     assert any(line.startswith("metrics at 2.5 kimg") for line in lines)
     trainer.cfg.metrics = ("bogus",)
     assert evaluate_during_training(trainer) is None and "evaluation skipped" in lines[-1]
+
+
+def test_class_balance_during_training_reaches_tensorboard(tmp_path, digits):
+    from hybrid.model import Model, ModelConfig
+    from hybrid.nets import NetConfig
+
+    net = NetConfig(channels=8, channel_mult=(1,), num_blocks=1, z_dim=2)
+    model = Model(ModelConfig(shape=(1, 16, 16), generator=net, discriminator=None))
+    writer = FakeWriter()
+    trainer = SimpleNamespace(
+        model=model, data=digits, device=torch.device("cpu"), progress=SimpleNamespace(nimg=1000),
+        cfg=SimpleNamespace(metrics=("classes",), eval_num=100, data="digits", resolution=None),
+        run=SimpleNamespace(metrics=tmp_path / "metrics.jsonl"), writer=lambda: writer, console=print)
+    result = evaluate_during_training(trainer)
+    tags = {tag for tag, _, _ in writer.scalars}
+    assert {"Metrics/class_tv", "Metrics/class_min_ratio", "Metrics/class_knn_accuracy"} <= tags
+    assert 0 <= result.results["classes"]["class_tv"] <= 1
