@@ -38,6 +38,25 @@ def test_toys_depend_on_the_seed():
     assert not torch.equal(a, c)
 
 
+def test_torchvision_sets_keep_their_labels(monkeypatch, tmp_path):
+    import torchvision
+
+    class FakeMNIST:
+        def __init__(self, root, download, train):
+            self.targets = torch.tensor([7, 1, 4])
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return Image.fromarray(np.full((28, 28), 40 * i, dtype=np.uint8)), int(self.targets[i])
+
+    monkeypatch.setenv("HYBRID_DATA", str(tmp_path))
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    ds = load_dataset("mnist")
+    assert tuple(ds.data.shape) == (3, 1, 32, 32) and ds.labels.tolist() == [7, 1, 4]
+
+
 def test_digits():
     ds = load_dataset("digits")
     assert ds.is_image and ds.data.dtype == torch.uint8 and tuple(ds.data.shape) == (1797, 1, 16, 16)
@@ -45,6 +64,8 @@ def test_digits():
     x = ds.batch(torch.arange(10))
     assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
     assert tuple(load_dataset("digits", resolution=8).data.shape) == (1797, 1, 8, 8)
+    assert ds.labels.dtype == torch.int64 and torch.bincount(ds.labels).tolist()[:3] == [178, 182, 177]
+    assert describe(ds)["classes"] == 10 and load_dataset("toy:8gaussians").labels is None
 
 
 # --------------------------------------------------------------------------------- image folders
