@@ -83,10 +83,14 @@ def bad_train_input(kind: str, tmp_path):
         return ["--data", "toy:moons"], ["toy:moons", "toy:25gaussians", "digits"]
     if kind == "kimg-0":
         return ["--data", "toy:8gaussians", "--kimg", "0"], ["--kimg"]
+    if kind == "classes-unlabelled":
+        np.save(tmp_path / "images.npy", np.zeros((10, 1, 8, 8), dtype=np.uint8))
+        return ["--data", tmp_path / "images.npy", "--metrics", "fid,classes"], ["--metrics classes", "class labels"]
     raise AssertionError(kind)
 
 
-BAD_TRAIN = ["missing-path", "empty-folder", "corrupt-png", "npy-rank", "npy-nan", "unknown-name", "kimg-0"]
+BAD_TRAIN = ["missing-path", "empty-folder", "corrupt-png", "npy-rank", "npy-nan", "unknown-name", "kimg-0",
+             "classes-unlabelled"]
 
 
 @pytest.mark.parametrize("kind", BAD_TRAIN)
