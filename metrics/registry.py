@@ -122,6 +122,9 @@ def _pr(x: MetricInputs) -> dict[str, float]:
                  "reference: total variation from the reference's shares, rarest class's ratio, classifier accuracy",
                  needs_labels=True)
 def _classes(x: MetricInputs) -> dict[str, float]:
+    if x.gen_images.shape[1:] != x.ref_images.shape[1:]:
+        raise UserError(f"metric 'classes' compares pixels: the samples are {tuple(x.gen_images.shape[1:])}, "
+                        f"the reference {tuple(x.ref_images.shape[1:])}; give samples at the reference's size")
     return class_balance(x.gen_images, x.ref_images, x.ref_labels, seed=x.seed)
 
 

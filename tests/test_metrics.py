@@ -353,6 +353,9 @@ def test_classes_metric_alone_and_beside_fid(digits, tiny, tmp_path, monkeypatch
     both = evaluate(tensor_samples(skewed, "skewed", batch=32), digits, "digits", cfg, torch.device("cpu"))
     assert both.results["classes"] == shares and both.results["fid"]["fid"] > 0
     assert [r["metric"] for r in both.records()] == ["fid", "classes"]
+    with pytest.raises(UserError, match=r"the samples are \(1, 8, 8\), the reference \(1, 16, 16\)"):
+        evaluate(tensor_samples(skewed[:, :, ::2, ::2], "small"), digits, "digits", EvalConfig(metrics=("classes",)),
+                 torch.device("cpu"))
     unlabelled = SimpleNamespace(data=digits.data)
     with pytest.raises(UserError, match="needs class labels; plain has none"):
         evaluate(tensor_samples(skewed, "skewed"), unlabelled, "plain", EvalConfig(metrics=("classes",)), torch.device("cpu"))
