@@ -27,8 +27,8 @@ from typing import Any
 from hybrid.errors import UserError
 
 MARKER = "<!-- written by `hybrid report`; regenerating it replaces this file -->"
-HIGHER_IS_BETTER = {"modes_covered", "high_quality", "is", "precision", "recall", "class_min_ratio", "class_knn_accuracy"}
-HIDDEN_KEYS = {"modes_total", "kid_std", "is_std"}  # constants and spreads: not plotted on their own
+HIGHER_IS_BETTER = {"modes_covered", "high_quality", "is", "precision", "recall", "class_min_ratio"}
+HIDDEN_KEYS = {"modes_total", "kid_std", "is_std", "class_knn_accuracy"}  # constants and spreads: not plotted on their own
 PRIMARY_ORDER = ("fid", "kid", "modes_covered", "swd", "mmd", "is", "precision", "recall", "high_quality", "class_tv",
                  "class_min_ratio")
 LOSS_KEYS = ("Loss/D", "Loss/G")
