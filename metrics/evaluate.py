@@ -27,7 +27,7 @@ from hybrid.errors import UserError
 from metrics.features import ExtractorSpec, build_extractor, extract, generated_batches, image_batches, metric_layer
 from metrics.inception import EXTRACTOR, find_inception_weights
 from metrics.reference import reference_features
-from metrics.registry import IMAGE, VECTOR, Metric, MetricInputs, default_metrics, get_metrics
+from metrics.registry import IMAGE, VECTOR, Metric, MetricInputs, check_labels, default_metrics, get_metrics
 
 SEED_BASE = 1_000_000  # evaluation seeds start here, disjoint from the training sample grid
 HELD_OUT_SEED = 1_000_000  # toy data: the reference draw uses this seed, training uses cfg.seed
@@ -215,15 +215,14 @@ def evaluate(samples: Samples, ref_data: Any, ref_name: str, cfg: EvalConfig, de
 
 def _image_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[Metric], cfg: EvalConfig,
                   device: torch.device, log: Log) -> tuple[MetricInputs, dict[str, Any], dict[str, str]]:
-    labelled = [m.name for m in chosen if m.needs_labels]
     labels = getattr(ref_data, "labels", None)
-    if labelled and labels is None:
-        raise UserError(f"metric {', '.join(labelled)} needs class labels; {ref_name} has none "
-                        "(labelled data: digits, mnist, fashion-mnist, cifar10)")
+    check_labels(chosen, labels, ref_name)
+    labelled = any(m.needs_labels for m in chosen)
+    # Metrics on pixels and on features share one draw of the samples.
+    gen_images = torch.cat(list(samples.batches())) if labelled else None
+    pixel_inputs = dict(gen_images=gen_images, ref_images=ref_data.data, ref_labels=labels) if labelled else {}
     if all(m.needs_labels for m in chosen):  # no Inception features to extract
-        gen_images = torch.cat(list(samples.batches()))
-        inputs = MetricInputs(gen_images=gen_images, ref_images=ref_data.data, ref_labels=labels)
-        return inputs, {"num_ref": len(ref_data)}, {}
+        return MetricInputs(**pixel_inputs), {"num_ref": len(ref_data)}, {}
     spec = extractor_spec(cfg)
     skipped = {}
     if not spec.has_classifier:
@@ -240,13 +239,11 @@ def _image_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[M
     net = build_extractor(spec, gen_layers | ref_layers, device) if keys else None  # once: loading Inception takes seconds
     ref = {layer: reference_features(ref_name, ref_data.data, spec, layer, device, cfg.ref_num, cfg.use_cache, net=net)
            for layer in sorted(ref_layers)}
-    gen_images = torch.cat(list(samples.batches())) if labelled else None  # drawn once, for both uses
     batches = image_batches(gen_images, cfg.batch) if labelled else samples.batches()
     gen = extract(net, batches, device, samples.num) if gen_layers else {}
     gen = {layer: gen[layer] for layer in gen_layers}
     inputs = MetricInputs(gen=gen, ref=ref, layers=layers, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
-                          gen_images=gen_images, ref_images=ref_data.data if labelled else None,
-                          ref_labels=labels if labelled else None)
+                          **pixel_inputs)
     layer_names = "+".join(sorted(gen_layers | ref_layers))
     meta = {"num_ref": len(next(iter(ref.values())).features) if ref else 0,
             "extractor": f"{spec.name}/{layer_names}", "weights_sha256": spec.weights_sha256,

@@ -78,6 +78,14 @@ def get_metrics(names: tuple[str, ...] | list[str], kind: str | None = None) -> 
     return found
 
 
+def check_labels(chosen: list[Metric], labels: Tensor | None, source: str, what: str = "metric") -> None:
+    """UserError if a chosen metric reads class labels and `source` has none."""
+    labelled = [m.name for m in chosen if m.needs_labels]
+    if labelled and labels is None:
+        raise UserError(f"{what} {','.join(labelled)} needs class labels; {source} has none "
+                        "(labelled data: digits, mnist, fashion-mnist, cifar10)")
+
+
 def default_metrics(kind: str, has_modes: bool = False) -> tuple[str, ...]:
     if kind == IMAGE:
         return ("fid", "kid")

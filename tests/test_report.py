@@ -168,3 +168,12 @@ def test_html_renders_in_a_headless_browser(tmp_path):
     colourful = (pixels.max(axis=2) - pixels.min(axis=2)) > 80  # plot lines and sample grids; text is grey
     rows = np.nonzero(colourful.any(axis=1))[0]
     assert colourful.sum() > 2000 and rows.max() - rows.min() > 500, "no coloured plots in the screenshot"
+
+
+def test_class_balance_keys_order_and_direction():
+    from metrics.report import best, ordered_keys
+
+    keys = ordered_keys(["class_knn_accuracy", "class_min_ratio", "zeta", "class_tv", "fid"])
+    assert keys == ["fid", "class_tv", "class_min_ratio", "zeta"]  # the classifier's accuracy is the reference's
+    points = [(10.0, 0.3, 4), (20.0, 0.7, 4)]
+    assert best(points, "class_min_ratio")[0] == 20.0 and best(points, "class_tv")[0] == 10.0

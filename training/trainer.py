@@ -449,13 +449,10 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
     check_precision(cfg.precision)
     data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
     if cfg.metrics:
-        from metrics.registry import get_metrics
+        from metrics.registry import check_labels, get_metrics
 
-        chosen = get_metrics(cfg.metrics, kind="image" if data.is_image else "vector")  # unknown names fail now, not hours in
-        labelled = [m.name for m in chosen if m.needs_labels]
-        if labelled and data.labels is None:
-            raise UserError(f"--metrics {','.join(labelled)} needs class labels; {cfg.data} has none "
-                            "(labelled data: digits, mnist, fashion-mnist, cifar10)")
+        # Unknown names, or metrics the data cannot give, fail now, not hours in.
+        check_labels(get_metrics(cfg.metrics, kind="image" if data.is_image else "vector"), data.labels, cfg.data, "--metrics")
     if state is None:
         cfg = resolve(cfg, data.shape, model_changes)
     distributed.check_batch(cfg.batch)
