@@ -9,6 +9,8 @@ space (Euclidean on [0, 1] pixels). That classifier is only as good as pixels ar
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import Tensor
 
@@ -51,8 +53,21 @@ def class_balance(gen: Tensor, ref: Tensor, labels: Tensor, seed: int = 2020) ->
     ref_share = torch.bincount(labels, minlength=num_classes).double() / len(labels)
     gen_share = torch.bincount(knn_labels(x, r, labels), minlength=num_classes).double() / len(x)
     present = ref_share > 0
-    held = torch.randperm(len(r), generator=torch.Generator().manual_seed(seed))[:ACCURACY_NUM]
-    accuracy = (knn_labels(r[held], r, labels, self_index=held) == labels[held]).double().mean()
     return {"class_tv": float(0.5 * (gen_share - ref_share).abs().sum()),
             "class_min_ratio": float((gen_share[present] / ref_share[present]).min()),
-            "class_knn_accuracy": float(accuracy)}
+            "class_knn_accuracy": knn_accuracy(ref, labels, seed)}
+
+
+_accuracy_cache: dict[str, float] = {}
+
+
+def knn_accuracy(ref: Tensor, labels: Tensor, seed: int) -> float:
+    """Leave-one-out accuracy of the classifier on up to ACCURACY_NUM reference images (drawn
+    with `seed`). A property of the reference: computed once per reference and seed in a process,
+    not at every evaluation of a training run."""
+    key = hashlib.sha1(ref.contiguous().numpy().tobytes() + labels.long().numpy().tobytes()).hexdigest() + f"/{seed}"
+    if key not in _accuracy_cache:
+        r, labels = pixels(ref), labels.long()
+        held = torch.randperm(len(r), generator=torch.Generator().manual_seed(seed))[:ACCURACY_NUM]
+        _accuracy_cache[key] = float((knn_labels(r[held], r, labels, self_index=held) == labels[held]).double().mean())
+    return _accuracy_cache[key]

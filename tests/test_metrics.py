@@ -330,6 +330,20 @@ def test_class_balance_of_real_collapsed_and_skewed_digits(digits):
     assert real["class_knn_accuracy"] == collapsed["class_knn_accuracy"]  # the reference alone decides it
 
 
+def test_classifier_accuracy_is_computed_once_per_reference(digits, monkeypatch):
+    import metrics.classes as classes
+
+    calls = []
+    knn = classes.knn_labels
+    monkeypatch.setattr(classes, "knn_labels", lambda *a, **k: calls.append(len(a[0])) or knn(*a, **k))
+    gen = digits.data[:50]
+    first = classes.class_balance(gen, digits.data, digits.labels, seed=7)
+    again = classes.class_balance(gen, digits.data, digits.labels, seed=7)
+    assert first == again and calls == [50, len(digits), 50]  # the second call labels the samples only
+    shuffled = digits.labels[torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))]
+    assert classes.class_balance(gen, digits.data, shuffled, seed=7)["class_knn_accuracy"] < 0.2  # new labels: measured anew
+
+
 def test_knn_labels_leave_one_out_and_ties():
     from metrics.classes import knn_labels
 
