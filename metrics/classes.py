@@ -65,7 +65,8 @@ def knn_accuracy(ref: Tensor, labels: Tensor, seed: int) -> float:
     """Leave-one-out accuracy of the classifier on up to ACCURACY_NUM reference images (drawn
     with `seed`). A property of the reference: computed once per reference and seed in a process,
     not at every evaluation of a training run."""
-    key = hashlib.sha1(ref.contiguous().numpy().tobytes() + labels.long().numpy().tobytes()).hexdigest() + f"/{seed}"
+    content = ref.cpu().contiguous().numpy().tobytes() + labels.long().cpu().numpy().tobytes()
+    key = f"{hashlib.sha1(content).hexdigest()}/{seed}"
     if key not in _accuracy_cache:
         r, labels = pixels(ref), labels.long()
         held = torch.randperm(len(r), generator=torch.Generator().manual_seed(seed))[:ACCURACY_NUM]
