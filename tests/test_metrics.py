@@ -336,6 +336,7 @@ def test_classifier_accuracy_is_computed_once_per_reference(digits, monkeypatch)
     calls = []
     knn = classes.knn_labels
     monkeypatch.setattr(classes, "knn_labels", lambda *a, **k: calls.append(len(a[0])) or knn(*a, **k))
+    monkeypatch.setattr(classes, "_accuracy_cache", {})  # whatever earlier tests measured
     gen = digits.data[:50]
     first = classes.class_balance(gen, digits.data, digits.labels, seed=7)
     again = classes.class_balance(gen, digits.data, digits.labels, seed=7)
