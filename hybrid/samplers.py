@@ -74,18 +74,25 @@ def sample(
     sampler: str = "gan",
     device: torch.device | str = "cpu",
     net: torch.nn.Module | None = None,
+    start: tuple[int, Tensor] | None = None,
 ) -> Tensor:
     """Draw one sample per seed. Returns [N, *shape] float32 on the CPU.
 
-    steps: the NFE (default T). net: the generator to use (default the EMA generator).
+    steps: the NFE (default: the starting level). net: the generator to use (default the EMA
+    generator). start: (level k, x_k [N, *shape]) to run the chain from x_k at level k instead
+    of from pure noise at level T (the seeds then give only the latents and posterior noise).
     """
     sampler = Sampler(sampler)
     net = model.G_ema if net is None else net
     device = torch.device(device)
-    T, shape = model.cfg.steps, model.cfg.shape
+    shape = model.cfg.shape
     noise = SeedNoise(seeds)
-    x = noise.randn(*shape).to(device)
-    path = levels(T, steps or T) + [0]
+    first = noise.randn(*shape)  # drawn either way: a seed's later draws do not depend on `start`
+    top, x = start if start is not None else (model.cfg.steps, first)
+    if not 1 <= top <= model.cfg.steps:
+        raise ValueError(f"the starting level must be in 1..{model.cfg.steps}, got {top}")
+    x = x.float().to(device)
+    path = levels(top, steps or top) + [0]
     for t_level, s_level in zip(path[:-1], path[1:]):
         z = noise.randn(model.z_dim).to(device) if model.z_dim else None
         t = torch.full((len(seeds),), t_level, dtype=torch.long, device=device)
@@ -101,6 +108,11 @@ def sample(
     return x.cpu()
 
 
-def sample_batched(model: Model, seeds: list[int], batch: int = 256, **kwargs) -> Tensor:
+def sample_batched(model: Model, seeds: list[int], batch: int = 256, start: tuple[int, Tensor] | None = None,
+                   **kwargs) -> Tensor:
     """`sample` in chunks of `batch` seeds; the result does not depend on `batch`."""
-    return torch.cat([sample(model, seeds[i : i + batch], **kwargs) for i in range(0, len(seeds), batch)])
+    def chunk(i: int) -> Tensor:
+        part = None if start is None else (start[0], start[1][i : i + batch])
+        return sample(model, seeds[i : i + batch], start=part, **kwargs)
+
+    return torch.cat([chunk(i) for i in range(0, len(seeds), batch)])

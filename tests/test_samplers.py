@@ -8,7 +8,7 @@ from torch import nn
 
 from hybrid.model import Model, ModelConfig
 from hybrid.nets import NetConfig
-from hybrid.samplers import default_sampling, levels, sample, sample_batched
+from hybrid.samplers import SeedNoise, default_sampling, levels, sample, sample_batched
 
 SAMPLERS = ("gan", "ddpm", "ddim")
 SEEDS = list(range(7))
@@ -131,6 +131,37 @@ def test_fewer_steps_visit_fewer_levels():
     model.G_ema.forward = counting_forward
     sample(model, [0, 1], sampler="ddim", steps=5)
     assert calls == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])  # levels 20, 16, ... as fractions of T
+
+
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_a_chain_started_from_the_seeds_own_noise_is_the_usual_sample(kind, sampler):
+    model = MODELS[kind]()
+    x_T = SeedNoise(SEEDS).randn(*model.cfg.shape)
+    usual = sample(model, SEEDS, sampler=sampler)
+    assert torch.equal(sample(model, SEEDS, sampler=sampler, start=(model.cfg.steps, x_T)), usual)
+    # Each chunk starts from its own rows of x_T (to rounding: the real networks, see above).
+    batched = sample_batched(model, SEEDS, batch=3, sampler=sampler, start=(model.cfg.steps, x_T))
+    torch.testing.assert_close(batched, usual, rtol=1e-5, atol=1e-5)
+
+
+def test_a_chain_started_at_level_k_visits_levels_k_to_1_from_the_given_x():
+    model = MODELS["image-gan"]()
+    calls = []
+    real_forward = model.G_ema.forward
+
+    def recording_forward(x, t, z=None):
+        calls.append((t[0].item(), x.clone()))
+        return real_forward(x, t, z)
+
+    model.G_ema.forward = recording_forward
+    x_2 = torch.randn(len(SEEDS), *model.cfg.shape)
+    out = sample(model, SEEDS, start=(2, x_2))
+    assert [level for level, _ in calls] == [0.5, 0.25]  # levels 2 and 1 of T = 4
+    assert torch.equal(calls[0][1], x_2)
+    assert not torch.equal(out, sample(model, SEEDS, start=(2, -x_2))), "the result depends on the start"
+    with pytest.raises(ValueError, match="1..4"):
+        sample(model, SEEDS, start=(5, x_2))
 
 
 def test_default_sampling():

@@ -1,0 +1,88 @@
+"""Where along its chain a checkpoint loses quality: each level judged from real data.
+
+Real samples x_0 (a fixed subset of the training data) are noised to x_k ~ q(x_k | x_0) at
+every level k = 1..T, and two things are judged against the data, beside the real subset
+itself (the floor of the metric at this N):
+
+  rec k    the generator's one-step estimate of x_0 from the real x_k
+  chain k  the model's own sampler run from the real x_k down to 0 (k generator calls)
+
+A generator that samples q(x_0 | x_k) exactly scores the floor at every level. `rec 1` is what
+the last step of every sampling chain does to an image that was right until then; a level whose
+`rec` is well above the floor, or a `chain k` worse than `chain k-1`, is where quality goes.
+Class metrics (labelled data) show whether a level keeps the class x_k carries.
+
+    python experiments/levels.py RUN/checkpoints/checkpoint-000104.pt --num 200
+    python experiments/levels.py CKPT --metrics fid,kid,classes --out levels.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hybrid.checkpoint import load, load_model  # noqa: E402
+from hybrid.images import to_uint8  # noqa: E402
+from hybrid.samplers import sample_batched  # noqa: E402
+from metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate, tensor_samples  # noqa: E402
+from training.data import load_dataset  # noqa: E402
+
+SEED_BASE = 2_000_000  # sampling seeds (latents, posterior noise) of the chains
+
+
+def rows(ckpt: str, num: int, metrics: tuple[str, ...], seed: int, device: str):
+    """One dict per judged set: what, level, and each metric's values."""
+    model = load_model(ckpt).to(device)
+    data_name = load(ckpt)["config"]["data"]
+    resolution = model.cfg.shape[-1] if model.cfg.is_image else None
+    data = load_dataset(data_name, resolution)
+    ref = load_dataset(data_name, resolution, HELD_OUT_SEED)  # toys: a fresh draw; images: the same data
+    x0 = data.batch(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:num])
+    cfg, seeds = EvalConfig(metrics=metrics), list(range(SEED_BASE, SEED_BASE + num))
+    noise = torch.Generator().manual_seed(seed + 1)
+
+    def judge(what: str, level: int, x: torch.Tensor) -> dict:
+        x = to_uint8(x) if model.cfg.is_image else x.float()
+        result = evaluate(tensor_samples(x, what), ref, data_name, cfg, torch.device(device), log=lambda _: None)
+        return {"what": what, "level": level, **{k: v for values in result.results.values() for k, v in values.items()}}
+
+    yield judge("real", 0, x0)
+    for k in range(1, model.cfg.steps + 1):
+        t = torch.full((num,), k, dtype=torch.long)
+        x_k = model.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=noise))
+        z = torch.randn((num, model.z_dim), generator=noise).to(device) if model.z_dim else None
+        with torch.no_grad():
+            rec = model.predict_x0(model.G_ema, x_k.to(device), t.to(device), z).float().cpu()
+        yield judge("rec", k, rec.clamp(-1, 1) if model.cfg.is_image else rec)
+        yield judge("chain", k, sample_batched(model, seeds, start=(k, x_k), device=device))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("--num", type=int, default=200, help="real samples, and samples judged per row")
+    p.add_argument("--metrics", default=None, help="comma-separated [default: fid,kid for images, swd for vectors]")
+    p.add_argument("--seed", type=int, default=0, help="picks the real subset and the noise that makes x_k")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, help="also append the rows to this JSON-lines file")
+    args = p.parse_args()
+    metrics = tuple(args.metrics.split(",")) if args.metrics else ()
+    print(f"{'row':<9} metrics at N = {args.num}", flush=True)
+    for row in rows(args.checkpoint, args.num, metrics, args.seed, args.device):
+        label = row["what"] if row["level"] == 0 else f"{row['what']} {row['level']}"
+        values = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("what", "level"))
+        print(f"{label:<9} {values}", flush=True)
+        if args.out:
+            with args.out.open("a") as f:
+                f.write(json.dumps({"checkpoint": args.checkpoint, "num": args.num, **row}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
