@@ -22,6 +22,12 @@ run --data digits --minutes "$DIGITS_MINUTES" --num 200 --train-options "--snaps
 # Digits at three times the budget, hybrid against ddpm's ceiling (does the gap close with time?).
 run --data digits --minutes "$DIGITS_LONG_MINUTES" --num 200 --objectives hybrid,ddpm \
   --train-options "--snapshot-every 20" --runs "$RUNS/long"
+# Optional, six times the budget (DIGITS_LONGER_MINUTES=24 adds about 80 minutes): does the gap keep closing?
+DIGITS_LONGER_MINUTES=${DIGITS_LONGER_MINUTES:-0}
+if [ "$DIGITS_LONGER_MINUTES" != 0 ]; then
+  run --data digits --minutes "$DIGITS_LONGER_MINUTES" --num 200 --objectives hybrid,ddpm \
+    --train-options "--snapshot-every 40" --runs "$RUNS/longer"
+fi
 # Ablation of the denoising-loss weight and of R1 around the defaults (vectors: weight 0.1; images: 0.01;
 # R1 0.02 for both; ddgan is weight 0), and on digits of what D judges (x0 by default), at equal kimg
 # with the default re-run beside the variants (under the same load). Toys on two seeds, digits on one,
@@ -39,5 +45,8 @@ summarize "$RUNS"/toy-25gaussians --variants hybrid,ddgan,ddpm
 summarize "$RUNS"/toy-swissroll
 summarize "$RUNS"/digits --variants hybrid,ddgan,ddpm
 summarize "$RUNS"/long/digits --name "digits-${DIGITS_LONG_MINUTES}min"
+if [ "$DIGITS_LONGER_MINUTES" != 0 ]; then
+  summarize "$RUNS"/longer/digits --name "digits-${DIGITS_LONGER_MINUTES}min"
+fi
 summarize "$RUNS"/ablation/toy-25gaussians --name ablation-25gaussians
 summarize "$RUNS"/ablation/digits --name ablation-digits
