@@ -19,6 +19,7 @@ Class metrics (labelled data) show whether a level keeps the class x_k carries.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -30,16 +31,21 @@ sys.path.insert(0, str(ROOT))
 
 from hybrid.checkpoint import load, load_model  # noqa: E402
 from hybrid.images import to_uint8  # noqa: E402
-from hybrid.samplers import sample_batched  # noqa: E402
+from hybrid.samplers import levels, sample_batched  # noqa: E402
 from metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate, tensor_samples  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 
 SEED_BASE = 2_000_000  # sampling seeds (latents, posterior noise) of the chains
 
 
-def rows(ckpt: str, num: int, metrics: tuple[str, ...], seed: int, device: str):
-    """One dict per judged set: what, level, and each metric's values."""
+def rows(ckpt: str, num: int, metrics: tuple[str, ...], seed: int, device: str, chosen: list[int] | None = None):
+    """One dict per judged set: what, level, and each metric's values. chosen: the levels to
+    judge (default every level of a short chain, 8 evenly spaced ones of a long chain)."""
     model = load_model(ckpt).to(device)
+    T = model.cfg.steps
+    chosen = sorted(chosen or (range(1, T + 1) if T <= 8 else levels(T, 8)))
+    if not 1 <= chosen[0] <= chosen[-1] <= T:
+        raise ValueError(f"--levels must lie in 1..{T}, got {chosen}")
     data_name = load(ckpt)["config"]["data"]
     resolution = model.cfg.shape[-1] if model.cfg.is_image else None
     data = load_dataset(data_name, resolution)
@@ -54,7 +60,7 @@ def rows(ckpt: str, num: int, metrics: tuple[str, ...], seed: int, device: str):
         return {"what": what, "level": level, **{k: v for values in result.results.values() for k, v in values.items()}}
 
     yield judge("real", 0, x0)
-    for k in range(1, model.cfg.steps + 1):
+    for k in chosen:
         t = torch.full((num,), k, dtype=torch.long)
         x_k = model.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=noise))
         z = torch.randn((num, model.z_dim), generator=noise).to(device) if model.z_dim else None
@@ -70,12 +76,19 @@ def main() -> None:
     p.add_argument("--num", type=int, default=200, help="real samples, and samples judged per row")
     p.add_argument("--metrics", default=None, help="comma-separated [default: fid,kid for images, swd for vectors]")
     p.add_argument("--seed", type=int, default=0, help="picks the real subset and the noise that makes x_k")
+    p.add_argument("--levels", help="comma-separated levels [default: all of T <= 8, else 8 evenly spaced]")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="also append the rows to this JSON-lines file")
     args = p.parse_args()
     metrics = tuple(args.metrics.split(",")) if args.metrics else ()
     print(f"{'row':<9} metrics at N = {args.num}", flush=True)
-    for row in rows(args.checkpoint, args.num, metrics, args.seed, args.device):
+    chosen = [int(k) for k in args.levels.split(",")] if args.levels else None
+    judged = rows(args.checkpoint, args.num, metrics, args.seed, args.device, chosen)
+    try:
+        first = next(judged)
+    except ValueError as e:
+        p.error(str(e))  # one line, exit status 2
+    for row in itertools.chain([first], judged):
         label = row["what"] if row["level"] == 0 else f"{row['what']} {row['level']}"
         values = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("what", "level"))
         print(f"{label:<9} {values}", flush=True)

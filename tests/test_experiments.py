@@ -87,3 +87,11 @@ def test_levels_judges_the_real_subset_and_every_level_of_the_chain(toy_run, tmp
     # The real subset against a fresh draw of the mixture is the floor: every mode, the lowest
     # SWD. This 1-kimg run is far from it at every level (SWD about 0.8 against 0.07).
     assert real["modes_covered"] == 8 and all(r["swd"] > 2 * real["swd"] for r in judged), rows
+
+
+def test_levels_refuses_a_level_outside_the_chain(toy_run):
+    ckpt = sorted((toy_run / "checkpoints").glob("checkpoint-*.pt"))[-1]
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "levels.py"), str(ckpt), "--levels", "2,9"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "--levels must lie in 1..4" in done.stderr.strip().splitlines()[-1]
