@@ -2,7 +2,8 @@
 
 Real samples x_0 (a fixed subset of the training data) are noised to x_k ~ q(x_k | x_0) at
 every level k = 1..T, and two things are judged against the data, beside the real subset
-itself (the floor of the metric at this N):
+itself (the floor of the metric at this N; for image data the subset is part of the reference,
+so new real images score somewhat higher; toys are judged against a fresh draw):
 
   rec k    the generator's one-step estimate of x_0 from the real x_k
   chain k  the model's own sampler run from the real x_k down to 0 (k generator calls)
