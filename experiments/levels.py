@@ -20,7 +20,6 @@ Class metrics (labelled data) show whether a level keeps the class x_k carries.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -39,14 +38,16 @@ from training.data import load_dataset  # noqa: E402
 SEED_BASE = 2_000_000  # sampling seeds (latents, posterior noise) of the chains
 
 
-def rows(ckpt: str, num: int, metrics: tuple[str, ...], seed: int, device: str, chosen: list[int] | None = None):
-    """One dict per judged set: what, level, and each metric's values. chosen: the levels to
-    judge (default every level of a short chain, 8 evenly spaced ones of a long chain)."""
-    model = load_model(ckpt).to(device)
-    T = model.cfg.steps
-    chosen = sorted(chosen or (range(1, T + 1) if T <= 8 else levels(T, 8)))
+def chosen_levels(T: int, given: list[int] | None) -> list[int]:
+    """The levels to judge: those given, else every level of a short chain, 8 evenly spaced ones of a long chain."""
+    chosen = sorted(given or (range(1, T + 1) if T <= 8 else levels(T, 8)))
     if not 1 <= chosen[0] <= chosen[-1] <= T:
         raise ValueError(f"--levels must lie in 1..{T}, got {chosen}")
+    return chosen
+
+
+def rows(ckpt: str, model, chosen: list[int], num: int, metrics: tuple[str, ...], seed: int, device: str):
+    """One dict per judged set: what, level, and each metric's values."""
     data_name = load(ckpt)["config"]["data"]
     resolution = model.cfg.shape[-1] if model.cfg.is_image else None
     data = load_dataset(data_name, resolution)
@@ -71,25 +72,28 @@ def rows(ckpt: str, num: int, metrics: tuple[str, ...], seed: int, device: str, 
         yield judge("chain", k, sample_batched(model, seeds, start=(k, x_k), device=device))
 
 
+def level_list(text: str) -> list[int]:
+    return [int(k) for k in text.split(",")]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
     p.add_argument("--num", type=int, default=200, help="real samples, and samples judged per row")
     p.add_argument("--metrics", default=None, help="comma-separated [default: fid,kid for images, swd for vectors]")
     p.add_argument("--seed", type=int, default=0, help="picks the real subset and the noise that makes x_k")
-    p.add_argument("--levels", help="comma-separated levels [default: all of T <= 8, else 8 evenly spaced]")
+    p.add_argument("--levels", type=level_list, help="comma-separated levels [default: all of T <= 8, else 8 evenly spaced]")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="also append the rows to this JSON-lines file")
     args = p.parse_args()
     metrics = tuple(args.metrics.split(",")) if args.metrics else ()
-    print(f"{'row':<9} metrics at N = {args.num}", flush=True)
-    chosen = [int(k) for k in args.levels.split(",")] if args.levels else None
-    judged = rows(args.checkpoint, args.num, metrics, args.seed, args.device, chosen)
+    model = load_model(args.checkpoint).to(args.device)
     try:
-        first = next(judged)
+        chosen = chosen_levels(model.cfg.steps, args.levels)
     except ValueError as e:
         p.error(str(e))  # one line, exit status 2
-    for row in itertools.chain([first], judged):
+    print(f"{'row':<9} metrics at N = {args.num}", flush=True)
+    for row in rows(args.checkpoint, model, chosen, args.num, metrics, args.seed, args.device):
         label = row["what"] if row["level"] == 0 else f"{row['what']} {row['level']}"
         values = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("what", "level"))
         print(f"{label:<9} {values}", flush=True)

@@ -89,9 +89,23 @@ def test_levels_judges_the_real_subset_and_every_level_of_the_chain(toy_run, tmp
     assert real["modes_covered"] == 8 and all(r["swd"] > 2 * real["swd"] for r in judged), rows
 
 
-def test_levels_refuses_a_level_outside_the_chain(toy_run):
+def level_rows(ckpt: Path, tmp_path: Path, *options: str) -> list[tuple[str, int]]:
+    out = tmp_path / f"levels-{len(list(tmp_path.iterdir()))}.jsonl"
+    script("levels.py", str(ckpt), "--num", "32", "--metrics", "swd", "--out", str(out), *options)
+    return [(r["what"], r["level"]) for r in map(json.loads, out.read_text().splitlines())]
+
+
+def test_levels_judges_the_levels_asked_for_and_8_of_a_long_chain(toy_run, experiment, tmp_path):
     ckpt = sorted((toy_run / "checkpoints").glob("checkpoint-*.pt"))[-1]
-    done = subprocess.run([sys.executable, str(REPO / "experiments" / "levels.py"), str(ckpt), "--levels", "2,9"],
+    assert level_rows(ckpt, tmp_path, "--levels", "3,1") == [("real", 0), ("rec", 1), ("chain", 1), ("rec", 3), ("chain", 3)]
+    ddpm = sorted((experiment / "ddpm" / "seed0" / "checkpoints").glob("checkpoint-*.pt"))[-1]  # T = 1000
+    assert [k for what, k in level_rows(ddpm, tmp_path) if what == "rec"] == [125, 250, 375, 500, 625, 750, 875, 1000]
+
+
+@pytest.mark.parametrize("given, says", [("2,9", "--levels must lie in 1..4"), ("2,x", "invalid level_list value")])
+def test_levels_refuses_a_level_outside_the_chain(toy_run, given, says):
+    ckpt = sorted((toy_run / "checkpoints").glob("checkpoint-*.pt"))[-1]
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "levels.py"), str(ckpt), "--levels", given],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert done.returncode == 2, done.stderr
-    assert "--levels must lie in 1..4" in done.stderr.strip().splitlines()[-1]
+    assert says in done.stderr.strip().splitlines()[-1] and "Traceback" not in done.stderr, done.stderr
