@@ -59,7 +59,7 @@ def cli() -> None:
 
 # ------------------------------------------------------------------------------------ train
 
-NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule", "steps")
+NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample", "schedule", "steps")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -124,6 +124,8 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "schedule"
               help="Generator dropout. [default: 0]")
 @click.option("--init", type=click.Choice(["default", "xavier", "kaiming", "orthogonal"]), default=None,
               help="Generator weight initialisation. [default: default]")
+@click.option("--upsample", type=click.Choice(["nearest", "bilinear"]), default=None,
+              help="How the image generator's decoder doubles resolution. [default: nearest]")
 @click.option("--tick-every", "tick_kimg", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="KIMG",
               help="kimg between progress lines and stats records. [default: 4]")
 @click.option("--snapshot-every", "snapshot_kimg", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="KIMG",

@@ -30,11 +30,13 @@ class NetConfig:
     init: str = "default"  # weight initialisation: default | xavier | kaiming | orthogonal
     fourier: int = 0  # MLPs: encode each input coordinate with this many octaves of sin/cos (0: raw)
     mbstd_group: int = 0  # image discriminators: minibatch standard deviation over groups of this many (0: off)
+    upsample: str = "nearest"  # UNet generators: how the decoder doubles resolution: nearest | bilinear
 
 
 NORMS = ("group", "batch")
 ACTS = ("silu", "leaky_relu")
 INITS = ("default", "xavier", "kaiming", "orthogonal")
+UPSAMPLES = ("nearest", "bilinear")
 
 
 def check_net_config(cfg: NetConfig) -> None:
@@ -42,7 +44,8 @@ def check_net_config(cfg: NetConfig) -> None:
         raise ValueError(f"mbstd_group must be 0 (off) or a group size, got {cfg.mbstd_group}")
     if cfg.channels < 8:
         raise ValueError(f"channels must be at least 8 (normalisation groups and embeddings), got {cfg.channels}")
-    for value, allowed, name in ((cfg.norm, NORMS, "norm"), (cfg.act, ACTS, "act"), (cfg.init, INITS, "init")):
+    choices = ((cfg.norm, NORMS, "norm"), (cfg.act, ACTS, "act"), (cfg.init, INITS, "init"), (cfg.upsample, UPSAMPLES, "upsample"))
+    for value, allowed, name in choices:
         if value not in allowed:
             raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
 
@@ -190,7 +193,7 @@ class UNetGenerator(nn.Module):
                 self.up.append(self._block(c + widths.pop(), cfg.channels * mult, res, emb_dim, cfg))
                 c = cfg.channels * mult
             if level > 0:
-                self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                self.up.append(nn.Upsample(scale_factor=2, mode=cfg.upsample))
                 res *= 2
         self.head = nn.Sequential(norm_layer(cfg.norm, c, 2), activation(cfg.act), nn.Conv2d(c, in_channels, 3, padding=1))
         init_weights(self, cfg.init)
