@@ -1,11 +1,15 @@
-"""Networks: the image discriminator's minibatch standard deviation."""
+"""Networks: the image discriminator's minibatch standard deviation, the generator's upsampling."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import torch
+from torch import nn
 
-from hybrid.nets import ConvDiscriminator, NetConfig, minibatch_std
+from hybrid.model import net_config_from_dict
+from hybrid.nets import ConvDiscriminator, NetConfig, UNetGenerator, check_net_config, minibatch_std
 
 
 def discriminator(group: int) -> ConvDiscriminator:
@@ -45,3 +49,18 @@ def test_an_r1_gradient_flows_through_the_spread():
     (grad,) = torch.autograd.grad(logits(d, x).sum(), x, create_graph=True)
     grad.square().sum().backward()
     assert torch.isfinite(grad).all() and all(torch.isfinite(p.grad).all() for p in d.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_the_decoder_doubles_resolution_as_configured(mode):
+    g = UNetGenerator(1, 8, NetConfig(channels=8, channel_mult=(1, 2), upsample=mode))
+    assert [m.mode for m in g.modules() if isinstance(m, nn.Upsample)] == [mode]
+    x = torch.randn(3, 1, 8, 8)
+    assert g(x, torch.full((3,), 0.5)).shape == x.shape
+
+
+def test_a_config_written_before_the_upsample_option_keeps_nearest_and_a_bad_mode_is_named():
+    old = {k: v for k, v in asdict(NetConfig()).items() if k != "upsample"}
+    assert net_config_from_dict(old).upsample == "nearest"
+    with pytest.raises(ValueError, match="upsample 'cubic'"):
+        check_net_config(NetConfig(upsample="cubic"))
