@@ -1,4 +1,5 @@
-"""The experiment scripts end to end: a tiny equal-kimg experiment on a toy, then its summary.
+"""The experiment scripts end to end: a tiny equal-kimg experiment on a toy, then its summary;
+the per-level diagnostic (levels.py) and the span projection (span.py).
 
 experiments/equal_time.py trains every (variant, seed), measures each final checkpoint with
 `hybrid bench`, and keeps what exists when run again; experiments/summarize.py turns the
