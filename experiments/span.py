@@ -22,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hybrid.errors import UserError  # noqa: E402
 from hybrid.images import to_uint8  # noqa: E402
 from metrics.evaluate import EvalConfig, evaluate, tensor_samples  # noqa: E402
 from training.data import load_dataset  # noqa: E402
@@ -54,7 +55,19 @@ def main() -> None:
     p.add_argument("--metrics", default="fid,kid")
     p.add_argument("--ref-num", type=int, help="reference images for the metrics [default: all]")
     args = p.parse_args()
-    ref = load_dataset(args.ref)
+    missing = [str(path) for path in args.samples if not path.is_file()]
+    if missing:
+        p.error(f"no such file: {', '.join(missing)}")  # one line, exit status 2
+    try:
+        ref = load_dataset(args.ref)
+        sample_sets = [(str(path), load_dataset(str(path)).data) for path in args.samples]
+    except UserError as e:
+        p.error(str(e))
+    if ref.data.dim() != 4:
+        p.error(f"--ref {args.ref} holds vectors; span.py judges images")
+    for name, x in sample_sets:
+        if x.shape[1:] != ref.data.shape[1:]:
+            p.error(f"{name} holds samples of shape {tuple(x.shape[1:])}, {args.ref} of {tuple(ref.data.shape[1:])}")
     real = as_float(ref.data)
     mean, basis = data_span(real, args.tail)
     shape = ref.data.shape[1:]
@@ -73,10 +86,8 @@ def main() -> None:
 
     subset = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[: args.num]
     report(f"real subset (N = {args.num})", real[subset])
-    for path in args.samples:
-        if not path.is_file():
-            p.error(f"{path}: no such file")
-        report(str(path), as_float(load_dataset(str(path)).data))
+    for name, x in sample_sets:
+        report(name, as_float(x))
 
 
 if __name__ == "__main__":

@@ -147,3 +147,14 @@ def test_span_takes_off_the_texture_no_real_digit_has(tmp_path, monkeypatch):
     assert rows["clean"]["off"] < 0.002 and abs(rows["clean"]["kid_projected"] - rows["clean"]["kid"]) < 0.002, printed
     assert rows["textured"]["off"] > 0.08, printed  # 0.13 of the noise lies off the span; clamping takes a little
     assert rows["textured"]["kid"] - rows["textured"]["kid_projected"] > 5 * abs(rows["clean"]["kid"]) + 0.01, printed
+
+
+@pytest.mark.parametrize("case, says", [("missing", "no such file"), ("vectors", "holds samples of shape (2,)")])
+def test_span_refuses_what_it_cannot_judge_in_one_line(tmp_path, case, says):
+    path = tmp_path / f"{case}.npy"
+    if case == "vectors":
+        np.save(path, np.zeros((5, 2), np.float32))
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "span.py"), str(path)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr.strip().splitlines()[-1] and "Traceback" not in done.stderr, done.stderr
