@@ -25,12 +25,12 @@ sys.path.insert(0, str(ROOT))
 from hybrid.errors import UserError  # noqa: E402
 from hybrid.images import to_uint8  # noqa: E402
 from metrics.evaluate import EvalConfig, evaluate, tensor_samples  # noqa: E402
-from training.data import load_dataset  # noqa: E402
+from training.data import Dataset, load_dataset  # noqa: E402
 
 
-def as_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> [N, P] floats in [-1, 1]."""
-    return (images.float() / 127.5 - 1).flatten(1)
+def flat(data: Dataset) -> torch.Tensor:
+    """Every image of a data set as [N, P] floats in [-1, 1]."""
+    return data.batch(torch.arange(len(data))).flatten(1)
 
 
 def data_span(ref: torch.Tensor, tail: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,25 +60,25 @@ def main() -> None:
         p.error(f"no such file: {', '.join(missing)}")  # one line, exit status 2
     try:
         ref = load_dataset(args.ref)
-        sample_sets = [(str(path), load_dataset(str(path)).data) for path in args.samples]
+        sample_sets = [(str(path), load_dataset(str(path))) for path in args.samples]
     except UserError as e:
         p.error(str(e))
-    if ref.data.dim() != 4:
+    if not ref.is_image:
         p.error(f"--ref {args.ref} holds vectors; span.py judges images")
     for name, x in sample_sets:
-        if x.shape[1:] != ref.data.shape[1:]:
-            p.error(f"{name} holds samples of shape {tuple(x.shape[1:])}, {args.ref} of {tuple(ref.data.shape[1:])}")
-    real = as_float(ref.data)
+        if x.shape != ref.shape:
+            p.error(f"{name} holds samples of shape {x.shape}, {args.ref} of {ref.shape}")
+    real = flat(ref)
     mean, basis = data_span(real, args.tail)
-    shape = ref.data.shape[1:]
     cfg = EvalConfig(metrics=tuple(args.metrics.split(",")), ref_num=args.ref_num)
     print(f"{args.ref}: {len(real)} images, span of {basis.shape[1]} of {real.shape[1]} directions (tail {args.tail:g})")
 
     def report(name: str, x: torch.Tensor) -> None:
-        off = (x - project(x, mean, basis)).square().mean().sqrt()
+        projected = project(x, mean, basis)
+        off = (x - projected).square().mean().sqrt()
         values = []
-        for label, y in (("as is", x), ("projected", project(x, mean, basis))):
-            images = to_uint8(y.clamp(-1, 1).reshape(-1, *shape))
+        for label, y in (("as is", x), ("projected", projected)):
+            images = to_uint8(y.reshape(-1, *ref.shape))  # clamps to [-1, 1]
             result = evaluate(tensor_samples(images, name), ref, args.ref, cfg, torch.device("cpu"), log=lambda _: None)
             scores = {k: v for r in result.results.values() for k, v in r.items() if not k.endswith("_std")}
             values.append(f"{label}: " + " ".join(f"{k} {v:.4g}" for k, v in scores.items()))
@@ -87,7 +87,7 @@ def main() -> None:
     subset = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[: args.num]
     report(f"real subset (N = {args.num})", real[subset])
     for name, x in sample_sets:
-        report(name, as_float(x))
+        report(name, flat(x))
 
 
 if __name__ == "__main__":
