@@ -115,6 +115,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--d-pair", type=click.Choice(["x_prev", "x0"]), default=None,
               help="What the discriminator judges beside x_t: the step's sample x_{t-1} (Denoising Diffusion "
                    "GANs) or the generator's clean estimate x_0. [default: x0 for the hybrid on images, else x_prev]")
+@click.option("--d-noise", type=FiniteFloatRange(min=0), default=None, metavar="STD",
+              help="Instance noise: the standard deviation of Gaussian noise added to the real and the fake "
+                   "sample the discriminator judges. [default: 0, off]")
 @click.option("--xflip/--no-xflip", default=None, help="Random horizontal flips of real images. [default: off]")
 @click.option("--channels", type=click.IntRange(min=8), default=None, metavar="C", help="Generator base width (at least 8).")
 @click.option("--z-dim", type=click.IntRange(min=0), default=None, metavar="N", help="Generator latent size (0: none).")

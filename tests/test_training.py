@@ -92,6 +92,35 @@ def test_the_discriminator_judges_the_chosen_pair(d_pair):
         assert torch.isfinite(objective.loss(phase, batch)), phase.name
 
 
+def test_instance_noise_reaches_both_samples_the_discriminator_judges():
+    """With d_noise, D sees the real and the fake pair each plus the same sigma * n, and R1
+    is taken at the noisy real; the step's other draws are those of a run without it."""
+    cfg = resolve(toy_config(objective="hybrid", d_pair="x0"), (2,), model_changes=TINY_NET)
+    seen = []
+
+    def objective(d_noise):
+        obj = OBJECTIVES["hybrid"](Model(cfg.model), Stats(), r1_gamma=1.0, r1_every=1, d_pair="x0", d_noise=d_noise)
+        obj.model.D.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach().clone()))
+        batch = obj.draw(torch.randn(4096, 2, generator=torch.Generator().manual_seed(1)), torch.Generator().manual_seed(0))
+        obj.begin(batch)
+        return obj, batch
+
+    plain, plain_batch = objective(0.0)
+    assert plain_batch.d_noise is None
+    noisy, batch = objective(0.3)
+    for name in ("t", "x_t", "z", "noise"):
+        assert torch.equal(getattr(batch, name), getattr(plain_batch, name)), f"{name} drawn differently"
+    seen.clear()
+    for phase in noisy.phases:
+        noisy.loss(phase, batch)
+    real_in, fake_in, r1_in, g_in = seen
+    noise = real_in - batch.x0
+    assert abs(noise.std().item() - 0.3) < 0.01, noise.std()
+    torch.testing.assert_close(fake_in - batch.x0_pred.detach(), noise)
+    torch.testing.assert_close(r1_in, real_in)
+    torch.testing.assert_close(g_in, fake_in)
+
+
 def test_the_hybrid_on_images_judges_the_clean_estimate_by_default():
     assert resolve(digits_config(), (1, 16, 16)).d_pair == "x0"
     assert resolve(digits_config(objective="ddgan"), (1, 16, 16)).d_pair == "x_prev", "ddgan keeps its published pairs"

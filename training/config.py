@@ -36,6 +36,7 @@ class TrainConfig:
     r1_gamma: float = 0.02  # R1 penalty weight on real data
     r1_every: int = 16  # lazy R1: apply every this many steps (scaled up accordingly)
     d_pair: str | None = None  # what D judges beside x_t: x_prev (Denoising Diffusion GANs) or x0 (None: by data and objective)
+    d_noise: float = 0.0  # std of Gaussian noise added to the real and the fake sample D judges (instance noise; 0: off)
     ema_kimg: float = 10.0  # half-life of the generator EMA in kimg
     ema_rampup: float = 0.05  # EMA half-life at most this fraction of the images seen so far
     xflip: bool = False  # random horizontal flips of real images
@@ -148,6 +149,10 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         raise UserError(f"--objective {cfg.objective!r}: choose one of hybrid, ddgan, ddpm")
     if cfg.d_pair is not None and cfg.d_pair not in D_PAIRS:
         raise UserError(f"--d-pair {cfg.d_pair!r}: choose one of {', '.join(D_PAIRS)}")
+    for name in ("r1_gamma", "d_noise"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise UserError(f"--{name.replace('_', '-')} must be a number >= 0, got {value!r}")
     if cfg.lr_decay not in LR_DECAYS:
         raise UserError(f"--lr-decay {cfg.lr_decay!r}: choose one of {', '.join(LR_DECAYS)}")
     image = len(data_shape) == 3

@@ -40,6 +40,7 @@ class Batch:
     x_t: Tensor
     z: Tensor | None
     noise: Tensor  # the posterior noise of the fake, or the DDPM target noise
+    d_noise: Tensor | None = None  # instance noise added to both samples D judges (unit std; None: off)
     x0_pred: Tensor | None = None
     fake_prev: Tensor | None = None
 
@@ -63,10 +64,10 @@ class Objective:
     phases: tuple[Phase, ...] = ()
 
     def __init__(self, model: Model, stats: Stats, denoise_weight: float = 0.0, r1_gamma: float = 0.0,
-                 r1_every: int = 16, d_pair: str = "x_prev") -> None:
+                 r1_every: int = 16, d_pair: str = "x_prev", d_noise: float = 0.0) -> None:
         self.model, self.stats = model, stats
         self.denoise_weight, self.r1_gamma, self.r1_every = denoise_weight, r1_gamma, r1_every
-        self.d_pair = d_pair
+        self.d_pair, self.d_noise = d_pair, d_noise
 
     def draw(self, x0: Tensor, gen: torch.Generator) -> Batch:
         T, B = self.model.cfg.steps, x0.shape[0]
@@ -77,7 +78,8 @@ class Objective:
         zd = self.model.z_dim
         z = torch.randn((B, zd), generator=gen, device=x0.device) if zd else None
         noise = torch.randn(x0.shape, generator=gen, device=x0.device)
-        return Batch(x0=x0, t=t, x_prev=x_prev, x_t=x_t, z=z, noise=noise)
+        d_noise = torch.randn(x0.shape, generator=gen, device=x0.device) if self.d_noise else None
+        return Batch(x0=x0, t=t, x_prev=x_prev, x_t=x_t, z=z, noise=noise, d_noise=d_noise)
 
     def begin(self, batch: Batch) -> None:
         """Work shared by the phases of one step (run under autocast, with G trainable)."""
@@ -131,10 +133,12 @@ class DDGAN(Objective):
         return self.model.D(x, batch.x_t, batch.t.float() / self.model.cfg.steps).float()
 
     def _pair(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """The real and the fake sample D judges beside x_t."""
-        if self.d_pair == "x0":
-            return batch.x0, batch.x0_pred
-        return batch.x_prev, batch.fake_prev
+        """The real and the fake sample D judges beside x_t, each plus the same instance noise."""
+        real, fake = (batch.x0, batch.x0_pred) if self.d_pair == "x0" else (batch.x_prev, batch.fake_prev)
+        if batch.d_noise is None:
+            return real, fake
+        noise = self.d_noise * batch.d_noise
+        return real + noise, fake + noise
 
     def loss(self, phase: Phase, batch: Batch) -> Tensor:
         real_x, fake_x = self._pair(batch)
