@@ -15,6 +15,10 @@ Class metrics (labelled data) show whether a level keeps the class x_k carries.
 
     python experiments/levels.py RUN/checkpoints/checkpoint-000104.pt --num 200
     python experiments/levels.py CKPT --metrics fid,kid,classes --out levels.jsonl
+    python experiments/levels.py CKPT --save lv && python experiments/span.py lv/rec1.npy lv/chain4.npy
+
+`--save DIR` keeps every judged set as float32 .npy (real.npy, rec1.npy, chain1.npy, ...), the
+format of `hybrid sample --out x.npy`, for other tools: span.py tells texture from shapes.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +51,10 @@ def chosen_levels(T: int, given: list[int] | None) -> list[int]:
     return chosen
 
 
-def rows(ckpt: str, model, chosen: list[int], num: int, metrics: tuple[str, ...], seed: int, device: str):
-    """One dict per judged set: what, level, and each metric's values."""
+def rows(ckpt: str, model, chosen: list[int], num: int, metrics: tuple[str, ...], seed: int, device: str,
+         save: Path | None = None):
+    """One dict per judged set: what, level, and each metric's values; with `save`, each set also
+    goes to save/<what><level>.npy (real.npy for the real subset)."""
     data_name = load(ckpt)["config"]["data"]
     resolution = model.cfg.shape[-1] if model.cfg.is_image else None
     data = load_dataset(data_name, resolution)
@@ -57,6 +64,8 @@ def rows(ckpt: str, model, chosen: list[int], num: int, metrics: tuple[str, ...]
     noise = torch.Generator().manual_seed(seed + 1)
 
     def judge(what: str, level: int, x: torch.Tensor) -> dict:
+        if save:
+            np.save(save / f"{what}{level or ''}.npy", x.float().numpy())
         x = to_uint8(x) if model.cfg.is_image else x.float()
         result = evaluate(tensor_samples(x, what), ref, data_name, cfg, torch.device(device), log=lambda _: None)
         return {"what": what, "level": level, **{k: v for values in result.results.values() for k, v in values.items()}}
@@ -85,6 +94,7 @@ def main() -> None:
     p.add_argument("--levels", type=level_list, help="comma-separated levels [default: all of T <= 8, else 8 evenly spaced]")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="also append the rows to this JSON-lines file")
+    p.add_argument("--save", type=Path, metavar="DIR", help="also keep each judged set as DIR/<row>.npy (real, rec1, chain1, ...)")
     args = p.parse_args()
     metrics = tuple(args.metrics.split(",")) if args.metrics else ()
     model = load_model(args.checkpoint).to(args.device)
@@ -92,8 +102,13 @@ def main() -> None:
         chosen = chosen_levels(model.cfg.steps, args.levels)
     except ValueError as e:
         p.error(str(e))  # one line, exit status 2
+    if args.save:
+        try:
+            args.save.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            p.error(f"--save {args.save}: {e.strerror}")
     print(f"{'row':<9} metrics at N = {args.num}", flush=True)
-    for row in rows(args.checkpoint, model, chosen, args.num, metrics, args.seed, args.device):
+    for row in rows(args.checkpoint, model, chosen, args.num, metrics, args.seed, args.device, args.save):
         label = row["what"] if row["level"] == 0 else f"{row['what']} {row['level']}"
         values = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("what", "level"))
         print(f"{label:<9} {values}", flush=True)

@@ -108,6 +108,21 @@ def test_levels_judges_the_levels_asked_for_and_8_of_a_long_chain(toy_run, exper
     assert [k for what, k in level_rows(ddpm, tmp_path) if what == "rec"] == [125, 250, 375, 500, 625, 750, 875, 1000]
 
 
+def test_levels_keeps_each_judged_set_for_other_tools(toy_run, tmp_path, hybrid):
+    """--save writes every row's set as .npy, and `hybrid eval` of a saved set gives that row's numbers."""
+    ckpt = sorted((toy_run / "checkpoints").glob("checkpoint-*.pt"))[-1]
+    out, saved = tmp_path / "levels.jsonl", tmp_path / "sets"
+    script("levels.py", str(ckpt), "--num", "64", "--metrics", "swd", "--levels", "2", "--out", str(out), "--save", str(saved))
+    rows = {f"{r['what']}{r['level'] or ''}": r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(p.stem for p in saved.iterdir()) == sorted(rows) == ["chain2", "real", "rec2"]
+    for name, row in rows.items():
+        assert np.load(saved / f"{name}.npy").shape == (64, 2)
+        result = hybrid("eval", saved / f"{name}.npy", "--ref", "toy:8gaussians", "--metrics", "swd")
+        assert result.code == 0, result.err
+        swd = float(re.search(r"swd\s+swd\s+([0-9.e-]+)", result.out).group(1))
+        assert swd == pytest.approx(row["swd"], rel=1e-4), (name, result.out)
+
+
 @pytest.mark.parametrize("given, says", [("2,9", "--levels must lie in 1..4"), ("2,x", "invalid level_list value")])
 def test_levels_refuses_a_level_outside_the_chain(toy_run, given, says):
     ckpt = sorted((toy_run / "checkpoints").glob("checkpoint-*.pt"))[-1]
