@@ -39,6 +39,17 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_levels(text: str, T: int) -> list[int]:
+    """'4,1' -> the levels a chain of T levels visits, checked."""
+    from hybrid.samplers import check_path
+
+    try:
+        return check_path([int(part) for part in text.split(",")], T)
+    except ValueError as e:
+        detail = str(e) if "levels" in str(e) else "expected levels such as 4,1"
+        raise UserError(f"--levels {text!r}: {detail}") from None
+
+
 def parse_list(text: str | None) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip()) if text else ()
 
@@ -224,14 +235,17 @@ def train_worker(*args) -> int:
 @click.option("--seeds", metavar="A-B", default=None, help="Seeds, e.g. --seeds 0-63 or --seeds 3,7,100-110.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, metavar="NFE",
               help="Generator evaluations per sample. [default: the model's T]")
+@click.option("--levels", "path", metavar="LIST", default=None,
+              help="The levels the chain visits, from T down, one generator call each (instead of --steps "
+                   "evenly spaced ones). E.g. --levels 4,1")
 @click.option("--sampler", type=click.Choice(["gan", "ddpm", "ddim"]), default=None,
               help="gan/ddpm: ancestral; ddim: deterministic. [default: gan for GAN models, ddpm otherwise]")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="Samples per network call; does not change the samples.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to sample; auto takes a GPU when there is one.")
-def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | None, sampler: str | None,
-           batch: int, device: str) -> None:
+def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | None, path: str | None,
+           sampler: str | None, batch: int, device: str) -> None:
     """Draw samples from a checkpoint file (nothing else is needed).
 
     \b
@@ -239,6 +253,7 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
       hybrid sample runs/00000-digits-hybrid/checkpoints/checkpoint-000040.pt --out grid.png
       hybrid sample CKPT --seeds 0-9999 --steps 1 --out samples.npy
       hybrid sample CKPT --num 100 --out folder/
+      hybrid sample CKPT --levels 4,1 --out grid.png  # NFE 2 that ends at level 1
     """
     from hybrid.checkpoint import load_model
     from hybrid.images import write_samples
@@ -248,13 +263,18 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
     model = load_model(checkpoint)
     dev = resolve_device(device)
     default_sampler, default_steps = default_sampling(model.cfg)
-    steps = steps or (default_steps if sampler in (None, default_sampler) else model.cfg.steps)
+    chain = parse_levels(path, model.cfg.steps) if path else None
+    if chain and steps is not None and steps != len(chain):
+        raise UserError(f"--steps {steps} and --levels {path} ({len(chain)} levels) disagree; give one of them")
+    steps = len(chain) if chain else steps or (default_steps if sampler in (None, default_sampler) else model.cfg.steps)
     if steps > model.cfg.steps:
         raise UserError(f"--steps {steps}: the model has T = {model.cfg.steps} levels; choose 1..{model.cfg.steps}")
     seed_list = parse_seeds(seeds) if seeds else list(range(num))
-    x = sample_batched(model.to(dev), seed_list, batch=batch, steps=steps, sampler=sampler or default_sampler, device=dev)
-    path = write_samples(x, out, image=model.cfg.is_image)
-    click.echo(f"wrote {len(seed_list)} samples ({sampler or default_sampler}, NFE {steps}) to {path}")
+    x = sample_batched(model.to(dev), seed_list, batch=batch, steps=steps, path=chain, sampler=sampler or default_sampler,
+                       device=dev)
+    written = write_samples(x, out, image=model.cfg.is_image)
+    visited = f", levels {','.join(map(str, chain))}" if chain else ""
+    click.echo(f"wrote {len(seed_list)} samples ({sampler or default_sampler}, NFE {steps}{visited}) to {written}")
 
 
 # ------------------------------------------------------------------------------------ eval

@@ -66,6 +66,15 @@ def levels(T: int, nfe: int) -> list[int]:
     return sorted({round(T - i * T / nfe) for i in range(nfe)}, reverse=True)
 
 
+def check_path(path: list[int], top: int) -> list[int]:
+    """A chain's levels as given: from `top` (where the chain starts) strictly down, each >= 1."""
+    if not path or path[0] != top:
+        raise ValueError(f"the levels must start at {top}, where the chain starts; got {path}")
+    if not all(a > b >= 1 for a, b in zip(path, path[1:])):
+        raise ValueError(f"the levels must fall strictly and stay >= 1; got {path}")
+    return list(path)
+
+
 @torch.no_grad()
 def sample(
     model: Model,
@@ -75,12 +84,15 @@ def sample(
     device: torch.device | str = "cpu",
     net: torch.nn.Module | None = None,
     start: tuple[int, Tensor] | None = None,
+    path: list[int] | None = None,
 ) -> Tensor:
     """Draw one sample per seed. Returns [N, *shape] float32 on the CPU.
 
     steps: the NFE (default: the starting level). net: the generator to use (default the EMA
     generator). start: (level k, x_k [N, *shape]) to run the chain from x_k at level k instead
     of from pure noise at level T (the seeds then give only the latents and posterior noise).
+    path: the levels to visit, from the start down (e.g. [4, 1]: NFE 2 that ends at level 1);
+    default: `steps` levels evenly spaced (`levels`).
     """
     sampler = Sampler(sampler)
     net = model.G_ema if net is None else net
@@ -92,7 +104,7 @@ def sample(
     if not 1 <= top <= model.cfg.steps:
         raise ValueError(f"the starting level must be in 1..{model.cfg.steps}, got {top}")
     x = x.float().to(device)
-    path = levels(top, steps or top) + [0]
+    path = (check_path(path, top) if path else levels(top, steps or top)) + [0]
     for t_level, s_level in zip(path[:-1], path[1:]):
         z = noise.randn(model.z_dim).to(device) if model.z_dim else None
         t = torch.full((len(seeds),), t_level, dtype=torch.long, device=device)

@@ -203,11 +203,26 @@ def test_sample_seeds_pick_the_same_samples(toy_run, tmp_path, hybrid):
     assert not np.allclose(every[3], every[5])
 
 
+def test_sample_levels_choose_the_chain(toy_run, tmp_path, hybrid):
+    """--levels 4,2 is what --steps 2 visits; --levels 4,1 is another NFE-2 chain, and says so."""
+    ckpt = latest_checkpoint(toy_run)
+    hybrid("sample", ckpt, "--num", "50", "--steps", "2", "--out", tmp_path / "steps2.npy")
+    result = hybrid("sample", ckpt, "--num", "50", "--levels", "4,2", "--out", tmp_path / "l42.npy")
+    assert result.code == 0 and "NFE 2, levels 4,2" in result.out, result.out + result.err
+    np.testing.assert_array_equal(np.load(tmp_path / "l42.npy"), np.load(tmp_path / "steps2.npy"))
+    hybrid("sample", ckpt, "--num", "50", "--levels", "4,1", "--out", tmp_path / "l41.npy")
+    assert not np.allclose(np.load(tmp_path / "l41.npy"), np.load(tmp_path / "l42.npy"))
+
+
 @pytest.mark.parametrize("argv, mention", [
     (["--out", "x.jpg"], "x.jpg"),
     (["--steps", "5", "--out", "x.npy"], "--steps 5"),
     (["--seeds", "a-b", "--out", "x.npy"], "a-b"),
     (["--num", "0", "--out", "x.npy"], "--num"),
+    (["--levels", "3,1", "--out", "x.npy"], "must start at 4"),
+    (["--levels", "4,2,2", "--out", "x.npy"], "fall strictly"),
+    (["--levels", "4,one", "--out", "x.npy"], "4,one"),
+    (["--levels", "4,1", "--steps", "3", "--out", "x.npy"], "disagree"),
 ])
 def test_bad_sample_options(toy_run, tmp_path, monkeypatch, hybrid, argv, mention):
     monkeypatch.chdir(tmp_path)

@@ -164,6 +164,25 @@ def test_a_chain_started_at_level_k_visits_levels_k_to_1_from_the_given_x():
         sample(model, SEEDS, start=(5, x_2))
 
 
+def test_a_given_path_visits_exactly_its_levels():
+    model = MODELS["image-gan"]()
+    calls = []
+    real_forward = model.G_ema.forward
+
+    def recording_forward(x, t, z=None):
+        calls.append(t[0].item())
+        return real_forward(x, t, z)
+
+    model.G_ema.forward = recording_forward
+    out = sample(model, SEEDS, path=[4, 1])
+    assert calls == [1.0, 0.25]  # levels 4 and 1 of T = 4
+    assert torch.equal(sample(model, SEEDS, path=[4, 2]), sample(model, SEEDS, steps=2)), "levels(4, 2) is [4, 2]"
+    assert not torch.equal(out, sample(model, SEEDS, steps=2))
+    for bad in ([3, 1], [4, 4, 1], [4, 0]):
+        with pytest.raises(ValueError, match="levels must"):
+            sample(model, SEEDS, path=bad)
+
+
 def test_default_sampling():
     assert default_sampling(ModelConfig(shape=(2,), steps=4)) == ("gan", 4)
     assert default_sampling(ModelConfig(shape=(2,), steps=1000)) == ("ddpm", 1000)
