@@ -44,10 +44,13 @@ def parse_levels(text: str, T: int) -> list[int]:
     from hybrid.samplers import check_path
 
     try:
-        return check_path([int(part) for part in text.split(",")], T)
+        levels = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UserError(f"--levels {text!r}: expected levels such as 4,1") from None
+    try:
+        return check_path(levels, T)
     except ValueError as e:
-        detail = str(e) if "levels" in str(e) else "expected levels such as 4,1"
-        raise UserError(f"--levels {text!r}: {detail}") from None
+        raise UserError(f"--levels {text!r}: {e}") from None
 
 
 def parse_list(text: str | None) -> tuple[str, ...]:
@@ -128,7 +131,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
                    "GANs) or the generator's clean estimate x_0. [default: x0 for the hybrid on images, else x_prev]")
 @click.option("--d-noise", type=FiniteFloatRange(min=0), default=None, metavar="STD",
               help="Instance noise: the standard deviation of Gaussian noise added to the real and the fake "
-                   "sample the discriminator judges. [default: 0, off]")
+                   "sample the discriminator judges (ddgan, hybrid). [default: 0, off]")
 @click.option("--xflip/--no-xflip", default=None, help="Random horizontal flips of real images. [default: off]")
 @click.option("--channels", type=click.IntRange(min=8), default=None, metavar="C", help="Generator base width (at least 8).")
 @click.option("--z-dim", type=click.IntRange(min=0), default=None, metavar="N", help="Generator latent size (0: none).")
@@ -263,7 +266,7 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
     model = load_model(checkpoint)
     dev = resolve_device(device)
     default_sampler, default_steps = default_sampling(model.cfg)
-    chain = parse_levels(path, model.cfg.steps) if path else None
+    chain = parse_levels(path, model.cfg.steps) if path is not None else None
     if chain and steps is not None and steps != len(chain):
         raise UserError(f"--steps {steps} and --levels {path} ({len(chain)} levels) disagree; give one of them")
     steps = len(chain) if chain else steps or (default_steps if sampler in (None, default_sampler) else model.cfg.steps)

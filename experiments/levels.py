@@ -28,14 +28,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hybrid.checkpoint import load, load_model  # noqa: E402
-from hybrid.images import to_uint8  # noqa: E402
+from hybrid.images import to_uint8, write_samples  # noqa: E402
 from hybrid.samplers import levels, sample_batched  # noqa: E402
 from metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate, tensor_samples  # noqa: E402
 from training.data import load_dataset  # noqa: E402
@@ -65,7 +64,7 @@ def rows(ckpt: str, model, chosen: list[int], num: int, metrics: tuple[str, ...]
 
     def judge(what: str, level: int, x: torch.Tensor) -> dict:
         if save:
-            np.save(save / f"{what}{level or ''}.npy", x.float().numpy())
+            write_samples(x, save / f"{what}{level or ''}.npy", image=model.cfg.is_image)
         x = to_uint8(x) if model.cfg.is_image else x.float()
         result = evaluate(tensor_samples(x, what), ref, data_name, cfg, torch.device(device), log=lambda _: None)
         return {"what": what, "level": level, **{k: v for values in result.results.values() for k, v in values.items()}}

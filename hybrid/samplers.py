@@ -104,7 +104,9 @@ def sample(
     if not 1 <= top <= model.cfg.steps:
         raise ValueError(f"the starting level must be in 1..{model.cfg.steps}, got {top}")
     x = x.float().to(device)
-    path = (check_path(path, top) if path else levels(top, steps or top)) + [0]
+    if path is not None and steps is not None and steps != len(path):
+        raise ValueError(f"steps {steps} and the {len(path)} levels {path} disagree")
+    path = (check_path(path, top) if path is not None else levels(top, steps or top)) + [0]
     for t_level, s_level in zip(path[:-1], path[1:]):
         z = noise.randn(model.z_dim).to(device) if model.z_dim else None
         t = torch.full((len(seeds),), t_level, dtype=torch.long, device=device)

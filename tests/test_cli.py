@@ -221,7 +221,9 @@ def test_sample_levels_choose_the_chain(toy_run, tmp_path, hybrid):
     (["--num", "0", "--out", "x.npy"], "--num"),
     (["--levels", "3,1", "--out", "x.npy"], "must start at 4"),
     (["--levels", "4,2,2", "--out", "x.npy"], "fall strictly"),
-    (["--levels", "4,one", "--out", "x.npy"], "4,one"),
+    (["--levels", "4,one", "--out", "x.npy"], "expected levels such as 4,1"),
+    (["--levels", "4,levels", "--out", "x.npy"], "expected levels such as 4,1"),
+    (["--levels", "", "--out", "x.npy"], "expected levels such as 4,1"),
     (["--levels", "4,1", "--steps", "3", "--out", "x.npy"], "disagree"),
 ])
 def test_bad_sample_options(toy_run, tmp_path, monkeypatch, hybrid, argv, mention):
@@ -280,6 +282,19 @@ def test_a_config_file_with_a_bad_network_exits_2(tmp_path, hybrid):
     result = hybrid("train", "--config", path, "--run-dir", tmp_path / "run", "--kimg", "0.064")
     assert_user_error(result, "channels")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, value", [("d_noise", -1), ("d_noise", True), ("d_noise", "0.1"), ("d_noise", None),
+                                         ("r1_gamma", -0.5), ("d_noise", 10**400)])
+def test_a_config_file_with_a_bad_regulariser_exits_2(tmp_path, hybrid, name, value):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"data": "toy:8gaussians", name: value}))
+    result = hybrid("train", "--config", path, "--run-dir", tmp_path / "run", "--kimg", "0.064")
+    assert_user_error(result, name, "finite number >= 0")
+    assert not (tmp_path / "run").exists()
+    # NaN and infinity are not JSON, but Python writes and reads them
+    path.write_text(json.dumps({"data": "toy:8gaussians", name: float("nan")}))
+    assert_user_error(hybrid("train", "--config", path, "--run-dir", tmp_path / "run", "--kimg", "0.064"), "nan")
 
 
 def test_network_options_override_the_model_of_a_config_file(toy_run, tmp_path, hybrid):

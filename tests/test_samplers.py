@@ -178,9 +178,11 @@ def test_a_given_path_visits_exactly_its_levels():
     assert calls == [1.0, 0.25]  # levels 4 and 1 of T = 4
     assert torch.equal(sample(model, SEEDS, path=[4, 2]), sample(model, SEEDS, steps=2)), "levels(4, 2) is [4, 2]"
     assert not torch.equal(out, sample(model, SEEDS, steps=2))
-    for bad in ([3, 1], [4, 4, 1], [4, 0]):
+    for bad in ([3, 1], [4, 4, 1], [4, 0], []):
         with pytest.raises(ValueError, match="levels must"):
             sample(model, SEEDS, path=bad)
+    with pytest.raises(ValueError, match="disagree"):
+        sample(model, SEEDS, path=[4, 1], steps=3)
 
 
 def test_default_sampling():

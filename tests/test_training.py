@@ -92,14 +92,31 @@ def test_the_discriminator_judges_the_chosen_pair(d_pair):
         assert torch.isfinite(objective.loss(phase, batch)), phase.name
 
 
-def test_instance_noise_reaches_both_samples_the_discriminator_judges():
+def test_a_runs_d_noise_reaches_the_discriminator(tmp_path, monkeypatch):
+    """--d-noise goes from the config through the trainer into every step's pair, and is recorded."""
+    from training.objectives import DDGAN
+
+    noise_std, real_pair = [], DDGAN._pair
+
+    def recording_pair(self, batch):
+        noise_std.append(None if batch.d_noise is None else self.d_noise * batch.d_noise.std().item())
+        return real_pair(self, batch)
+
+    monkeypatch.setattr(DDGAN, "_pair", recording_pair)
+    run = train(toy_config(kimg=0.128, d_noise=0.2), run_dir=tmp_path / "run", model_changes=TINY_NET, quiet=True)
+    assert noise_std and all(s is not None and abs(s - 0.2) < 0.03 for s in noise_std), noise_std
+    assert read_config(run / "config.json").d_noise == 0.2
+
+
+@pytest.mark.parametrize("d_pair", ["x_prev", "x0"])
+def test_instance_noise_reaches_both_samples_the_discriminator_judges(d_pair):
     """With d_noise, D sees the real and the fake pair each plus the same sigma * n, and R1
     is taken at the noisy real; the step's other draws are those of a run without it."""
-    cfg = resolve(toy_config(objective="hybrid", d_pair="x0"), (2,), model_changes=TINY_NET)
+    cfg = resolve(toy_config(objective="hybrid", d_pair=d_pair), (2,), model_changes=TINY_NET)
     seen = []
 
     def objective(d_noise):
-        obj = OBJECTIVES["hybrid"](Model(cfg.model), Stats(), r1_gamma=1.0, r1_every=1, d_pair="x0", d_noise=d_noise)
+        obj = OBJECTIVES["hybrid"](Model(cfg.model), Stats(), r1_gamma=1.0, r1_every=1, d_pair=d_pair, d_noise=d_noise)
         obj.model.D.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach().clone()))
         batch = obj.draw(torch.randn(4096, 2, generator=torch.Generator().manual_seed(1)), torch.Generator().manual_seed(0))
         obj.begin(batch)
@@ -114,9 +131,10 @@ def test_instance_noise_reaches_both_samples_the_discriminator_judges():
     for phase in noisy.phases:
         noisy.loss(phase, batch)
     real_in, fake_in, r1_in, g_in = seen
-    noise = real_in - batch.x0
+    real, fake = (batch.x0, batch.x0_pred) if d_pair == "x0" else (batch.x_prev, batch.fake_prev)
+    noise = real_in - real
     assert abs(noise.std().item() - 0.3) < 0.01, noise.std()
-    torch.testing.assert_close(fake_in - batch.x0_pred.detach(), noise)
+    torch.testing.assert_close(fake_in - fake.detach(), noise)
     torch.testing.assert_close(r1_in, real_in)
     torch.testing.assert_close(g_in, fake_in)
 

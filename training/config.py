@@ -140,6 +140,16 @@ def default_model(shape: tuple[int, ...], objective: str) -> ModelConfig:
     return ModelConfig(shape=tuple(shape), generator=g, discriminator=d if gan else None, **chain)
 
 
+def is_nonnegative_number(value: Any) -> bool:
+    """A finite int or float >= 0; not a bool, a string or a number too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value)) and value >= 0
+    except OverflowError:
+        return False
+
+
 def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[str, Any] | None = None) -> TrainConfig:
     """Fill every None with its value for this data; check the combination.
 
@@ -150,9 +160,8 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
     if cfg.d_pair is not None and cfg.d_pair not in D_PAIRS:
         raise UserError(f"--d-pair {cfg.d_pair!r}: choose one of {', '.join(D_PAIRS)}")
     for name in ("r1_gamma", "d_noise"):
-        value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise UserError(f"--{name.replace('_', '-')} must be a number >= 0, got {value!r}")
+        if not is_nonnegative_number(value := getattr(cfg, name)):
+            raise UserError(f"{name} {value!r}: expected a finite number >= 0 (--{name.replace('_', '-')})")
     if cfg.lr_decay not in LR_DECAYS:
         raise UserError(f"--lr-decay {cfg.lr_decay!r}: choose one of {', '.join(LR_DECAYS)}")
     image = len(data_shape) == 3
