@@ -67,7 +67,7 @@ def rows(ckpt: str, model, chosen: list[int], num: int, metrics: tuple[str, ...]
             write_samples(x, save / f"{what}{level or ''}.npy", image=model.cfg.is_image)
         x = to_uint8(x) if model.cfg.is_image else x.float()
         result = evaluate(tensor_samples(x, what), ref, data_name, cfg, torch.device(device), log=lambda _: None)
-        return {"what": what, "level": level, **{k: v for values in result.results.values() for k, v in values.items()}}
+        return {"what": what, "level": level, **result.values}
 
     yield judge("real", 0, x0)
     for k in chosen:

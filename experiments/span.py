@@ -80,7 +80,7 @@ def main() -> None:
         for label, y in (("as is", x), ("projected", projected)):
             images = to_uint8(y.reshape(-1, *ref.shape))  # clamps to [-1, 1]
             result = evaluate(tensor_samples(images, name), ref, args.ref, cfg, torch.device("cpu"), log=lambda _: None)
-            scores = {k: v for r in result.results.values() for k, v in r.items() if not k.endswith("_std")}
+            scores = {k: v for k, v in result.values.items() if not k.endswith("_std")}
             values.append(f"{label}: " + " ".join(f"{k} {v:.4g}" for k, v in scores.items()))
         print(f"{name}  off-span rms {off:.4f}  " + "  ".join(values), flush=True)
 

@@ -84,6 +84,11 @@ class EvalResult:
     reference_cached: bool | None = None  # reference features read from the cache
     skipped: dict[str, str] = field(default_factory=dict)  # metric name -> why it was not computed
 
+    @property
+    def values(self) -> dict[str, float]:
+        """Every metric's values in one flat dict: {"fid": ..., "kid": ..., "kid_std": ...}."""
+        return {key: value for values in self.results.values() for key, value in values.items()}
+
     def records(self, kimg: float | None = None) -> list[dict[str, Any]]:
         """One JSON-able record per metric, as appended to RUN_DIR/metrics.jsonl."""
         common = {"num": self.num, "num_ref": self.num_ref, "nfe": self.nfe, "sampler": self.sampler,
@@ -344,10 +349,9 @@ def _record(trainer, result: EvalResult) -> None:
         for record in result.records(kimg=nimg / 1000):
             f.write(json.dumps(record) + "\n")
     writer = trainer.writer()
-    for values in result.results.values():
-        for key, value in values.items():
-            if math.isfinite(value):
-                writer.add_scalar(f"Metrics/{key}", value, nimg)
+    for key, value in result.values.items():
+        if math.isfinite(value):
+            writer.add_scalar(f"Metrics/{key}", value, nimg)
     writer.flush()
-    summary = "  ".join(f"{k} {v:.4g}" for values in result.results.values() for k, v in values.items())
+    summary = "  ".join(f"{k} {v:.4g}" for k, v in result.values.items())
     trainer.console(f"metrics at {nimg / 1000:.1f} kimg (N={result.num}, NFE {result.nfe}, {result.seconds:.0f} s): {summary}")

@@ -119,18 +119,24 @@ def test_levels_refuses_impossible_step_counts(nfe):
         levels(4, nfe)
 
 
-def test_fewer_steps_visit_fewer_levels():
-    model = MODELS["vector-eps"]()
+def record_calls(model: Model) -> list[tuple[float, torch.Tensor]]:
+    """Wrap the EMA generator so that each call appends (its level as a fraction of T, its input x)."""
     calls = []
     real_forward = model.G_ema.forward
 
-    def counting_forward(x, t, z=None):
-        calls.append(t[0].item())
+    def recording_forward(x, t, z=None):
+        calls.append((t[0].item(), x.clone()))
         return real_forward(x, t, z)
 
-    model.G_ema.forward = counting_forward
+    model.G_ema.forward = recording_forward
+    return calls
+
+
+def test_fewer_steps_visit_fewer_levels():
+    model = MODELS["vector-eps"]()
+    calls = record_calls(model)
     sample(model, [0, 1], sampler="ddim", steps=5)
-    assert calls == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])  # levels 20, 16, ... as fractions of T
+    assert [level for level, _ in calls] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])  # levels 20, 16, ... as fractions of T
 
 
 @pytest.mark.parametrize("kind", MODELS)
@@ -147,14 +153,7 @@ def test_a_chain_started_from_the_seeds_own_noise_is_the_usual_sample(kind, samp
 
 def test_a_chain_started_at_level_k_visits_levels_k_to_1_from_the_given_x():
     model = MODELS["image-gan"]()
-    calls = []
-    real_forward = model.G_ema.forward
-
-    def recording_forward(x, t, z=None):
-        calls.append((t[0].item(), x.clone()))
-        return real_forward(x, t, z)
-
-    model.G_ema.forward = recording_forward
+    calls = record_calls(model)
     x_2 = torch.randn(len(SEEDS), *model.cfg.shape)
     out = sample(model, SEEDS, start=(2, x_2))
     assert [level for level, _ in calls] == [0.5, 0.25]  # levels 2 and 1 of T = 4
@@ -166,16 +165,9 @@ def test_a_chain_started_at_level_k_visits_levels_k_to_1_from_the_given_x():
 
 def test_a_given_path_visits_exactly_its_levels():
     model = MODELS["image-gan"]()
-    calls = []
-    real_forward = model.G_ema.forward
-
-    def recording_forward(x, t, z=None):
-        calls.append(t[0].item())
-        return real_forward(x, t, z)
-
-    model.G_ema.forward = recording_forward
+    calls = record_calls(model)
     out = sample(model, SEEDS, path=[4, 1])
-    assert calls == [1.0, 0.25]  # levels 4 and 1 of T = 4
+    assert [level for level, _ in calls] == [1.0, 0.25]  # levels 4 and 1 of T = 4
     assert torch.equal(sample(model, SEEDS, path=[4, 2]), sample(model, SEEDS, steps=2)), "levels(4, 2) is [4, 2]"
     assert not torch.equal(out, sample(model, SEEDS, steps=2))
     for bad in ([3, 1], [4, 4, 1], [4, 0], []):
