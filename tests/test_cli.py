@@ -297,6 +297,13 @@ def test_a_config_file_with_a_bad_regulariser_exits_2(tmp_path, hybrid, name, va
     assert_user_error(hybrid("train", "--config", path, "--run-dir", tmp_path / "run", "--kimg", "0.064"), "nan")
 
 
+def test_instance_noise_without_a_discriminator_exits_2(tmp_path, hybrid):
+    result = hybrid("train", "--data", "toy:8gaussians", "--objective", "ddpm", "--d-noise", "0.05",
+                    "--run-dir", tmp_path / "run", "--kimg", "0.064")
+    assert_user_error(result, "--d-noise", "ddpm", "no discriminator")
+    assert not (tmp_path / "run").exists()
+
+
 def test_network_options_override_the_model_of_a_config_file(toy_run, tmp_path, hybrid):
     result = hybrid("train", "--config", toy_run / "config.json", "--channels", "24", "--kimg", "0.064",
                     "--run-dir", tmp_path / "run", "--quiet")

@@ -162,6 +162,8 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
     for name in ("r1_gamma", "d_noise"):
         if not is_nonnegative_number(value := getattr(cfg, name)):
             raise UserError(f"{name} {value!r}: expected a finite number >= 0 (--{name.replace('_', '-')})")
+    if cfg.d_noise and cfg.objective not in OBJECTIVES_WITH_D:
+        raise UserError(f"--d-noise {cfg.d_noise}: --objective {cfg.objective} has no discriminator to give noise to")
     if cfg.lr_decay not in LR_DECAYS:
         raise UserError(f"--lr-decay {cfg.lr_decay!r}: choose one of {', '.join(LR_DECAYS)}")
     image = len(data_shape) == 3
