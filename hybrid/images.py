@@ -15,6 +15,14 @@ def to_uint8(x: Tensor) -> Tensor:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def resize_uint8(images: Tensor, side: int) -> Tensor:
+    """uint8 images [N, C, H, W] -> [N, C, side, side], bilinear with antialiasing (as the data loader resizes arrays)."""
+    if images.shape[-2:] == (side, side):
+        return images
+    x = torch.nn.functional.interpolate(images.float(), size=(side, side), mode="bilinear", antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
 def image_grid(x: Tensor, cols: int | None = None, pad: int = 1) -> np.ndarray:
     """[N, C, H, W] in [-1, 1] -> uint8 [rows*(H+pad)+pad, cols*(W+pad)+pad, C] with a grey border."""
     n, c, h, w = x.shape

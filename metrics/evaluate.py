@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class EvalConfig:
     sampler: str | None = None  # gan | ddpm | ddim for a model (None: the model's default)
     seeds: tuple[int, ...] | None = None  # sample seeds for a model (None: SEED_BASE .. SEED_BASE + num - 1)
     batch: int = 64  # images per sampler call and per feature-extractor pass
+    resolution: int | None = None  # images: compare at this side, samples and reference resized (None: the samples' own)
     inception_weights: str | None = None  # a weights file (None: search, see metrics.inception)
     extractor: str = EXTRACTOR  # torch-fidelity feature extractor
     kid_subsets: int = 100  # KID: random subsets
@@ -151,6 +152,15 @@ def tensor_samples(data: Tensor, description: str, num: int | None = None, batch
     if data.dim() == 2:
         return Samples(VECTOR, description, len(data), vectors=data.float())
     return Samples(IMAGE, description, len(data), batches=lambda: image_batches(data, batch))
+
+
+def resized(samples: Samples, side: int) -> Samples:
+    """The same image samples, each batch resized to side x side."""
+    from hybrid.images import resize_uint8
+
+    batches = samples.batches
+    return replace(samples, description=f"{samples.description}, resized to {side} px",
+                   batches=lambda: (resize_uint8(b, side) for b in batches()))
 
 
 def read_npz(path: Path) -> Tensor:
@@ -277,15 +287,18 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
                     log: Log = stderr_log) -> EvalResult:
     """`hybrid eval`: SOURCE is a checkpoint, a folder of images, or a .npy / .npz of samples.
 
-    ref: a dataset name, folder or .npy (for a checkpoint: default its training data at the
-    model's resolution). Toy references are a fresh draw (seed HELD_OUT_SEED), not the training one.
+    ref: a dataset name, folder or .npy (for a checkpoint: default its training data). Images are
+    compared at cfg.resolution if given, else at the samples' own side (a model's resolution); the
+    reference is loaded at that side. Toy references are a fresh draw (seed HELD_OUT_SEED), not the
+    training one.
     """
     path = Path(source).expanduser()
     if not path.exists():
         raise UserError(f"{source}: no such file or folder; give a checkpoint, a folder of images, or a .npy / .npz")
-    resolution = None
     if path.is_dir() or path.suffix.lower() in (".npy", ".npz"):
-        data = read_npz(path) if path.suffix.lower() == ".npz" else load_data(str(path), None, 0).data
+        # folders and .npy files are resized as they load; .npz files and models' samples by `resized`
+        data = read_npz(path) if path.suffix.lower() == ".npz" else load_data(str(path), cfg.resolution, 0).data
+        side = data.shape[-1] if data.dim() == 4 else None
         samples = tensor_samples(data, str(path), cfg.num, cfg.batch)
         if ref is None:
             raise UserError(f"{source} holds samples: say what to compare them with, e.g. --ref digits or --ref real_images/")
@@ -294,11 +307,16 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
 
         config = load(path).get("config", {})
         model = load_model(path).to(device)
+        side = model.cfg.shape[-1] if model.cfg.is_image else None
         samples = model_samples(model, cfg, device, description=str(path))
         ref = ref or config.get("data")
         if ref is None:
             raise UserError(f"{source}: the checkpoint names no training data; give --ref")
-        resolution = model.cfg.shape[-1] if model.cfg.is_image else None
+    if side is None and cfg.resolution is not None:
+        raise UserError(f"--resolution {cfg.resolution}: {source} holds vectors, not images")
+    resolution = cfg.resolution or side  # images are compared at one side: the reference is loaded at it
+    if resolution != side:
+        samples = resized(samples, resolution)
     ref_data = load_data(ref, resolution, HELD_OUT_SEED)
     what = f"{ref} ({len(ref_data) if cfg.ref_num is None else min(cfg.ref_num, len(ref_data))} samples"
     what += f" at {ref_data.data.shape[-1]} px)" if ref_data.data.dim() == 4 else ", held-out draw for toys)"

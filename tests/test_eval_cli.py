@@ -72,6 +72,25 @@ def test_class_balance_of_image_samples_against_digits(tmp_path, capsys):
     assert code == 2 and "needs class labels" in err and len(err.strip().splitlines()) == 1
 
 
+def test_samples_and_reference_are_compared_at_one_resolution(tmp_path, capsys):
+    """8x8 digits are judged against the reference at 8 px; with --resolution 16 both sides are
+    resized to 16 px, whether the samples are a .npy (resized as loaded) or a .npz (batch by batch)."""
+    from training.data import load_dataset
+
+    small = load_dataset("digits", 8).data[:600].numpy()
+    np.save(tmp_path / "d8.npy", small)
+    np.savez(tmp_path / "d8.npz", samples=small)
+    for source, resolution, side in (("d8.npy", None, 8), ("d8.npy", "16", 16), ("d8.npz", "16", 16)):
+        argv = ["eval", str(tmp_path / source), "--ref", "digits", "--metrics", "classes", "--json"]
+        code, out, err = run(argv + (["--resolution", resolution] if resolution else []), capsys)
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["ref"].endswith(f"at {side} px)") and result["num"] == 600
+        # real digits, so every class near its share; a wrong-sized reference would mislabel them
+        assert result["results"]["classes"]["class_tv"] < 0.06 and result["results"]["classes"]["class_min_ratio"] > 0.75
+    assert "resized to 16 px" in result["source"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["eval", "/nonexistent/ckpt.pt"], "no such file"),
     (["eval", "{npy}"], "--ref"),
@@ -79,6 +98,7 @@ def test_class_balance_of_image_samples_against_digits(tmp_path, capsys):
     (["eval", "{npy}", "--ref", "toy:8gaussians", "--metrics", "fidd"], "known: "),
     (["eval", "{npy}", "--ref", "toy:8gaussians", "--num", "99999"], "fewer than --num"),
     (["eval", "{npy}", "--ref", "nosuchdata"], "unknown dataset"),
+    (["eval", "{npy}", "--ref", "toy:8gaussians", "--resolution", "16"], "holds vectors"),
     (["eval", "{bad}", "--ref", "toy:8gaussians"], "not a checkpoint file"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, grid_samples, tmp_path, capsys):

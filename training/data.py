@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from hybrid.errors import UserError
+from hybrid.images import resize_uint8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -284,9 +285,8 @@ def _npy_images(path: Path, arr: np.ndarray, resolution: int | None) -> Dataset:
         if arr.min() < -1.001 or arr.max() > 1.001:
             raise UserError(f"--data {path}: float images must lie in [-1, 1] (found {arr.min():.3g}..{arr.max():.3g})")
         data = torch.from_numpy(((arr.astype(np.float32) + 1) * 127.5).round().clip(0, 255).astype(np.uint8))
-    if resolution is not None and data.shape[-1] != resolution:
-        data = torch.nn.functional.interpolate(data.float(), size=resolution, mode="bilinear", antialias=True)
-        data = data.round().clamp(0, 255).to(torch.uint8)
+    if resolution is not None:
+        data = resize_uint8(data, resolution)
     return Dataset(path.name, data)
 
 
