@@ -59,8 +59,9 @@ def main() -> None:
     if missing:
         p.error(f"no such file: {', '.join(missing)}")  # one line, exit status 2
     try:
-        ref = load_dataset(args.ref)
         sample_sets = [(str(path), load_dataset(str(path))) for path in args.samples]
+        side = sample_sets[0][1].shape[-1] if sample_sets[0][1].is_image else None
+        ref = load_dataset(args.ref, side)  # at the samples' resolution
     except UserError as e:
         p.error(str(e))
     if not ref.is_image:

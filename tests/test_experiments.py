@@ -164,6 +164,15 @@ def test_span_takes_off_the_texture_no_real_digit_has(tmp_path, monkeypatch):
     assert rows["textured"]["kid"] - rows["textured"]["kid_projected"] > 5 * abs(rows["clean"]["kid"]) + 0.01, printed
 
 
+def test_span_judges_samples_at_their_own_resolution(tmp_path):
+    """8x8 samples are projected onto the span of the digits at 8x8, not compared with 16x16 ones."""
+    small = load_dataset("digits", 8).data[:40].float() / 127.5 - 1
+    np.save(tmp_path / "small.npy", small.numpy())
+    printed = script("span.py", str(tmp_path / "small.npy"), "--metrics", "classes", "--num", "40")
+    assert printed.startswith("digits: 1797 images, span of 57 of 64 directions"), printed
+    assert float(printed.splitlines()[-1].split("off-span rms ")[1].split()[0]) < 0.002, printed
+
+
 @pytest.mark.parametrize("case, says", [("missing", "no such file"), ("vectors", "holds samples of shape (2,)")])
 def test_span_refuses_what_it_cannot_judge_in_one_line(tmp_path, case, says):
     path = tmp_path / f"{case}.npy"
