@@ -47,7 +47,7 @@ class EvalConfig:
     sampler: str | None = None  # gan | ddpm | ddim for a model (None: the model's default)
     seeds: tuple[int, ...] | None = None  # sample seeds for a model (None: SEED_BASE .. SEED_BASE + num - 1)
     batch: int = 64  # images per sampler call and per feature-extractor pass
-    resolution: int | None = None  # images: compare at this side, samples and reference resized (None: the samples' own)
+    resolution: int | None = None  # evaluate_source: compare images at this side, both sets resized (None: the samples' own)
     inception_weights: str | None = None  # a weights file (None: search, see metrics.inception)
     extractor: str = EXTRACTOR  # torch-fidelity feature extractor
     kid_subsets: int = 100  # KID: random subsets
@@ -152,6 +152,11 @@ def tensor_samples(data: Tensor, description: str, num: int | None = None, batch
     if data.dim() == 2:
         return Samples(VECTOR, description, len(data), vectors=data.float())
     return Samples(IMAGE, description, len(data), batches=lambda: image_batches(data, batch))
+
+
+def check_resolution(resolution: int | None, size: tuple[int, ...] | None, source: str) -> None:
+    if resolution is not None and size is None:
+        raise UserError(f"--resolution {resolution}: {source} holds vectors, not images")
 
 
 def resized(samples: Samples, side: int) -> Samples:
@@ -296,26 +301,29 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
     if not path.exists():
         raise UserError(f"{source}: no such file or folder; give a checkpoint, a folder of images, or a .npy / .npz")
     if path.is_dir() or path.suffix.lower() in (".npy", ".npz"):
-        # folders and .npy files are resized as they load; .npz files and models' samples by `resized`
-        data = read_npz(path) if path.suffix.lower() == ".npz" else load_data(str(path), cfg.resolution, 0).data
-        side = data.shape[-1] if data.dim() == 4 else None
-        samples = tensor_samples(data, str(path), cfg.num, cfg.batch)
         if ref is None:
             raise UserError(f"{source} holds samples: say what to compare them with, e.g. --ref digits or --ref real_images/")
+        # a folder is resized as it loads (its images may differ in size); arrays by `resized`, after --num
+        if path.suffix.lower() == ".npz":
+            data = read_npz(path)
+        else:
+            data = load_data(str(path), cfg.resolution if path.is_dir() else None, 0).data
+        size = tuple(data.shape[-2:]) if data.dim() == 4 else None
+        check_resolution(cfg.resolution, size, source)
+        samples = tensor_samples(data, str(path), cfg.num, cfg.batch)
     else:
         from hybrid.checkpoint import load, load_model
 
         config = load(path).get("config", {})
         model = load_model(path).to(device)
-        side = model.cfg.shape[-1] if model.cfg.is_image else None
-        samples = model_samples(model, cfg, device, description=str(path))
+        size = tuple(model.cfg.shape[-2:]) if model.cfg.is_image else None
+        check_resolution(cfg.resolution, size, source)
         ref = ref or config.get("data")
         if ref is None:
             raise UserError(f"{source}: the checkpoint names no training data; give --ref")
-    if side is None and cfg.resolution is not None:
-        raise UserError(f"--resolution {cfg.resolution}: {source} holds vectors, not images")
-    resolution = cfg.resolution or side  # images are compared at one side: the reference is loaded at it
-    if resolution != side:
+        samples = model_samples(model, cfg, device, description=str(path))
+    resolution = cfg.resolution or (size[-1] if size else None)  # the side images are compared at
+    if cfg.resolution and size != (resolution, resolution):
         samples = resized(samples, resolution)
     ref_data = load_data(ref, resolution, HELD_OUT_SEED)
     what = f"{ref} ({len(ref_data) if cfg.ref_num is None else min(cfg.ref_num, len(ref_data))} samples"

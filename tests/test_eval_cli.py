@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cli import main
+from conftest import latest_checkpoint
 from metrics import inception
 
 
@@ -77,18 +78,31 @@ def test_samples_and_reference_are_compared_at_one_resolution(tmp_path, capsys):
     resized to 16 px, whether the samples are a .npy (resized as loaded) or a .npz (batch by batch)."""
     from training.data import load_dataset
 
-    small = load_dataset("digits", 8).data[:600].numpy()
-    np.save(tmp_path / "d8.npy", small)
-    np.savez(tmp_path / "d8.npz", samples=small)
-    for source, resolution, side in (("d8.npy", None, 8), ("d8.npy", "16", 16), ("d8.npz", "16", 16)):
+    small = load_dataset("digits", 8).data[:600]
+    np.save(tmp_path / "d8.npy", small.numpy())
+    np.savez(tmp_path / "d8.npz", samples=small.numpy())
+    # 16 wide, 12 high: its width is already 16, its height is not
+    np.savez(tmp_path / "wide.npz", samples=torch.nn.functional.interpolate(small.float(), size=(12, 16)).byte().numpy())
+    for source, resolution, side in (("d8.npy", None, 8), ("d8.npy", "16", 16), ("d8.npz", "16", 16), ("wide.npz", "16", 16)):
         argv = ["eval", str(tmp_path / source), "--ref", "digits", "--metrics", "classes", "--json"]
         code, out, err = run(argv + (["--resolution", resolution] if resolution else []), capsys)
         assert code == 0, err
         result = json.loads(out)
         assert result["ref"].endswith(f"at {side} px)") and result["num"] == 600
-        # real digits, so every class near its share; a wrong-sized reference would mislabel them
+        # real digits (labelled against the reference at the same size), so every class near its share
         assert result["results"]["classes"]["class_tv"] < 0.06 and result["results"]["classes"]["class_min_ratio"] > 0.75
     assert "resized to 16 px" in result["source"]
+
+
+def test_a_checkpoints_samples_are_resized_batch_by_batch(digits_run, capsys):
+    """A 16x16 model judged at 8 px: its samples are drawn at 16 and resized, the reference loaded at 8."""
+    argv = ["eval", str(latest_checkpoint(digits_run)), "--resolution", "8", "--num", "20", "--batch", "8",
+            "--metrics", "classes", "--json"]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["ref"] == "digits (1797 samples at 8 px)" and result["source"].endswith("resized to 8 px")
+    assert result["num"] == 20 and 0 <= result["results"]["classes"]["class_tv"] <= 1
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -98,7 +112,7 @@ def test_samples_and_reference_are_compared_at_one_resolution(tmp_path, capsys):
     (["eval", "{npy}", "--ref", "toy:8gaussians", "--metrics", "fidd"], "known: "),
     (["eval", "{npy}", "--ref", "toy:8gaussians", "--num", "99999"], "fewer than --num"),
     (["eval", "{npy}", "--ref", "nosuchdata"], "unknown dataset"),
-    (["eval", "{npy}", "--ref", "toy:8gaussians", "--resolution", "16"], "holds vectors"),
+    (["eval", "{npy}", "--ref", "toy:8gaussians", "--resolution", "16"], "--resolution 16: "),
     (["eval", "{bad}", "--ref", "toy:8gaussians"], "not a checkpoint file"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, grid_samples, tmp_path, capsys):
