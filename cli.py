@@ -304,9 +304,9 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="N",
               help="Images per sampler call and per Inception pass; does not change the result.")
 @click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R",
-              help="Compare images at R x R: samples and reference are resized to it as the data loader resizes "
-                   "(arrays bilinear; folders and datasets centre-cropped). Sets at different resolutions are only "
-                   "comparable at one R. [default: the samples' own] E.g. --resolution 16")
+              help="Compare images at R x R: the reference is loaded at the samples' resolution, then both are "
+                   "resized to R alike (bilinear). Sets at different resolutions are only comparable at one R. "
+                   "[default: the samples' own] E.g. --resolution 16")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where sampling and feature extraction run.")
 @click.option("--inception-weights", metavar="PATH", default=None,
