@@ -82,7 +82,8 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
     half = dim // 2
     freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     args = 1000 * t.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return nn.functional.pad(emb, (0, dim % 2))  # an odd width gets a zero column
 
 
 class Embedding(nn.Module):

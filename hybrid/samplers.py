@@ -53,10 +53,10 @@ class SeedNoise:
 def default_sampling(cfg: ModelConfig, fast: bool = False) -> tuple[str, int]:
     """(sampler, NFE) a model is meant to be sampled with: its whole chain through the
     generator for short (GAN) chains; for long chains ancestral over all T levels, or 50
-    deterministic DDIM steps when `fast` (training-time sample grids)."""
+    deterministic DDIM steps (at most T) when `fast` (training-time sample grids)."""
     if cfg.steps <= 8:
         return Sampler.GAN.value, cfg.steps
-    return (Sampler.DDIM.value, 50) if fast else (Sampler.DDPM.value, cfg.steps)
+    return (Sampler.DDIM.value, min(50, cfg.steps)) if fast else (Sampler.DDPM.value, cfg.steps)
 
 
 def levels(T: int, nfe: int) -> list[int]:

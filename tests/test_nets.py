@@ -64,3 +64,15 @@ def test_a_config_written_before_the_upsample_option_keeps_nearest_and_a_bad_mod
     assert net_config_from_dict(old).upsample == "nearest"
     with pytest.raises(ValueError, match="upsample 'cubic'"):
         check_net_config(NetConfig(upsample="cubic"))
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 8, 8)])
+def test_networks_of_odd_width_run(shape):
+    """Any width >= 8 works (a fuzzed `train --channels 9` crashed: the time embedding came out one short)."""
+    from hybrid.model import Model, ModelConfig
+
+    cfg = ModelConfig(shape=shape, generator=NetConfig(channels=9, z_dim=4), discriminator=NetConfig(channels=9))
+    model, x = Model(cfg), torch.randn(3, *shape)
+    t, z = torch.tensor([1, 2, 4]), torch.randn(3, 4)
+    assert model.G(x, t / 4, z).shape == x.shape
+    assert model.D(x, x, t / 4).shape[0] == 3

@@ -181,6 +181,8 @@ def test_default_sampling():
     assert default_sampling(ModelConfig(shape=(2,), steps=4)) == ("gan", 4)
     assert default_sampling(ModelConfig(shape=(2,), steps=1000)) == ("ddpm", 1000)
     assert default_sampling(ModelConfig(shape=(2,), steps=1000), fast=True) == ("ddim", 50)
+    # a chain of 9 to 49 levels: its grid takes one DDIM step per level (a fuzzed `train --steps 9` crashed here)
+    assert default_sampling(ModelConfig(shape=(2,), steps=9), fast=True) == ("ddim", 9)
 
 
 @pytest.mark.parametrize("width", [8, 16, 32, 256])
