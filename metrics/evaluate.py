@@ -302,7 +302,8 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
     if path.is_dir() or path.suffix.lower() in (".npy", ".npz"):
         if ref is None:
             raise UserError(f"{source} holds samples: say what to compare them with, e.g. --ref digits or --ref real_images/")
-        # a folder is resized as it loads (its images may differ in size); arrays by `resized`, after --num
+        # A folder is resized to R as it loads (its images may differ in size), so its reference is
+        # loaded straight at R; arrays keep their size here and are resized by `resized`, after --num.
         if path.suffix.lower() == ".npz":
             data = read_npz(path)
         else:

@@ -75,7 +75,7 @@ def test_class_balance_of_image_samples_against_digits(tmp_path, capsys):
 
 def test_samples_and_reference_are_compared_at_one_resolution(tmp_path, capsys):
     """8x8 digits are judged against the reference at 8 px; with --resolution 16 both sides are
-    resized to 16 px, whether the samples are a .npy (resized as loaded) or a .npz (batch by batch)."""
+    resized to 16 px, batch by batch after --num, whether the samples are a .npy or a .npz."""
     from training.data import load_dataset
 
     small = load_dataset("digits", 8).data[:600]
