@@ -132,6 +132,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--d-noise", type=FiniteFloatRange(min=0), default=None, metavar="STD",
               help="Instance noise: the standard deviation of Gaussian noise added to the real and the fake "
                    "sample the discriminator judges (ddgan, hybrid). [default: 0, off]")
+@click.option("--d-augment", type=click.Choice(["none", "translate"]), default=None,
+              help="Augment what the discriminator judges, real and fake alike: translate moves each pair "
+                   "(sample and x_t) by up to an eighth of the side (images). [default: none]")
 @click.option("--xflip/--no-xflip", default=None, help="Random horizontal flips of real images. [default: off]")
 @click.option("--channels", type=click.IntRange(min=8), default=None, metavar="C", help="Generator base width (at least 8).")
 @click.option("--z-dim", type=click.IntRange(min=0), default=None, metavar="N", help="Generator latent size (0: none).")

@@ -37,6 +37,7 @@ class TrainConfig:
     r1_every: int = 16  # lazy R1: apply every this many steps (scaled up accordingly)
     d_pair: str | None = None  # what D judges beside x_t: x_prev (Denoising Diffusion GANs) or x0 (None: by data and objective)
     d_noise: float = 0.0  # std of Gaussian noise added to the real and the fake sample D judges (instance noise; 0: off)
+    d_augment: str = "none"  # none | translate: random shifts of each pair D judges, real and fake alike (images)
     ema_kimg: float = 10.0  # half-life of the generator EMA in kimg
     ema_rampup: float = 0.05  # EMA half-life at most this fraction of the images seen so far
     xflip: bool = False  # random horizontal flips of real images
@@ -106,6 +107,7 @@ def read_preset(name: str) -> TrainConfig:
 OBJECTIVES_WITH_D = ("hybrid", "ddgan")
 LR_DECAYS = ("cosine", "constant")
 D_PAIRS = ("x_prev", "x0")
+D_AUGMENTS = ("none", "translate")
 LR_FLOOR = 0.05  # cosine decay ends at this fraction of the starting rate (DDGAN: 1e-5 / 1.6e-4)
 
 
@@ -164,6 +166,10 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
             raise UserError(f"{name} {value!r}: expected a finite number >= 0 (--{name.replace('_', '-')})")
     if cfg.d_noise and cfg.objective not in OBJECTIVES_WITH_D:
         raise UserError(f"--d-noise {cfg.d_noise}: --objective {cfg.objective} has no discriminator to give noise to")
+    if cfg.d_augment not in D_AUGMENTS:
+        raise UserError(f"--d-augment {cfg.d_augment!r}: choose one of {', '.join(D_AUGMENTS)}")
+    if cfg.d_augment != "none" and (cfg.objective not in OBJECTIVES_WITH_D or len(data_shape) != 3):
+        raise UserError(f"--d-augment {cfg.d_augment}: needs images and a discriminator (--objective hybrid or ddgan)")
     if cfg.lr_decay not in LR_DECAYS:
         raise UserError(f"--lr-decay {cfg.lr_decay!r}: choose one of {', '.join(LR_DECAYS)}")
     image = len(data_shape) == 3

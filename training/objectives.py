@@ -41,6 +41,7 @@ class Batch:
     z: Tensor | None
     noise: Tensor  # the posterior noise of the fake, or the DDPM target noise
     d_noise: Tensor | None = None  # instance noise added to both samples D judges (unit std; None: off)
+    shifts: Tensor | None = None  # [2, B, 2] long: (dy, dx) of the real and the fake pair D judges (None: off)
     x0_pred: Tensor | None = None
     fake_prev: Tensor | None = None
 
@@ -64,10 +65,10 @@ class Objective:
     phases: tuple[Phase, ...] = ()
 
     def __init__(self, model: Model, stats: Stats, denoise_weight: float = 0.0, r1_gamma: float = 0.0,
-                 r1_every: int = 16, d_pair: str = "x_prev", d_noise: float = 0.0) -> None:
+                 r1_every: int = 16, d_pair: str = "x_prev", d_noise: float = 0.0, d_augment: str = "none") -> None:
         self.model, self.stats = model, stats
         self.denoise_weight, self.r1_gamma, self.r1_every = denoise_weight, r1_gamma, r1_every
-        self.d_pair, self.d_noise = d_pair, d_noise
+        self.d_pair, self.d_noise, self.d_augment = d_pair, d_noise, d_augment
 
     def draw(self, x0: Tensor, gen: torch.Generator) -> Batch:
         T, B = self.model.cfg.steps, x0.shape[0]
@@ -79,7 +80,11 @@ class Objective:
         z = torch.randn((B, zd), generator=gen, device=x0.device) if zd else None
         noise = torch.randn(x0.shape, generator=gen, device=x0.device)
         d_noise = torch.randn(x0.shape, generator=gen, device=x0.device) if self.d_noise else None
-        return Batch(x0=x0, t=t, x_prev=x_prev, x_t=x_t, z=z, noise=noise, d_noise=d_noise)
+        shifts = None
+        if self.d_augment == "translate":
+            reach = max(1, x0.shape[-1] // 8)  # an eighth of the side (DiffAugment's translation)
+            shifts = torch.randint(-reach, reach + 1, (2, B, 2), generator=gen, device=x0.device)
+        return Batch(x0=x0, t=t, x_prev=x_prev, x_t=x_t, z=z, noise=noise, d_noise=d_noise, shifts=shifts)
 
     def begin(self, batch: Batch) -> None:
         """Work shared by the phases of one step (run under autocast, with G trainable)."""
@@ -129,21 +134,25 @@ class DDGAN(Objective):
         batch.x0_pred = model.predict_x0(model.G, batch.x_t, batch.t, batch.z)
         batch.fake_prev = model.schedule.posterior_sample(batch.x_t, batch.x0_pred.float(), batch.t, batch.noise)
 
-    def _d(self, x: Tensor, batch: Batch) -> Tensor:
-        return self.model.D(x, batch.x_t, batch.t.float() / self.model.cfg.steps).float()
+    def _d(self, x: Tensor, x_t: Tensor, batch: Batch) -> Tensor:
+        return self.model.D(x, x_t, batch.t.float() / self.model.cfg.steps).float()
 
-    def _pair(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """The real and the fake sample D judges beside x_t, each plus the same instance noise."""
+    def _pair(self, batch: Batch) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """The real and the fake sample D judges, each beside its x_t: both samples plus the same
+        instance noise, and each pair (sample and x_t alike) moved by its own random shift."""
         real, fake = (batch.x0, batch.x0_pred) if self.d_pair == "x0" else (batch.x_prev, batch.fake_prev)
-        if batch.d_noise is None:
-            return real, fake
-        noise = self.d_noise * batch.d_noise
-        return real + noise, fake + noise
+        if batch.d_noise is not None:
+            noise = self.d_noise * batch.d_noise
+            real, fake = real + noise, fake + noise
+        if batch.shifts is None:
+            return (real, batch.x_t), (fake, batch.x_t)
+        return ((translate(real, batch.shifts[0]), translate(batch.x_t, batch.shifts[0])),
+                (translate(fake, batch.shifts[1]), translate(batch.x_t, batch.shifts[1])))
 
     def loss(self, phase: Phase, batch: Batch) -> Tensor:
-        real_x, fake_x = self._pair(batch)
+        (real_x, real_xt), (fake_x, fake_xt) = self._pair(batch)
         if phase.name == "D":
-            real, fake = self._d(real_x, batch), self._d(fake_x.detach(), batch)
+            real, fake = self._d(real_x, real_xt, batch), self._d(fake_x.detach(), fake_xt, batch)
             self.stats.report("D/logit/real", real)
             self.stats.report("D/logit/fake", fake)
             self.stats.report_per_level("D/logit/real", real, batch.t, self.model.cfg.steps)
@@ -151,8 +160,8 @@ class DDGAN(Objective):
             self.stats.report("Loss/D/main", loss)
             return loss
         if phase.name == "Dreg":
-            return self._r1(real_x, batch)
-        fake = self._d(fake_x, batch)
+            return self._r1(real_x, real_xt, batch)
+        fake = self._d(fake_x, fake_xt, batch)
         loss = F.softplus(-fake).mean()
         self.stats.report("Loss/G/adv", loss)
         return loss + self._denoise(batch)
@@ -160,12 +169,12 @@ class DDGAN(Objective):
     def _denoise(self, batch: Batch) -> Tensor:
         return batch.x0.new_zeros(())
 
-    def _r1(self, real_x: Tensor, batch: Batch) -> Tensor:
+    def _r1(self, real_x: Tensor, real_xt: Tensor, batch: Batch) -> Tensor:
         x = real_x.detach().float().requires_grad_(True)
         # The penalty backpropagates through a gradient (double backward), which compiled graphs
         # (aot_autograd) do not support: under --compile, D runs eagerly here.
         with torch.autocast(x.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
-            logits = self.model.D(x, batch.x_t.float(), batch.t.float() / self.model.cfg.steps)
+            logits = self.model.D(x, real_xt.float(), batch.t.float() / self.model.cfg.steps)
             (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
         penalty = grad.square().flatten(1).sum(1).mean()
         self.stats.report("Loss/D/r1", penalty)
@@ -181,3 +190,17 @@ class Hybrid(DDGAN):
         per_sample = (batch.x0_pred.float() - batch.x0).square().flatten(1).mean(1)
         self.stats.report_per_level("Loss/G/denoise", per_sample, batch.t, self.model.cfg.steps)
         return self.denoise_weight * per_sample.mean()
+
+
+def translate(images: Tensor, shift: Tensor) -> Tensor:
+    """Each image [B, C, H, W] moved by its own (dy, dx) pixels (shift: [B, 2] long), with zeros
+    shifted in; differentiable in the images."""
+    reach = int(shift.abs().max())
+    if reach == 0:
+        return images
+    b, _, h, w = images.shape
+    padded = F.pad(images, (reach, reach, reach, reach))
+    rows = torch.arange(h, device=images.device) + reach - shift[:, :1]  # [B, H]
+    cols = torch.arange(w, device=images.device) + reach - shift[:, 1:]  # [B, W]
+    index = torch.arange(b, device=images.device)[:, None, None]
+    return padded[index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # [B, H, W, C] -> [B, C, H, W]

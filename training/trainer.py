@@ -127,7 +127,8 @@ class Trainer:
         self._running_buffers = distributed.running_buffers(self.model)
         self.stats = Stats()
         self.objective: Objective = OBJECTIVES[cfg.objective](
-            self.model, self.stats, cfg.denoise_weight, cfg.r1_gamma, cfg.r1_every, cfg.d_pair, cfg.d_noise)
+            self.model, self.stats, cfg.denoise_weight, cfg.r1_gamma, cfg.r1_every, cfg.d_pair, cfg.d_noise,
+            cfg.d_augment)
         # Fused Adam: one kernel for all parameters, also on the CPU (3.7x faster there than
         # the per-parameter loop for the digits generator; same results to float rounding).
         self.opts = {"G": torch.optim.Adam(self.model.G.parameters(), lr=cfg.lr_g, betas=cfg.betas, fused=True)}
