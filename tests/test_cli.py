@@ -304,6 +304,18 @@ def test_instance_noise_without_a_discriminator_exits_2(tmp_path, hybrid):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("options, mention", [
+    ({"data": "toy:8gaussians", "d_augment": "translate"}, "needs images"),
+    ({"data": "digits", "objective": "ddpm", "d_augment": "translate"}, "needs images and a discriminator"),
+    ({"data": "digits", "d_augment": "flip"}, "choose one of none, translate")])
+def test_a_bad_d_augment_exits_2(tmp_path, hybrid, options, mention):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(options))
+    result = hybrid("train", "--config", path, "--run-dir", tmp_path / "run", "--kimg", "0.064")
+    assert_user_error(result, "--d-augment", mention)
+    assert not (tmp_path / "run").exists()
+
+
 def test_network_options_override_the_model_of_a_config_file(toy_run, tmp_path, hybrid):
     result = hybrid("train", "--config", toy_run / "config.json", "--channels", "24", "--kimg", "0.064",
                     "--run-dir", tmp_path / "run", "--quiet")

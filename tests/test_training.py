@@ -18,7 +18,7 @@ from hybrid.images import read_png
 from hybrid.model import Model, ModelConfig
 from training import train
 from training.config import read_config, resolve
-from training.objectives import OBJECTIVES
+from training.objectives import OBJECTIVES, translate
 from training.stats import Stats
 from training.trainer import Trainer, _resumed_config
 
@@ -137,6 +137,58 @@ def test_instance_noise_reaches_both_samples_the_discriminator_judges(d_pair):
     torch.testing.assert_close(fake_in - fake.detach(), noise)
     torch.testing.assert_close(r1_in, real_in)
     torch.testing.assert_close(g_in, fake_in)
+
+
+def test_translate_moves_each_image_by_its_own_shift_and_passes_gradients():
+    images = torch.randn(3, 2, 5, 5, requires_grad=True)
+    shift = torch.tensor([[0, 0], [1, -2], [-1, 1]])
+    moved = translate(images, shift)
+    assert moved.shape == images.shape
+    torch.testing.assert_close(moved[0], images[0])
+    torch.testing.assert_close(moved[1, :, 1:, :3], images[1, :, :4, 2:])
+    assert (moved[1, :, 0] == 0).all() and (moved[1, :, :, 3:] == 0).all(), "zeros shifted in"
+    torch.testing.assert_close(moved[2, :, :4, 1:], images[2, :, 1:, :4])
+    moved.sum().backward()
+    assert images.grad[0].eq(1).all() and images.grad[1, :, 4].eq(0).all(), "gradients follow the pixels that stay"
+    assert translate(images, torch.zeros(3, 2, dtype=torch.long)) is images
+
+
+@pytest.mark.parametrize("d_pair", ["x_prev", "x0"])
+def test_d_augment_moves_each_pair_d_judges_as_one(d_pair):
+    """With translate, D sees the real sample and its x_t moved by one shift, the fake and its
+    x_t by another, in every phase (R1 at the moved real pair); the step's other draws are
+    those of a run without it."""
+    cfg = resolve(digits_config(d_pair=d_pair), (1, 16, 16), model_changes=TINY_UNET)
+    seen = []
+
+    def objective(d_augment):
+        obj = OBJECTIVES["hybrid"](Model(cfg.model), Stats(), r1_gamma=1.0, r1_every=1, d_pair=d_pair,
+                                   d_augment=d_augment)
+        obj.model.D.register_forward_hook(lambda mod, args, out: seen.append([a.detach().clone() for a in args[:2]]))
+        x0 = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        batch = obj.draw(x0, torch.Generator().manual_seed(0))
+        obj.begin(batch)
+        return obj, batch
+
+    plain, plain_batch = objective("none")
+    assert plain_batch.shifts is None
+    augmented, batch = objective("translate")
+    for name in ("t", "x_t", "z", "noise"):
+        assert torch.equal(getattr(batch, name), getattr(plain_batch, name)), f"{name} drawn differently"
+    assert batch.shifts.shape == (2, 8, 2) and batch.shifts.abs().max() == 2 and (batch.shifts[0] != batch.shifts[1]).any()
+    seen.clear()
+    for phase in augmented.phases:
+        augmented.loss(phase, batch)
+    (real_in, real_xt), (fake_in, fake_xt), (r1_in, r1_xt), (g_in, g_xt) = seen
+    real, fake = (batch.x0, batch.x0_pred) if d_pair == "x0" else (batch.x_prev, batch.fake_prev)
+    torch.testing.assert_close(real_in, translate(real, batch.shifts[0]))
+    torch.testing.assert_close(real_xt, translate(batch.x_t, batch.shifts[0]))
+    torch.testing.assert_close(fake_in, translate(fake, batch.shifts[1]).detach())
+    torch.testing.assert_close(fake_xt, translate(batch.x_t, batch.shifts[1]))
+    torch.testing.assert_close(r1_in, real_in)
+    torch.testing.assert_close(r1_xt, real_xt)
+    torch.testing.assert_close(g_in, fake_in)
+    torch.testing.assert_close(g_xt, fake_xt)
 
 
 def test_the_hybrid_on_images_judges_the_clean_estimate_by_default():
