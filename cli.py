@@ -73,7 +73,7 @@ def cli() -> None:
 
 # ------------------------------------------------------------------------------------ train
 
-NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample", "schedule", "steps")
+NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample", "schedule", "steps", "prediction")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -94,6 +94,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="Levels T of the diffusion chain. [default: 4 for GAN objectives, 1000 for ddpm] E.g. --steps 2")
 @click.option("--schedule", type=click.Choice(["vp", "linear", "cosine", "logsnr"]), default=None,
               help="Noise schedule. [default: vp for GAN objectives on images, logsnr on vectors, linear for ddpm]")
+@click.option("--prediction", type=click.Choice(["x0", "eps", "v"]), default=None,
+              help="What the generator outputs: the clean x_0, the noise eps, or v = sqrt(alpha_bar) eps - "
+                   "sqrt(1 - alpha_bar) x_0. [default: x0 for GAN objectives, eps for ddpm]")
 @click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R",
               help="Image side in pixels; images are center-cropped and resized. [default: the data's] E.g. --resolution 32")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N", help="Random seed. E.g. --seed 1")

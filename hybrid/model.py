@@ -15,10 +15,13 @@ from hybrid.schedule import Schedule, ScheduleKind
 
 
 class Prediction(str, Enum):
-    """What the generator outputs: the clean sample x_0 (GAN objectives) or the noise (DDPM)."""
+    """What the generator outputs: the clean sample x_0 (GAN objectives), the noise (DDPM), or
+    v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans & Ho), whose x_0 estimate passes
+    x_t through where it still holds the signal."""
 
     X0 = "x0"
     EPS = "eps"
+    V = "v"
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class ModelConfig:
     shape: tuple[int, ...] = (1, 16, 16)  # one sample: (C, H, W) for images, (D,) for vectors
     steps: int = 4  # T, the number of levels of the forward chain
     schedule: str = "vp"  # linear | cosine | vp | logsnr
-    prediction: str = "x0"  # x0 | eps: what the generator outputs
+    prediction: str = "x0"  # x0 | eps | v: what the generator outputs
     generator: NetConfig = field(default_factory=NetConfig)  # the generator network
     discriminator: NetConfig | None = field(default_factory=NetConfig)  # None: no discriminator
 
@@ -94,6 +97,8 @@ class Model(nn.Module):
         out = net(x_t, t.float() / self.cfg.steps, z)
         if self.cfg.prediction == Prediction.EPS:
             return self.schedule.eps_to_x0(x_t, t, out.float())
+        if self.cfg.prediction == Prediction.V:
+            return self.schedule.v_to_x0(x_t, t, out.float())
         return out
 
     @torch.no_grad()

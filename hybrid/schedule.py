@@ -116,6 +116,15 @@ class Schedule:
         a = _gather(self.alpha_bar, t, x_t)
         return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
+    def v_to_x0(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        a = _gather(self.alpha_bar, t, x_t)
+        return a.sqrt() * x_t - (1 - a).sqrt() * v
+
+    def v_target(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0."""
+        a = _gather(self.alpha_bar, t, x0)
+        return a.sqrt() * eps - (1 - a).sqrt() * x0
+
     def x0_to_eps(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         a = _gather(self.alpha_bar, t, x_t)
         return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
