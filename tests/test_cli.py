@@ -324,3 +324,14 @@ def test_network_options_override_the_model_of_a_config_file(toy_run, tmp_path, 
     original = json.loads((toy_run / "config.json").read_text())["model"]["generator"]
     assert written["channels"] == 24 and {k: v for k, v in written.items() if k != "channels"} == \
         {k: v for k, v in original.items() if k != "channels"}
+
+
+def test_prediction_option_sets_what_the_generator_outputs(tmp_path, hybrid):
+    result = hybrid("train", "--data", "toy:8gaussians", "--objective", "ddpm", "--prediction", "v", "--steps", "20",
+                    "--kimg", "0.128", "--run-dir", tmp_path / "run", "--quiet")
+    assert result.code == 0, result.err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["prediction"] == "v"
+    result = hybrid("sample", latest_checkpoint(tmp_path / "run"), "--num", "8", "--sampler", "ddim", "--steps", "5",
+                    "--out", tmp_path / "s.npy")
+    assert result.code == 0, result.err
+    assert np.isfinite(np.load(tmp_path / "s.npy")).all()

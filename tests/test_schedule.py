@@ -135,6 +135,10 @@ def test_eps_and_x0_conversions_invert_each_other(kind):
     x_t = sched.q_sample(x0, t, eps)
     torch.testing.assert_close(sched.eps_to_x0(x_t, t, eps), x0)
     torch.testing.assert_close(sched.x0_to_eps(x_t, t, x0), eps)
+    v = sched.v_target(x0, t, eps)
+    torch.testing.assert_close(sched.v_to_x0(x_t, t, v), x0)
+    a = sched.alpha_bar[t][:, None]
+    torch.testing.assert_close(v, a.sqrt() * eps - (1 - a).sqrt() * x0)
 
 
 def test_bad_arguments_are_refused():

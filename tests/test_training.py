@@ -47,6 +47,34 @@ def test_ddpm_loss_falls(tmp_path):
     assert last < 0.6 * first, f"Loss/G {first:.3f} -> {last:.3f}"
 
 
+class Fixed(torch.nn.Module):
+    """A generator that always outputs the same tensor."""
+
+    def __init__(self, out: torch.Tensor) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, x_t, t, z):
+        return self.out
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_ddpm_regresses_what_the_generator_predicts_and_predict_x0_inverts_it(prediction):
+    """A generator that outputs exactly its target (the noise, x_0, or v) has zero denoising
+    loss, and the model turns that output back into the true x_0 at every level."""
+    cfg = resolve(toy_config(objective="ddpm"), (2,), model_changes={**TINY_NET, "prediction": prediction, "steps": 50})
+    model = Model(cfg.model)
+    objective = OBJECTIVES["ddpm"](model, Stats())
+    batch = objective.draw(torch.randn(64, 2), torch.Generator().manual_seed(0))
+    sched = model.schedule
+    target = {"eps": batch.noise, "x0": batch.x0, "v": sched.v_target(batch.x0, batch.t, batch.noise)}[prediction]
+    model.G = Fixed(target)
+    assert objective.loss(objective.phases[0], batch).item() < 1e-10
+    torch.testing.assert_close(model.predict_x0(model.G, batch.x_t, batch.t, None), batch.x0, atol=1e-4, rtol=0)
+    model.G = Fixed(target + 0.1)
+    assert objective.loss(objective.phases[0], batch).item() == pytest.approx(0.01, rel=1e-4)
+
+
 @pytest.mark.parametrize("d_pair", ["x_prev", "x0"])
 def test_ddgan_discriminator_learns(tmp_path, d_pair):
     run = train(toy_config(objective="ddgan", kimg=8, snapshot_kimg=8, d_pair=d_pair), run_dir=tmp_path / "run",
