@@ -101,6 +101,14 @@ class Model(nn.Module):
             return self.schedule.v_to_x0(x_t, t, out.float())
         return out
 
+    def prediction_target(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """What the generator should output for x_t = q_sample(x0, t, eps): the inverse of predict_x0."""
+        if self.cfg.prediction == Prediction.EPS:
+            return eps
+        if self.cfg.prediction == Prediction.V:
+            return self.schedule.v_target(x0, t, eps)
+        return x0
+
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):

@@ -109,9 +109,7 @@ class DDPM(Objective):
     def loss(self, phase: Phase, batch: Batch) -> Tensor:
         model = self.model
         out = model.G(batch.x_t, batch.t.float() / model.cfg.steps, None).float()
-        target = {"eps": batch.noise, "x0": batch.x0}.get(model.cfg.prediction)
-        if target is None:
-            target = model.schedule.v_target(batch.x0, batch.t, batch.noise)
+        target = model.prediction_target(batch.x0, batch.t, batch.noise)
         per_sample = (out - target).square().flatten(1).mean(1)
         self.stats.report_per_level("Loss/G/denoise", per_sample, batch.t, model.cfg.steps)
         return per_sample.mean()
