@@ -93,7 +93,8 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--steps", type=click.IntRange(1, 10_000), default=None, metavar="T",
               help="Levels T of the diffusion chain. [default: 4 for GAN objectives, 1000 for ddpm] E.g. --steps 2")
 @click.option("--schedule", type=click.Choice(["vp", "linear", "cosine", "logsnr"]), default=None,
-              help="Noise schedule. [default: vp for GAN objectives on images, logsnr on vectors, linear for ddpm]")
+              help="Noise schedule. [default: cosine for the hybrid on images, vp for ddgan on images, logsnr on vectors, "
+                   "linear for ddpm]")
 @click.option("--prediction", type=click.Choice(["x0", "eps", "v"]), default=None,
               help="What the generator outputs: the clean x_0, the noise eps, or v = sqrt(alpha_bar) eps - "
                    "sqrt(1 - alpha_bar) x_0. [default: x0 for GAN objectives, eps for ddpm]")
@@ -126,9 +127,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="Learning-rate schedule: cosine falls to 5% of the start by the end of the run "
               "(--kimg or --minutes, whichever ends it). [default: constant]")
 @click.option("--denoise-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
-              help="Weight of the denoising loss in the hybrid generator loss. [default: 0.01 images, 0.1 vectors]")
+              help="Weight of the denoising loss in the hybrid generator loss. [default: 0.03 images, 0.1 vectors]")
 @click.option("--r1-gamma", type=FiniteFloatRange(min=0), default=None, metavar="G",
-              help="R1 penalty weight on real data. [default: 0.02]")
+              help="R1 penalty weight on real data. [default: 0.005 for the hybrid on images, else 0.02]")
 @click.option("--d-pair", type=click.Choice(["x_prev", "x0"]), default=None,
               help="What the discriminator judges beside x_t: the step's sample x_{t-1} (Denoising Diffusion "
                    "GANs) or the generator's clean estimate x_0. [default: x0 for the hybrid on images, else x_prev]")

@@ -226,6 +226,18 @@ def test_the_hybrid_on_images_judges_the_clean_estimate_by_default():
     assert resolve(digits_config(d_pair="x_prev"), (1, 16, 16)).d_pair == "x_prev", "an explicit choice stands"
 
 
+def test_image_defaults_of_the_hybrid_and_what_keeps_its_own():
+    hybrid = resolve(digits_config(), (1, 16, 16))
+    assert (hybrid.model.schedule, hybrid.denoise_weight, hybrid.r1_gamma) == ("cosine", 0.03, 0.005)
+    ddgan = resolve(digits_config(objective="ddgan"), (1, 16, 16))
+    assert (ddgan.model.schedule, ddgan.r1_gamma) == ("vp", 0.02), "ddgan keeps the published chain and R1"
+    toy = resolve(toy_config(), (2,))
+    assert (toy.model.schedule, toy.denoise_weight, toy.r1_gamma) == ("logsnr", 0.1, 0.02)
+    assert resolve(toy_config(objective="ddpm"), (2,)).model.schedule == "linear"
+    chosen = resolve(digits_config(r1_gamma=0.0, denoise_weight=0.01), (1, 16, 16))
+    assert (chosen.r1_gamma, chosen.denoise_weight) == (0.0, 0.01), "an explicit choice stands, zero included"
+
+
 # ---------------------------------------------------------------------------------- run directory
 
 
