@@ -269,6 +269,8 @@ def test_presets_load_and_cpu_digits_is_the_default():
     assert cifar.model.shape == (3, 32, 32) and cifar.model.steps == 4 and cifar.model.schedule == "vp"
     assert (cifar.lr_g, cifar.lr_d, cifar.betas, cifar.r1_gamma) == (1.6e-4, 1.25e-4, (0.5, 0.9), 0.02)
     assert cifar.model.discriminator.mbstd_group == 4  # the published discriminator's minibatch std
+    # The GPU presets keep the R1 they were written with, not the hybrid's digits-measured image default.
+    assert read_preset("mnist").r1_gamma == read_preset("celeba64").r1_gamma == 0.02
 
 
 def test_a_config_file_with_a_bad_network_exits_2(tmp_path, hybrid):
