@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hybrid.checkpoint import load, load_model  # noqa: E402
+from hybrid.checkpoint import load, model_from  # noqa: E402
 from hybrid.images import to_uint8, write_samples  # noqa: E402
 from hybrid.samplers import levels, sample_batched  # noqa: E402
 from metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate, tensor_samples  # noqa: E402
@@ -50,11 +50,10 @@ def chosen_levels(T: int, given: list[int] | None) -> list[int]:
     return chosen
 
 
-def rows(ckpt: str, model, chosen: list[int], num: int, metrics: tuple[str, ...], seed: int, device: str,
+def rows(data_name: str, model, chosen: list[int], num: int, metrics: tuple[str, ...], seed: int, device: str,
          save: Path | None = None):
     """One dict per judged set: what, level, and each metric's values; with `save`, each set also
     goes to save/<what><level>.npy (real.npy for the real subset)."""
-    data_name = load(ckpt)["config"]["data"]
     resolution = model.cfg.shape[-1] if model.cfg.is_image else None
     data = load_dataset(data_name, resolution)
     ref = load_dataset(data_name, resolution, HELD_OUT_SEED)  # toys: a fresh draw; images: the same data
@@ -96,7 +95,8 @@ def main() -> None:
     p.add_argument("--save", type=Path, metavar="DIR", help="also keep each judged set as DIR/<row>.npy (real, rec1, chain1, ...)")
     args = p.parse_args()
     metrics = tuple(args.metrics.split(",")) if args.metrics else ()
-    model = load_model(args.checkpoint).to(args.device)
+    ckpt = load(args.checkpoint)
+    model = model_from(ckpt, args.checkpoint).to(args.device)
     try:
         chosen = chosen_levels(model.cfg.steps, args.levels)
     except ValueError as e:
@@ -107,7 +107,7 @@ def main() -> None:
         except OSError as e:
             p.error(f"--save {args.save}: {e.strerror}")
     print(f"{'row':<9} metrics at N = {args.num}", flush=True)
-    for row in rows(args.checkpoint, model, chosen, args.num, metrics, args.seed, args.device, args.save):
+    for row in rows(ckpt["config"]["data"], model, chosen, args.num, metrics, args.seed, args.device, args.save):
         label = row["what"] if row["level"] == 0 else f"{row['what']} {row['level']}"
         values = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("what", "level"))
         print(f"{label:<9} {values}", flush=True)

@@ -106,9 +106,13 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     """The model bundle of a checkpoint, with the EMA generator ready to sample. Needs only the file."""
+    return model_from(load(path, map_location), path)
+
+
+def model_from(ckpt: dict[str, Any], path: str | Path):
+    """The model bundle of a checkpoint already read with `load` (path: for the error message)."""
     from hybrid.model import Model, ModelConfig
 
-    ckpt = load(path, map_location)
     try:
         model = Model(ModelConfig.from_dict(ckpt["config"]["model"]))
         model.G.load_state_dict(ckpt["G"])

@@ -152,11 +152,11 @@ def bench_checkpoint(path: str | Path, cfg: BenchConfig, device: torch.device, l
                      ref: str | None = None, log: Log = stderr_log) -> list[dict[str, Any]]:
     """Benchmark one checkpoint: one record per (sampler, NFE). ref: default the training data
     (toys: a held-out draw, seed HELD_OUT_SEED, as `hybrid eval`)."""
-    from hybrid.checkpoint import load, load_model
+    from hybrid.checkpoint import load, model_from
 
     path = Path(path)
     ckpt = load(path)
-    model = load_model(path).to(device)
+    model = model_from(ckpt, path).to(device)
     config = ckpt.get("config", {})
     ref = ref or config.get("data")
     if ref is None:

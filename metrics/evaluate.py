@@ -312,10 +312,11 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
         check_resolution(cfg.resolution, size, source)
         samples = tensor_samples(data, str(path), cfg.num, cfg.batch)
     else:
-        from hybrid.checkpoint import load, load_model
+        from hybrid.checkpoint import load, model_from
 
-        config = load(path).get("config", {})
-        model = load_model(path).to(device)
+        ckpt = load(path)
+        config = ckpt.get("config", {})
+        model = model_from(ckpt, path).to(device)
         size = tuple(model.cfg.shape[-2:]) if model.cfg.is_image else None
         check_resolution(cfg.resolution, size, source)
         ref = ref or config.get("data")
