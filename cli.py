@@ -185,6 +185,7 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
         raise UserError("give --preset or --config, not both")
     base = read_preset(preset) if preset else read_config(config_file) if config_file else TrainConfig()
     cfg = base.replace(**changes)
+    check_objective_options(cfg.objective, given)
     args = (cfg, run_dir, resume, changes, model_changes, quiet)
     if gpus == 1:
         from training import train as run_training
@@ -194,6 +195,21 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
     codes = launch_training(gpus, cfg.device, args)
     if any(codes.values()):
         sys.exit(codes[0] or max(codes.values()))
+
+
+# Options that only an objective with a discriminator uses: given on the command line to ddpm
+# they would be ignored, so they are refused instead (config files may carry them resolved).
+DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
+
+
+def check_objective_options(objective: str, given: set[str]) -> None:
+    unused = [k for k in DISCRIMINATOR_OPTIONS if k in given] if objective == "ddpm" else []
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        raise UserError(f"{flags}: --objective ddpm has no discriminator, so it would be ignored; drop it")
+    if objective != "hybrid" and "denoise_weight" in given:
+        raise UserError(f"--denoise-weight: only the hybrid weighs a denoising loss against an adversarial one; "
+                        f"--objective {objective} would ignore it; drop it")
 
 
 def launch_training(gpus: int, device: str, args: tuple) -> dict[int, int]:

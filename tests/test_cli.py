@@ -306,6 +306,17 @@ def test_instance_noise_without_a_discriminator_exits_2(tmp_path, hybrid):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("objective, option, value, mention", [
+    ("ddpm", "--r1-gamma", "0.1", "no discriminator"), ("ddpm", "--lr-d", "1e-3", "no discriminator"),
+    ("ddpm", "--d-pair", "x0", "no discriminator"), ("ddpm", "--denoise-weight", "0.1", "only the hybrid"),
+    ("ddgan", "--denoise-weight", "0.1", "only the hybrid")])
+def test_an_option_the_objective_would_ignore_exits_2(tmp_path, hybrid, objective, option, value, mention):
+    result = hybrid("train", "--data", "toy:8gaussians", "--objective", objective, option, value,
+                    "--run-dir", tmp_path / "run", "--kimg", "0.064")
+    assert_user_error(result, option, objective, mention)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("options, mention", [
     ({"data": "toy:8gaussians", "d_augment": "translate"}, "needs images"),
     ({"data": "digits", "objective": "ddpm", "d_augment": "translate"}, "needs images and a discriminator"),
