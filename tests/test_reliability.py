@@ -101,7 +101,7 @@ numbers = st.one_of(st.integers(-5, 12).map(str), st.floats(-2, 2).map(str),
                     st.sampled_from(["nan", "inf", "-inf", "1e999", "0x10", "", " ", "１２", "3 4"]), odd_text)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(option=st.sampled_from(["--kimg", "--batch", "--resolution", "--steps", "--seed", "--lr-g", "--r1-gamma",
                                "--dropout", "--channels", "--snapshot-every", "--objective", "--norm", "--device"]),
        value=numbers, data=st.sampled_from(["toy:8gaussians", "toy:nope", "./no such dir é", "digits.npy"]))
@@ -116,7 +116,7 @@ def test_fuzzed_train_options_exit_0_or_2(tmp_path_factory, hybrid, option, valu
         assert len(result.err.strip().splitlines()) == 1, result.err
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(option=st.sampled_from(["--seeds", "--steps", "--num", "--sampler", "--batch", "--out"]), value=odd_text)
 def test_fuzzed_sample_options_exit_0_or_2(toy_run, tmp_path_factory, hybrid, option, value):
     out = tmp_path_factory.mktemp("out") / "s é.npy"
