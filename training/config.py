@@ -212,7 +212,7 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         # toy:25gaussians x0 pairs lost modes (24 and 23 of 25, SWD 0.35 / 0.29 against 25/25, 0.07).
         d_pair=cfg.d_pair or ("x0" if image and cfg.objective == "hybrid" else "x_prev"),
         # The hybrid on digits at 140 kimg (12 CPU-minutes): the cosine chain (default_model),
-        # denoising weight 0.03 and R1 0.005 together gave FID 28.5 +- 1.9 over 8 seeds, against
+        # denoising weight 0.03 and R1 0.005 together gave FID 28.8 +- 1.9 over 10 seeds, against
         # 31.2 +- 1.5 (4 seeds) with vp / 0.01 / 0.02, better on each of the 4 seeds both ran; each
         # alone was within the seeds' spread (BENCHMARKS.md). ddgan keeps the published R1.
         denoise_weight=cfg.denoise_weight if cfg.denoise_weight is not None else (0.03 if image else 0.1),
