@@ -271,6 +271,7 @@ def test_presets_load_and_cpu_digits_is_the_default():
     assert cifar.model.discriminator.mbstd_group == 4  # the published discriminator's minibatch std
     # The GPU presets keep the R1 they were written with, not the hybrid's digits-measured image default.
     assert read_preset("mnist").r1_gamma == read_preset("celeba64").r1_gamma == 0.02
+    assert read_preset("mnist").ema_kimg == 10, "and the EMA half-life"
 
 
 def test_a_config_file_with_a_bad_network_exits_2(tmp_path, hybrid):

@@ -236,6 +236,9 @@ def test_image_defaults_of_the_hybrid_and_what_keeps_its_own():
     assert resolve(toy_config(objective="ddpm"), (2,)).model.schedule == "linear"
     chosen = resolve(digits_config(r1_gamma=0.0, denoise_weight=0.01), (1, 16, 16))
     assert (chosen.r1_gamma, chosen.denoise_weight) == (0.0, 0.01), "an explicit choice stands, zero included"
+    assert (hybrid.ema_kimg, ddgan.ema_kimg, toy.ema_kimg) == (5.0, 10.0, 10.0)
+    assert resolve(digits_config(objective="ddpm"), (1, 16, 16)).ema_kimg == 10.0
+    assert resolve(digits_config(ema_kimg=20.0), (1, 16, 16)).ema_kimg == 20.0
 
 
 # ---------------------------------------------------------------------------------- run directory
