@@ -288,7 +288,8 @@ def test_a_config_file_with_a_bad_network_exits_2(tmp_path, hybrid):
 
 
 @pytest.mark.parametrize("name, value", [("d_noise", -1), ("d_noise", True), ("d_noise", "0.1"), ("d_noise", None),
-                                         ("r1_gamma", -0.5), ("d_noise", 10**400)])
+                                         ("r1_gamma", -0.5), ("d_noise", 10**400), ("ema_kimg", -5),
+                                         ("ema_rampup", "0.05")])
 def test_a_config_file_with_a_bad_regulariser_exits_2(tmp_path, hybrid, name, value):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"data": "toy:8gaussians", name: value}))

@@ -165,10 +165,12 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         raise UserError(f"--objective {cfg.objective!r}: choose one of hybrid, ddgan, ddpm")
     if cfg.d_pair is not None and cfg.d_pair not in D_PAIRS:
         raise UserError(f"--d-pair {cfg.d_pair!r}: choose one of {', '.join(D_PAIRS)}")
-    numbers = {"d_noise": cfg.d_noise} | ({"r1_gamma": cfg.r1_gamma} if cfg.r1_gamma is not None else {})
+    numbers = {"d_noise": cfg.d_noise, "ema_rampup": cfg.ema_rampup}
+    numbers |= {name: getattr(cfg, name) for name in ("r1_gamma", "ema_kimg") if getattr(cfg, name) is not None}
     for name, value in numbers.items():
         if not is_nonnegative_number(value):
-            raise UserError(f"{name} {value!r}: expected a finite number >= 0 (--{name.replace('_', '-')})")
+            where = "in a config file" if name.startswith("ema_") else "--" + name.replace("_", "-")  # no EMA flags
+            raise UserError(f"{name} {value!r}: expected a finite number >= 0 ({where})")
     if cfg.d_noise and cfg.objective not in OBJECTIVES_WITH_D:
         raise UserError(f"--d-noise {cfg.d_noise}: --objective {cfg.objective} has no discriminator to give noise to")
     if cfg.d_augment not in D_AUGMENTS:
