@@ -312,7 +312,8 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
               help="Reference: a dataset name, folder or .npy. [default: a checkpoint's training data] E.g. --ref digits")
 @click.option("--metrics", "metric_names", metavar="LIST", default=None,
               help="Comma-separated metrics: fid,kid,is,pr,classes for images (classes: labelled data such as "
-                   "digits, mnist); modes,swd,mmd for vectors. [default: fid,kid or modes,swd,mmd]")
+                   "digits, mnist); modes,swd,mmd for vectors (modes: the toy mixtures). "
+                   "[default: fid,kid for images, modes,swd,mmd for a toy mixture, swd,mmd for other vectors]")
 @click.option("--num", type=click.IntRange(min=2, max=10_000_000), default=None, metavar="N",
               help="Samples to judge. FID falls with N: compare only at equal N (CIFAR-10 convention: 50000). "
                    "[default: 1000 from a checkpoint, all from sample files] E.g. --num 10000")
@@ -386,7 +387,8 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
               help="Samples per repetition. FID falls with N: compare only at equal N. E.g. --num 50000")
 @click.option("--metrics", "metric_names", metavar="LIST", default=None,
               help="Comma-separated metrics: fid,kid,is,pr,classes for images (classes: labelled data such as "
-                   "digits, mnist); modes,swd,mmd for vectors. [default: fid,kid or modes,swd,mmd]")
+                   "digits, mnist); modes,swd,mmd for vectors (modes: the toy mixtures). "
+                   "[default: fid,kid for images, modes,swd,mmd for a toy mixture, swd,mmd for other vectors]")
 @click.option("--sampler", "samplers", metavar="LIST", default=None,
               help="Samplers to measure, from gan,ddpm,ddim. [default: each model's own] E.g. --sampler ddpm,ddim")
 @click.option("--ref", metavar="DATA", default=None,

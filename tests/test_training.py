@@ -320,6 +320,20 @@ def test_resumed_run_matches_an_uninterrupted_one_bitwise(tmp_path, hybrid):
             for k, v in state.items():
                 assert torch.equal(v, b["opt"][net]["state"][pid][k]), f"opt {net} {pid} {k}"
     assert [r["kimg"] for r in read_stats(part)] == [r["kimg"] for r in read_stats(whole)]
+    assert read_config(part / "config.json").kimg == 2, "config.json says what the continued run trains for"
+
+
+def test_a_run_continued_in_a_new_directory_is_a_whole_run_directory(toy_run, tmp_path, hybrid):
+    """`--resume CKPT --run-dir NEW` leaves NEW with its own config.json, so `hybrid bench` and
+    `hybrid train --config` work on it as on any run."""
+    new = tmp_path / "continued"
+    result = hybrid("train", "--resume", latest_checkpoint(toy_run), "--run-dir", new, "--kimg", "1.25", "--quiet")
+    assert result.code == 0, result.err
+    original = json.loads((toy_run / "config.json").read_text())
+    assert json.loads((new / "config.json").read_text()) == {**original, "kimg": 1.25}
+    result = hybrid("bench", latest_checkpoint(new), "--metrics", "modes", "--num", "64", "--seeds", "1", "--device", "cpu")
+    assert result.code == 0, result.err
+    assert (new / "bench.jsonl").is_file()
 
 
 def test_resume_refuses_to_change_what_a_run_is(toy_run, tmp_path, hybrid):

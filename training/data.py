@@ -169,10 +169,10 @@ def _torchvision(name: str, cls_name: str, default_res: int, **kwargs) -> Loader
 
 
 for _name, _cls, _res, _kw, _help in (
-    ("mnist", "MNIST", 32, {"train": True}, "MNIST train set (60k, padded to 32x32); downloads"),
-    ("fashion-mnist", "FashionMNIST", 32, {"train": True}, "Fashion-MNIST train set (60k); downloads"),
+    ("mnist", "MNIST", 32, {"train": True}, "MNIST train set (60k, resized to 32x32); downloads"),
+    ("fashion-mnist", "FashionMNIST", 32, {"train": True}, "Fashion-MNIST train set (60k, resized to 32x32); downloads"),
     ("cifar10", "CIFAR10", 32, {"train": True}, "CIFAR-10 train set (50k, 32x32); downloads"),
-    ("celeba", "CelebA", 64, {"split": "train"}, "CelebA train set (center-cropped to 64x64); downloads"),
+    ("celeba", "CelebA", 64, {"split": "train"}, "CelebA train set (center-cropped and resized to 64x64); downloads"),
 ):
     register(_name, _help)(_torchvision(_name, _cls, _res, **_kw))
 

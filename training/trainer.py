@@ -458,7 +458,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
         cfg = resolve(cfg, data.shape, model_changes)
     distributed.check_batch(cfg.batch)
     main = distributed.is_main()
-    distributed.on_main(_claim, run, cfg if state is None else None)
+    distributed.on_main(_claim, run, cfg)
     console = Console(run.log if main else None, quiet=quiet or not main)
     try:
         trainer = Trainer(cfg, run, data, console)
@@ -480,13 +480,13 @@ def _open_and_load(cfg: TrainConfig, run_dir: str | Path | None,
     return run, ckpt_path, ckpt_io.load(ckpt_path) if ckpt_path else None
 
 
-def _claim(run: RunDir, new_cfg: TrainConfig | None) -> None:
-    """Create and lock the run directory; write config.json for a new run (`new_cfg`)."""
+def _claim(run: RunDir, cfg: TrainConfig) -> None:
+    """Create and lock the run directory and write its config.json: the configuration the run now
+    trains with (a resumed run's budget may have changed, or it may continue in a new directory)."""
     run.create()
     run.lock()
     try:
-        if new_cfg is not None:
-            _write_config(run, new_cfg)
+        _write_config(run, cfg)
     except BaseException:
         run.unlock()
         raise
