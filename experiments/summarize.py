@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hybrid.checkpoint import list_checkpoints, load  # noqa: E402
@@ -89,6 +90,11 @@ def plot(results: dict, key: str, title: str, path: Path) -> None:
         ax.errorbar(nfe, mean, yerr=std, marker="s" if sampler == "ddpm" else "o", capsize=3,
                     color=f"C{variants.index(variant)}", label=f"{variant} ({sampler})")
     ax.set_xscale("log")
+    means = [m for points in lines.values() for _, m, _ in points]
+    if means and min(means) > 0 and max(means) > 10 * min(means):  # e.g. FID from 1 to 1000 steps
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "25" else ""))
     ax.set_xlabel("NFE (generator evaluations per sample)")
     ax.set_ylabel(key + (" (lower is better)" if key in LOWER_IS_BETTER else " (higher is better)"))
     ax.set_title(title, fontsize=9)
