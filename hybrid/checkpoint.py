@@ -117,6 +117,7 @@ def model_from(ckpt: dict[str, Any], path: str | Path):
         model = Model(ModelConfig.from_dict(ckpt["config"]["model"]))
         model.G.load_state_dict(ckpt["G"])
         model.G_ema.load_state_dict(ckpt["G_ema"])
+        model.load_past(ckpt.get("G_past", []))
         if model.D is not None and "D" in ckpt:
             model.D.load_state_dict(ckpt["D"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:

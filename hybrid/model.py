@@ -76,7 +76,11 @@ def build_discriminator(cfg: ModelConfig) -> nn.Module:
 
 
 class Model(nn.Module):
-    """Generator G, its exponential moving average G_ema, discriminator D and the schedule."""
+    """Generator G, its exponential moving average G_ema, discriminator D and the schedule.
+
+    `past` holds copies of G_ema from earlier in training, newest first (`remember`); samples are
+    drawn from G_ema and these together (`generators`, hybrid.samplers.sample).
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -87,6 +91,7 @@ class Model(nn.Module):
         self.G = build_generator(cfg)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
         self.D = build_discriminator(cfg) if cfg.discriminator is not None else None
+        self.past = nn.ModuleList()
 
     @property
     def z_dim(self) -> int:
@@ -108,6 +113,22 @@ class Model(nn.Module):
         if self.cfg.prediction == Prediction.V:
             return self.schedule.v_target(x0, t, eps)
         return x0
+
+    def generators(self, mixture: int | None = None) -> list[nn.Module]:
+        """The networks samples are drawn from: G_ema, then its earlier states; the first `mixture` of them."""
+        return [self.G_ema, *self.past][:mixture]
+
+    def remember(self, keep: int) -> None:
+        """Keep a copy of G_ema as it is now, and at most `keep` earlier states in all."""
+        if keep > 0:
+            self.past.insert(0, copy.deepcopy(self.G_ema))
+            del self.past[keep:]
+
+    def load_past(self, states: list[dict[str, Tensor]]) -> None:
+        """Set `past` to generators with these state dicts (newest first), as a checkpoint stores them."""
+        self.past = nn.ModuleList(copy.deepcopy(self.G_ema) for _ in states)
+        for net, state in zip(self.past, states):
+            net.load_state_dict(state)
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:

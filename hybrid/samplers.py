@@ -7,7 +7,8 @@ NFE = K, the number of levels visited before 0.
 
 Every random number of sample i comes from its own generator seeded with seeds[i], drawn on
 the CPU in a fixed order, so a sample depends only on its seed: not on the batch it is drawn
-in, nor on the device.
+in, nor on the device. A model that keeps earlier states of its generator (`Model.past`) draws
+sample i with generator seeds[i] mod K of its K generators: a mixture in equal shares.
 """
 
 from __future__ import annotations
@@ -85,18 +86,34 @@ def sample(
     net: torch.nn.Module | None = None,
     start: tuple[int, Tensor] | None = None,
     path: list[int] | None = None,
+    mixture: int | None = None,
 ) -> Tensor:
     """Draw one sample per seed. Returns [N, *shape] float32 on the CPU.
 
-    steps: the NFE (default: the starting level). net: the generator to use (default the EMA
-    generator). start: (level k, x_k [N, *shape]) to run the chain from x_k at level k instead
+    steps: the NFE (default: the starting level). net: the generator to use (default: the
+    model's generators, `Model.generators`: sample i from the one at seeds[i] mod their number).
+    mixture: how many of the model's generators to draw from (default all; 1: G_ema alone).
+    start: (level k, x_k [N, *shape]) to run the chain from x_k at level k instead
     of from pure noise at level T (the seeds then give only the latents and posterior noise).
     path: the levels to visit, from the start down (e.g. [4, 1]: NFE 2 that ends at level 1);
     default: `steps` levels evenly spaced (`levels`).
     """
-    sampler = Sampler(sampler)
-    net = model.G_ema if net is None else net
-    device = torch.device(device)
+    nets = [net] if net is not None else model.generators(mixture)
+    if len(nets) == 1:
+        return _chain(model, nets[0], seeds, steps, Sampler(sampler), torch.device(device), start, path)
+    out = torch.empty(len(seeds), *model.cfg.shape)
+    for k, member in enumerate(nets):
+        rows = [i for i, seed in enumerate(seeds) if seed % len(nets) == k]
+        if rows:
+            part = None if start is None else (start[0], start[1][rows])
+            out[rows] = _chain(model, member, [seeds[i] for i in rows], steps, Sampler(sampler), torch.device(device),
+                               part, path)
+    return out
+
+
+def _chain(model: Model, net: torch.nn.Module, seeds: list[int], steps: int | None, sampler: Sampler,
+           device: torch.device, start: tuple[int, Tensor] | None, path: list[int] | None) -> Tensor:
+    """`sample` with one generator."""
     shape = model.cfg.shape
     noise = SeedNoise(seeds)
     first = noise.randn(*shape)  # drawn either way: a seed's later draws do not depend on `start`

@@ -94,7 +94,8 @@ def summarize(results: list[dict[str, dict[str, float]]]) -> dict[str, dict[str,
     return out
 
 
-def time_sampling(model, sampler: str, nfe: int, device: torch.device, batch: int, calls: int) -> Timing:
+def time_sampling(model, sampler: str, nfe: int, device: torch.device, batch: int, calls: int,
+                  mixture: int | None = None) -> Timing:
     """Median wall time of sampler calls of `batch` samples, after one warm-up call: at least
     `calls` calls and at least MIN_TIMING_SECONDS in all, so that fast calls are not timer noise;
     a single call where the warm-up took SLOW_CALL_SECONDS or more.
@@ -105,13 +106,13 @@ def time_sampling(model, sampler: str, nfe: int, device: torch.device, batch: in
 
     seeds = list(range(batch))
     start = time.perf_counter()
-    sample(model, seeds, steps=nfe, sampler=sampler, device=device)  # warm-up: allocator, kernels, caches
+    sample(model, seeds, steps=nfe, sampler=sampler, device=device, mixture=mixture)  # warm-up: allocator, kernels, caches
     if time.perf_counter() - start >= SLOW_CALL_SECONDS:
         calls = 1  # timer noise is nothing against such a call, and each one costs minutes
     seconds: list[float] = []
     while len(seconds) < calls or (sum(seconds) < MIN_TIMING_SECONDS and len(seconds) < MAX_TIMING_CALLS):
         start = time.perf_counter()
-        sample(model, seeds, steps=nfe, sampler=sampler, device=device)
+        sample(model, seeds, steps=nfe, sampler=sampler, device=device, mixture=mixture)
         seconds.append(time.perf_counter() - start)
     median = statistics.median(seconds)
     return Timing(batch, 1000 * median / batch, batch / median, len(seconds))
@@ -182,14 +183,15 @@ def bench_setting(model, sampler: str, nfe: int, ref: str, ref_data: Any, cfg: B
         ecfg = replace(cfg.eval, num=num, seeds=seeds, steps=nfe, sampler=sampler)
         samples = model_samples(model, ecfg, device, description=f"bench {sampler} NFE {nfe}")
         runs.append(evaluate(samples, ref_data, ref, ecfg, device, log))
-    timing = time_sampling(model, sampler, nfe, device, cfg.timing_batch, cfg.timing_calls)
+    timing = time_sampling(model, sampler, nfe, device, cfg.timing_batch, cfg.timing_calls, cfg.eval.mixture)
     first = runs[0]
     protocol = {"num": num, "repeats": cfg.repeats, "seeds": [[s[0], s[-1]] for s in ranges],
                 **reference_protocol(ref, ref_data, replace(cfg.eval, num=num), first),
                 "extractor": first.extractor, "weights_sha256": first.weights_sha256, "weights_source": first.weights_source,
                 "details": first.details, "device": device_name(device), **versions(),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    return {"sampler": sampler, "nfe": nfe, "metrics": summarize([r.results for r in runs]),
+    return {"sampler": sampler, "nfe": nfe, "generators": len(model.generators(cfg.eval.mixture)),
+            "metrics": summarize([r.results for r in runs]),
             "skipped": first.skipped, "ms_per_img": timing.ms_per_img, "img_per_s": timing.img_per_s,
             "timing_batch": timing.batch, "timing_calls": timing.calls,
             "eval_seconds": round(sum(r.seconds for r in runs), 3), "protocol": protocol}

@@ -47,6 +47,7 @@ class EvalConfig:
     steps: int | None = None  # NFE for a model (None: the model's default)
     sampler: str | None = None  # gan | ddpm | ddim for a model (None: the model's default)
     seeds: tuple[int, ...] | None = None  # sample seeds for a model (None: SEED_BASE .. SEED_BASE + num - 1)
+    mixture: int | None = None  # a model's generators to draw from (None: all it holds; 1: G_ema alone)
     batch: int = 64  # images per sampler call and per feature-extractor pass
     resolution: int | None = None  # evaluate_source: compare images at this side, both sets resized (None: the samples' own)
     inception_weights: str | None = None  # a weights file (None: search, see metrics.inception)
@@ -124,7 +125,7 @@ def stderr_log(message: str) -> None:
 
 
 def model_samples(model, cfg: EvalConfig, device: torch.device, description: str = "model") -> Samples:
-    """Samples drawn from a hybrid.model.Model with its EMA generator, one seed per sample."""
+    """Samples drawn from a hybrid.model.Model with its generators (`cfg.mixture`), one seed per sample."""
     from hybrid.samplers import default_sampling, sample, sample_batched
 
     default_sampler, default_steps = default_sampling(model.cfg)
@@ -133,13 +134,16 @@ def model_samples(model, cfg: EvalConfig, device: torch.device, description: str
     if steps > model.cfg.steps:
         raise UserError(f"--steps {steps}: the model has T = {model.cfg.steps} levels; choose 1..{model.cfg.steps}")
     seeds = list(cfg.seeds) if cfg.seeds else list(range(SEED_BASE, SEED_BASE + (cfg.num or DEFAULT_NUM)))
-    what = f"{description} ({sampler} sampler, NFE {steps}, seeds {seeds[0]}..{seeds[-1]})"
+    generators = len(model.generators(cfg.mixture))
+    mixed = f", a mixture of {generators} generators" if generators > 1 else ""
+    what = f"{description} ({sampler} sampler, NFE {steps}{mixed}, seeds {seeds[0]}..{seeds[-1]})"
     if not model.cfg.is_image:
-        x = sample_batched(model, seeds, batch=VECTOR_BATCH, steps=steps, sampler=sampler, device=device)
+        x = sample_batched(model, seeds, batch=VECTOR_BATCH, steps=steps, sampler=sampler, device=device,
+                           mixture=cfg.mixture)
         return Samples(VECTOR, what, len(seeds), vectors=x, nfe=steps, sampler=sampler)
 
     def draw(chunk: list[int]) -> Tensor:
-        return sample(model, chunk, steps=steps, sampler=sampler, device=device)
+        return sample(model, chunk, steps=steps, sampler=sampler, device=device, mixture=cfg.mixture)
 
     return Samples(IMAGE, what, len(seeds), batches=lambda: generated_batches(draw, seeds, cfg.batch), nfe=steps, sampler=sampler)
 

@@ -261,7 +261,7 @@ def bench_series(run: Run) -> dict[str, dict[str, list[tuple[float, float, Any]]
     for r in newest_bench(run):
         if r.get("kimg") is None:
             continue
-        label = f"{run.label} {r.get('sampler')} NFE {r['nfe']}"
+        label = f"{run.label} {sampling(r)} NFE {r['nfe']}"
         for key, mean in bench_means(r):
             points.setdefault(label, {}).setdefault(key, []).append((float(r["kimg"]), mean, r["nfe"]))
     return {label: s for label, s in points.items() if len({p[0] for v in s.values() for p in v}) > 1}
@@ -325,13 +325,19 @@ def training_section(runs: list[Run], out: Path) -> list[Block]:
 
 
 def newest_bench(run: Run) -> list[dict[str, Any]]:
-    """bench.jsonl records, the newest per (checkpoint, sampler, NFE), by kimg, sampler, NFE."""
-    latest = {(r.get("checkpoint"), r.get("sampler"), r.get("nfe")): r for r in run.bench if "nfe" in r}
-    return sorted(latest.values(), key=lambda r: (r.get("kimg") or 0, str(r.get("sampler")), r["nfe"]))
+    """bench.jsonl records, the newest per (checkpoint, sampling, NFE), by kimg, sampling, NFE."""
+    latest = {(r.get("checkpoint"), sampling(r), r.get("nfe")): r for r in run.bench if "nfe" in r}
+    return sorted(latest.values(), key=lambda r: (r.get("kimg") or 0, sampling(r), r["nfe"]))
+
+
+def sampling(record: dict[str, Any]) -> str:
+    """A bench record's sampler, and the generators it drew from when more than one ('gan, mixture 3')."""
+    generators = record.get("generators") or 1
+    return f"{record.get('sampler')}" + (f", mixture {generators}" if generators > 1 else "")
 
 
 def bench_label(run: Run, record: dict[str, Any]) -> str:
-    return f"{run.label} {record.get('sampler')}"
+    return f"{run.label} {sampling(record)}"
 
 
 def bench_section(runs: list[Run], out: Path) -> list[Block]:
@@ -380,7 +386,7 @@ def append_point(series: dict[str, tuple[list, list, list]], label: str, nfe: in
 
 
 def bench_row(run: Run, r: dict[str, Any], keys: list[str]) -> list[str]:
-    cells = [run.label, fmt(r.get("kimg")), fmt(r.get("sampler")), fmt(r.get("nfe"))]
+    cells = [run.label, fmt(r.get("kimg")), sampling(r), fmt(r.get("nfe"))]
     for k in keys:
         s = r.get("metrics", {}).get(k)
         if not s:

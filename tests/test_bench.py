@@ -7,13 +7,15 @@ import math
 import shutil
 import statistics
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_user_error, latest_checkpoint
+from conftest import REPO, TINY_NET, assert_user_error, latest_checkpoint, toy_config
 from hybrid.errors import UserError
 from metrics.bench import BenchConfig, bench, seed_ranges, summarize
 from metrics.evaluate import SEED_BASE, EvalConfig
+from training import train
 from training.data import load_dataset
 
 FAST = BenchConfig(nfe=(1, 2, 8), repeats=2, eval=EvalConfig(metrics=("modes", "swd"), num=300), timing_batch=32)
@@ -178,3 +180,36 @@ def test_a_slow_sampler_is_timed_once_after_its_warm_up(monkeypatch, warmup, tim
     timing = bench_module.time_sampling(None, "ddpm", 1000, torch.device("cpu"), batch=4, calls=3)
     assert timing.calls == timed and len(calls) == 1 + timed
     assert timing.ms_per_img == pytest.approx(250.0)
+
+
+@pytest.fixture(scope="module")
+def mixture_run(tmp_path_factory):
+    """A toy run whose checkpoint holds G_ema and two earlier states of it (a mixture of three)."""
+    return train(toy_config(mixture=3, mixture_kimg=0.25), run_dir=tmp_path_factory.mktemp("mixture") / "run",
+                 model_changes=TINY_NET, quiet=True)
+
+
+def test_a_mixture_is_sampled_evaluated_and_benched_and_mixture_1_is_g_ema_alone(mixture_run, hybrid, tmp_path):
+    ckpt = latest_checkpoint(mixture_run)
+    x = {}
+    for name, extra in (("mix", ()), ("one", ("--mixture", "1"))):
+        result = hybrid("sample", ckpt, "--seeds", "0-5", "--out", tmp_path / f"{name}.npy", *extra)
+        assert result.code == 0, result.err
+        x[name] = np.load(tmp_path / f"{name}.npy")
+    assert "a mixture of 3 generators" in hybrid("sample", ckpt, "--num", "3", "--out", tmp_path / "g.npy").out
+    # Seeds 0 and 3 draw from G_ema in both; the others from the earlier states in the mixture.
+    assert np.array_equal(x["mix"][[0, 3]], x["one"][[0, 3]])
+    assert not np.allclose(x["mix"][[1, 2, 4, 5]], x["one"][[1, 2, 4, 5]])
+
+    out = tmp_path / "bench.jsonl"
+    for extra in ((), ("--mixture", "1")):
+        result = hybrid("bench", ckpt, "--nfe", "4", "--seeds", "1", "--num", "300", "--metrics", "swd", "--out", out,
+                        *extra)
+        assert result.code == 0, result.err
+    mixed, alone = read_records(out)
+    assert (mixed["generators"], alone["generators"]) == (3, 1)
+    assert mixed["metrics"]["swd"]["mean"] != alone["metrics"]["swd"]["mean"]
+    shutil.copyfile(out, mixture_run / "bench.jsonl")
+    assert hybrid("report", mixture_run, "--out", tmp_path / "report").code == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "gan, mixture 3" in report and "| gan |" in report, "both settings are rows of their own"

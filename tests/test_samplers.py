@@ -177,6 +177,30 @@ def test_a_given_path_visits_exactly_its_levels():
         sample(model, SEEDS, path=[4, 1], steps=3)
 
 
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_a_mixture_draws_each_sample_from_the_generator_its_seed_picks(kind, sampler):
+    """Sample i comes from generator seeds[i] mod K, whatever the batch, from its own seed's noise."""
+    model = MODELS[kind]()
+    earlier = [tiny_model(model.cfg.shape, model.cfg.steps, model.cfg.prediction, model.z_dim).G_ema for _ in range(2)]
+    for k, net in enumerate(earlier):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.1 * (k + 1))
+    model.past = nn.ModuleList(earlier)
+    nets = model.generators()
+    seeds = [11, 3, 7, 12, 5, 9, 4]
+    mixed = sample(model, seeds, sampler=sampler)
+    for i, seed in enumerate(seeds):
+        alone = sample(model, [seed], sampler=sampler, net=nets[seed % 3])[0]
+        torch.testing.assert_close(mixed[i], alone, rtol=1e-5, atol=1e-5)  # to rounding: real networks, see above
+    torch.testing.assert_close(sample_batched(model, seeds, batch=2, sampler=sampler), mixed, rtol=1e-5, atol=1e-5)
+    assert torch.equal(sample(model, seeds, sampler=sampler, mixture=1), sample(model, seeds, sampler=sampler, net=model.G_ema))
+    x_T = SeedNoise(seeds).randn(*model.cfg.shape)
+    started = sample(model, seeds, sampler=sampler, start=(model.cfg.steps, x_T))
+    torch.testing.assert_close(started, mixed, rtol=1e-5, atol=1e-5)  # each generator gets its own rows of the start
+
+
 def test_default_sampling():
     assert default_sampling(ModelConfig(shape=(2,), steps=4)) == ("gan", 4)
     assert default_sampling(ModelConfig(shape=(2,), steps=1000)) == ("ddpm", 1000)

@@ -302,8 +302,11 @@ def test_config_json_reproduces_the_run(toy_run, tmp_path, hybrid):
 
 
 def test_resumed_run_matches_an_uninterrupted_one_bitwise(tmp_path, hybrid):
-    whole = train(toy_config(kimg=2), run_dir=tmp_path / "whole", model_changes=TINY_NET, quiet=True)
-    part = train(toy_config(kimg=1), run_dir=tmp_path / "part", model_changes=TINY_NET, quiet=True)
+    # A mixture of three, with a copy due at 0.5, 1.0 and 1.5 kimg: the one at 1.0 falls after the
+    # checkpoint the run resumes from, so the resumed run must take it as the whole run does.
+    mixture = dict(mixture=3, mixture_kimg=0.5)
+    whole = train(toy_config(kimg=2, **mixture), run_dir=tmp_path / "whole", model_changes=TINY_NET, quiet=True)
+    part = train(toy_config(kimg=1, **mixture), run_dir=tmp_path / "part", model_changes=TINY_NET, quiet=True)
     result = hybrid("train", "--run-dir", part, "--resume", "auto", "--kimg", "2", "--quiet")
     assert result.code == 0, result.err
     assert "resumed from" in (part / "log.txt").read_text()
@@ -315,6 +318,10 @@ def test_resumed_run_matches_an_uninterrupted_one_bitwise(tmp_path, hybrid):
     for key in ("G", "G_ema", "D"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    assert a["progress"]["past_nimg"] == b["progress"]["past_nimg"] == [1536, 1024]
+    for k in range(2):
+        for name, tensor in a["G_past"][k].items():
+            assert torch.equal(tensor, b["G_past"][k][name]), f"G_past[{k}].{name} differs after resume"
     for net in ("G", "D"):
         for pid, state in a["opt"][net]["state"].items():
             for k, v in state.items():
@@ -353,6 +360,49 @@ def test_a_checkpoint_from_before_d_pair_resumes_judging_the_pairs_it_was_traine
     assert state["config"].pop("d_pair") == "x0"
     assert _resumed_config(state, {}, path).d_pair == "x_prev"
     assert _resumed_config(state, {"d_pair": "x_prev"}, path).d_pair == "x_prev"
+
+
+def test_the_mixture_keeps_g_ema_at_the_latest_multiples_before_now(tmp_path):
+    """A checkpoint holds, beside G_ema, the G_ema of the two latest multiples of mixture_kimg
+    (0.5 kimg here) before it, none from the start of the run."""
+    run = train(toy_config(kimg=2, mixture=3, mixture_kimg=0.5), run_dir=tmp_path / "run", model_changes=TINY_NET,
+                quiet=True)
+    middle, last = (load(run / "checkpoints" / f"checkpoint-{k:06d}.pt") for k in (1, 2))
+    assert middle["progress"]["past_nimg"] == [512] and len(middle["G_past"]) == 1
+    assert last["progress"]["past_nimg"] == [1536, 1024] and len(last["G_past"]) == 2
+    # The copy taken at 1024 images is G_ema as the checkpoint at 1024 images saved it.
+    for name, tensor in middle["G_ema"].items():
+        assert torch.equal(last["G_past"][1][name], tensor)
+    model = load_model(latest_checkpoint(run))
+    assert len(model.generators()) == 3 and len(model.generators(1)) == 1
+    newest, now = model.past[0].state_dict(), model.G_ema.state_dict()
+    assert any(not torch.equal(newest[name], now[name]) for name in now), "a copy is of an earlier G_ema"
+
+
+def test_a_checkpoint_from_before_the_mixture_resumes_and_samples_from_g_ema_alone(digits_run, tmp_path):
+    path = latest_checkpoint(digits_run)
+    state = load(path)
+    state["config"].pop("mixture")
+    state.pop("G_past")
+    state["progress"].pop("past_nimg")
+    assert _resumed_config(state, {}, path).mixture == 1
+    from hybrid.checkpoint import model_from
+
+    assert len(model_from(state, path).generators()) == 1
+    old = tmp_path / "run" / "checkpoints" / path.name
+    old.parent.mkdir(parents=True)
+    torch.save(state, old)
+    run = train(None, run_dir=old.parent.parent, resume=str(old), changes={"kimg": 0.256}, quiet=True)
+    assert load(latest_checkpoint(run))["progress"]["past_nimg"] == []
+
+
+@pytest.mark.parametrize("key, bad", [("mixture", 0), ("mixture", 2.5), ("mixture", True), ("mixture", "3"),
+                                      ("mixture_kimg", 0), ("mixture_kimg", -1), ("mixture_kimg", "20")])
+def test_a_bad_mixture_in_a_config_is_one_line(key, bad, tmp_path, hybrid):
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"data": "digits", key: bad}))
+    assert_user_error(hybrid("train", "--config", config, "--run-dir", tmp_path / "run"), key)
+    assert not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------------------------------------ image runs

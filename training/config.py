@@ -40,6 +40,9 @@ class TrainConfig:
     d_augment: str = "none"  # none | translate: random shifts of each pair D judges, real and fake alike (images)
     ema_kimg: float | None = None  # half-life of the generator EMA in kimg (None: 5 for the hybrid on images, else 10)
     ema_rampup: float = 0.05  # EMA half-life at most this fraction of the images seen so far
+    mixture: int = 1  # generators samples are drawn from, one sample each in turn: G_ema and its states at the
+    # mixture - 1 latest multiples of mixture_kimg before now (1: G_ema alone)
+    mixture_kimg: float = 20.0  # kimg between the generator states kept for the mixture
     xflip: bool = False  # random horizontal flips of real images
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 for image models on native-bf16 hardware
     device: str = "auto"  # auto | cpu | cuda
@@ -165,6 +168,10 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         raise UserError(f"--objective {cfg.objective!r}: choose one of hybrid, ddgan, ddpm")
     if cfg.d_pair is not None and cfg.d_pair not in D_PAIRS:
         raise UserError(f"--d-pair {cfg.d_pair!r}: choose one of {', '.join(D_PAIRS)}")
+    if isinstance(cfg.mixture, bool) or not isinstance(cfg.mixture, int) or cfg.mixture < 1:
+        raise UserError(f"--mixture {cfg.mixture!r}: expected a whole number of generators >= 1 (1: G_ema alone)")
+    if not is_nonnegative_number(cfg.mixture_kimg) or cfg.mixture_kimg == 0:
+        raise UserError(f"mixture_kimg {cfg.mixture_kimg!r}: expected a finite number of kimg > 0 (in a config file)")
     numbers = {"d_noise": cfg.d_noise, "ema_rampup": cfg.ema_rampup}
     numbers |= {name: getattr(cfg, name) for name in ("r1_gamma", "ema_kimg") if getattr(cfg, name) is not None}
     for name, value in numbers.items():

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,7 @@ class Progress:
     step: int = 0
     tick: int = 0
     seconds: float = 0.0  # training wall time, summed over resumed sessions
+    past_nimg: list[int] = field(default_factory=list)  # when each generator of Model.past was copied, newest first
 
 
 class Trainer:
@@ -151,7 +152,8 @@ class Trainer:
         state = {
             "format": ckpt_io.FORMAT, "version": ckpt_io.VERSION, "config": self.cfg.to_dict(),
             "G": self.model.G.state_dict(), "G_ema": self.model.G_ema.state_dict(),
-            "progress": vars(self.progress).copy(), "rng": rng,
+            "G_past": [net.state_dict() for net in self.model.past],
+            "progress": {**vars(self.progress), "past_nimg": list(self.progress.past_nimg)}, "rng": rng,
             "opt": {name: opt.state_dict() for name, opt in self.opts.items()},
         }
         if self.model.D is not None:
@@ -161,6 +163,7 @@ class Trainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.model.G.load_state_dict(state["G"])
         self.model.G_ema.load_state_dict(state["G_ema"])
+        self.model.load_past(state.get("G_past", []))
         if self.model.D is not None:
             self.model.D.load_state_dict(state["D"])
         for name, opt in self.opts.items():
@@ -193,6 +196,8 @@ class Trainer:
         with self._signals(), self._bar() as bar:
             done = self._finished()
             while not done:
+                if self._memory_due():
+                    self.remember()
                 self.step()
                 self.stop_signal = distributed.any_rank(self.signal_received)  # all ranks stop at the same step
                 bar.update(cfg.batch)
@@ -224,6 +229,21 @@ class Trainer:
         if self.cfg.minutes > 0:
             used = max(used, distributed.max_over_ranks(self.progress.seconds) / (self.cfg.minutes * 60))
         return used
+
+    def _memory_due(self) -> bool:
+        """Whether G_ema is due to be copied for the mixture: once per multiple of mixture_kimg, at
+        the first step from it. Copies are taken before a step, after any checkpoint, so a run
+        resumed from that checkpoint takes the same copies as one never stopped."""
+        if self.cfg.mixture <= 1:
+            return False
+        every = max(1, round(self.cfg.mixture_kimg * 1000))
+        last = self.progress.past_nimg[0] if self.progress.past_nimg else 0
+        return self.progress.nimg >= (last // every + 1) * every
+
+    def remember(self) -> None:
+        keep = self.cfg.mixture - 1
+        self.model.remember(keep)
+        self.progress.past_nimg = [self.progress.nimg, *self.progress.past_nimg][:keep]
 
     def _next_multiple(self, kimg: float) -> float:
         every = max(1, round(kimg * 1000))
