@@ -373,6 +373,7 @@ def test_the_mixture_keeps_g_ema_at_the_latest_multiples_before_now(tmp_path):
     # The copy taken at 1024 images is G_ema as the checkpoint at 1024 images saved it.
     for name, tensor in middle["G_ema"].items():
         assert torch.equal(last["G_past"][1][name], tensor)
+    assert "a mixture of G_ema and its states at 1.536, 1.024 kimg" in (run / "log.txt").read_text()
     model = load_model(latest_checkpoint(run))
     assert len(model.generators()) == 3 and len(model.generators(1)) == 1
     newest, now = model.past[0].state_dict(), model.G_ema.state_dict()

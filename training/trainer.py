@@ -353,7 +353,9 @@ class Trainer:
         kimg = self.progress.nimg // 1000
         path = distributed.on_main(self._save_checkpoint, self.run.checkpoints / ckpt_io.checkpoint_name(kimg))
         grid = self.save_grid(self.run.samples / f"samples-{kimg:06d}.png")
-        self.console(f"snapshot {path.name}, samples {grid.name}")
+        past = self.progress.past_nimg
+        mixed = f", a mixture of G_ema and its states at {', '.join(f'{n / 1000:g}' for n in past)} kimg" if past else ""
+        self.console(f"snapshot {path.name}, samples {grid.name}{mixed}")
         return path
 
     def _save_checkpoint(self, path: Path) -> Path:
