@@ -73,6 +73,11 @@ def cli() -> None:
 
 # ------------------------------------------------------------------------------------ train
 
+# sample, eval and bench: which of a checkpoint's generators to draw from (`train --mixture` keeps them)
+MIXTURE_OPTION = click.option(
+    "--mixture", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Draw from the newest N of the checkpoint's generators, one sample each in turn (1: its EMA generator "
+         "alone). [default: all it holds] E.g. --mixture 1")
 NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample", "schedule", "steps", "prediction")
 
 
@@ -272,9 +277,7 @@ def train_worker(*args) -> int:
               help="gan/ddpm: ancestral; ddim: deterministic. [default: gan for GAN models, ddpm otherwise]")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="Samples per network call; does not change the samples.")
-@click.option("--mixture", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Draw from the newest N of the checkpoint's generators, one sample each in turn (1: its EMA "
-                   "generator alone). [default: all it holds] E.g. --mixture 1")
+@MIXTURE_OPTION
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to sample; auto takes a GPU when there is one.")
 def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | None, path: str | None,
@@ -290,7 +293,7 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
     """
     from hybrid.checkpoint import load_model
     from hybrid.images import write_samples
-    from hybrid.samplers import default_sampling, sample_batched
+    from hybrid.samplers import default_sampling, mixture_text, sample_batched
     from training.trainer import resolve_device
 
     model = load_model(checkpoint)
@@ -307,8 +310,7 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
                        device=dev, mixture=mixture)
     written = write_samples(x, out, image=model.cfg.is_image)
     visited = f", levels {','.join(map(str, chain))}" if chain else ""
-    generators = len(model.generators(mixture))
-    mixed = f", a mixture of {generators} generators" if generators > 1 else ""
+    mixed = mixture_text(model, mixture)
     click.echo(f"wrote {len(seed_list)} samples ({sampler or default_sampler}, NFE {steps}{visited}{mixed}) to {written}")
 
 
@@ -336,9 +338,7 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
               help="Sample seeds (instead of --num). [default: 1000000 .. 1000000+N-1, apart from training grids]")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="N",
               help="Images per sampler call and per Inception pass; does not change the result.")
-@click.option("--mixture", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Draw from the newest N of the checkpoint's generators, one sample each in turn (1: its EMA "
-                   "generator alone). [default: all it holds] E.g. --mixture 1")
+@MIXTURE_OPTION
 @click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R",
               help="Compare images at R x R: the reference is loaded at the samples' resolution, then both are "
                    "resized to R alike (bilinear). Sets at different resolutions are only comparable at one R. "
@@ -409,9 +409,7 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
               help="Reference images (a fixed subset when fewer than the data). [default: all] E.g. --ref-num 10000")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="B",
               help="Samples per sampler call, for the metrics and for the stated latency and throughput.")
-@click.option("--mixture", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Draw from the newest N of the checkpoint's generators, one sample each in turn (1: its EMA "
-                   "generator alone). [default: all it holds] E.g. --mixture 1")
+@MIXTURE_OPTION
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where sampling and feature extraction run.")
 @click.option("--inception-weights", metavar="PATH", default=None,

@@ -99,16 +99,22 @@ def sample(
     default: `steps` levels evenly spaced (`levels`).
     """
     nets = [net] if net is not None else model.generators(mixture)
+    sampler, device = Sampler(sampler), torch.device(device)
     if len(nets) == 1:
-        return _chain(model, nets[0], seeds, steps, Sampler(sampler), torch.device(device), start, path)
+        return _chain(model, nets[0], seeds, steps, sampler, device, start, path)
     out = torch.empty(len(seeds), *model.cfg.shape)
     for k, member in enumerate(nets):
         rows = [i for i, seed in enumerate(seeds) if seed % len(nets) == k]
         if rows:
             part = None if start is None else (start[0], start[1][rows])
-            out[rows] = _chain(model, member, [seeds[i] for i in rows], steps, Sampler(sampler), torch.device(device),
-                               part, path)
+            out[rows] = _chain(model, member, [seeds[i] for i in rows], steps, sampler, device, part, path)
     return out
+
+
+def mixture_text(model: Model, mixture: int | None = None) -> str:
+    """', a mixture of K generators' for descriptions of samples, or '' for one generator."""
+    count = len(model.generators(mixture))
+    return f", a mixture of {count} generators" if count > 1 else ""
 
 
 def _chain(model: Model, net: torch.nn.Module, seeds: list[int], steps: int | None, sampler: Sampler,

@@ -126,7 +126,7 @@ def stderr_log(message: str) -> None:
 
 def model_samples(model, cfg: EvalConfig, device: torch.device, description: str = "model") -> Samples:
     """Samples drawn from a hybrid.model.Model with its generators (`cfg.mixture`), one seed per sample."""
-    from hybrid.samplers import default_sampling, sample, sample_batched
+    from hybrid.samplers import default_sampling, mixture_text, sample, sample_batched
 
     default_sampler, default_steps = default_sampling(model.cfg)
     sampler = cfg.sampler or default_sampler
@@ -134,9 +134,7 @@ def model_samples(model, cfg: EvalConfig, device: torch.device, description: str
     if steps > model.cfg.steps:
         raise UserError(f"--steps {steps}: the model has T = {model.cfg.steps} levels; choose 1..{model.cfg.steps}")
     seeds = list(cfg.seeds) if cfg.seeds else list(range(SEED_BASE, SEED_BASE + (cfg.num or DEFAULT_NUM)))
-    generators = len(model.generators(cfg.mixture))
-    mixed = f", a mixture of {generators} generators" if generators > 1 else ""
-    what = f"{description} ({sampler} sampler, NFE {steps}{mixed}, seeds {seeds[0]}..{seeds[-1]})"
+    what = f"{description} ({sampler} sampler, NFE {steps}{mixture_text(model, cfg.mixture)}, seeds {seeds[0]}..{seeds[-1]})"
     if not model.cfg.is_image:
         x = sample_batched(model, seeds, batch=VECTOR_BATCH, steps=steps, sampler=sampler, device=device,
                            mixture=cfg.mixture)

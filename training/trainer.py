@@ -236,18 +236,18 @@ class Trainer:
         resumed from that checkpoint takes the same copies as one never stopped."""
         if self.cfg.mixture <= 1:
             return False
-        every = max(1, round(self.cfg.mixture_kimg * 1000))
         last = self.progress.past_nimg[0] if self.progress.past_nimg else 0
-        return self.progress.nimg >= (last // every + 1) * every
+        return self.progress.nimg >= self._next_multiple(self.cfg.mixture_kimg, after=last)
 
     def remember(self) -> None:
         keep = self.cfg.mixture - 1
         self.model.remember(keep)
         self.progress.past_nimg = [self.progress.nimg, *self.progress.past_nimg][:keep]
 
-    def _next_multiple(self, kimg: float) -> float:
+    def _next_multiple(self, kimg: float, after: int | None = None) -> float:
+        """The first multiple of `kimg` (in images) above `after` (default: the images seen)."""
         every = max(1, round(kimg * 1000))
-        return (self.progress.nimg // every + 1) * every
+        return ((self.progress.nimg if after is None else after) // every + 1) * every
 
     def step(self) -> None:
         cfg, model = self.cfg, self.model
