@@ -409,7 +409,9 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
               help="Reference images (a fixed subset when fewer than the data). [default: all] E.g. --ref-num 10000")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="B",
               help="Samples per sampler call, for the metrics and for the stated latency and throughput.")
-@MIXTURE_OPTION
+@click.option("--mixture", "mixtures", metavar="LIST", default=None,
+              help="How many of each checkpoint's generators to draw from, one sample each in turn (1: its EMA "
+                   "generator alone); a list measures each. [default: all it holds] E.g. --mixture 1,3")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where sampling and feature extraction run.")
 @click.option("--inception-weights", metavar="PATH", default=None,
@@ -417,11 +419,11 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
 @click.option("--out", metavar="PATH", type=click.Path(dir_okay=False), default=None,
               help="Append the JSON lines here. [default: RUN_DIR/bench.jsonl beside each checkpoint's run]")
 def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric_names: str | None,
-          samplers: str | None, ref: str | None, ref_num: int | None, batch: int, mixture: int | None, device: str,
+          samplers: str | None, ref: str | None, ref_num: int | None, batch: int, mixtures: str | None, device: str,
           inception_weights: str | None, out: str | None) -> None:
-    """Benchmark checkpoints: metrics over several seed ranges, per sampler and NFE, with latency.
+    """Benchmark checkpoints: metrics over several seed ranges, per sampler, NFE and mixture, with latency.
 
-    Each (checkpoint, sampler, NFE) is one JSON line with mean, std, min and max of every metric,
+    Each (checkpoint, sampler, NFE, mixture) is one JSON line with mean, std, min and max of every metric,
     ms per image and img/s at --batch (after a warm-up call), and the protocol: N, reference and
     its sha256, extractor and weights sha256, device, versions and date.
 
@@ -431,6 +433,7 @@ def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric
       hybrid bench runs/a/checkpoints/checkpoint-000200.pt runs/b/checkpoints/checkpoint-000200.pt --seeds 5
       hybrid bench CKPT --metrics modes,swd --num 2000 --out bench.jsonl    # a toy model
       hybrid bench CKPT --sampler ddpm,ddim --nfe 1,2,4,10,50 --device cuda
+      hybrid bench CKPT --sampler gan,ddim --mixture 1,3 --nfe 4     # a run trained with --mixture 3
     """
     from metrics.bench import BenchConfig
     from metrics.bench import bench as run_bench
@@ -442,9 +445,10 @@ def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric
     unknown = [s for s in names if s not in ("gan", "ddpm", "ddim")]
     if unknown:
         raise UserError(f"--sampler {samplers!r}: unknown {', '.join(unknown)}; choose from gan, ddpm, ddim")
-    ecfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, batch=batch, mixture=mixture,
+    ecfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, batch=batch,
                       inception_weights=inception_weights)
-    cfg = BenchConfig(nfe=parse_ints(nfe, "--nfe"), samplers=names, repeats=repeats, eval=ecfg, timing_batch=batch)
+    cfg = BenchConfig(nfe=parse_ints(nfe, "--nfe"), samplers=names, repeats=repeats, eval=ecfg, timing_batch=batch,
+                      mixtures=parse_ints(mixtures, "--mixture") if mixtures is not None else ())
     written = run_bench(list(checkpoints), cfg, resolve_device(device), load_dataset, out=out, ref=ref)
     for path, records in written.items():
         click.echo(f"appended {len(records)} records to {path}")

@@ -41,6 +41,7 @@ SLOW_CALL_SECONDS = 10.0  # a warm-up call this slow: one timed call (a 1000-ste
 class BenchConfig:
     nfe: tuple[int, ...] = (1, 2, 4)  # generator evaluations per sample to measure (those above a model's T are skipped)
     samplers: tuple[str, ...] = ()  # gan | ddpm | ddim; () = each model's default sampler
+    mixtures: tuple[int, ...] = ()  # how many of a checkpoint's generators to draw from (`Model.generators`); () = all it holds
     repeats: int = 3  # evaluations per setting, on disjoint seed ranges
     eval: EvalConfig = EvalConfig(num=1000)  # metrics, N, reference size, batch, extractor
     timing_batch: int = 64  # samples per sampler call when timing
@@ -133,27 +134,40 @@ def reference_protocol(ref_name: str, ref_data: Any, cfg: EvalConfig, result: Ev
     return out
 
 
-def settings(model, cfg: BenchConfig, log: Log, name: str) -> Iterator[tuple[str, int]]:
-    """(sampler, NFE) pairs to measure for a model; NFE above its T are skipped with a note."""
+def settings(model, cfg: BenchConfig, log: Log, name: str) -> Iterator[tuple[str, int, int | None]]:
+    """(sampler, NFE, mixture) settings to measure for a model; NFE above its T, and mixtures of
+    more generators than it holds, are skipped with a note."""
     from hybrid.samplers import default_sampling
 
     samplers = cfg.samplers or (default_sampling(model.cfg)[0],)
-    fitting = [n for n in cfg.nfe if n <= model.cfg.steps]
-    skipped = [n for n in cfg.nfe if n > model.cfg.steps]
-    if skipped:
-        log(f"{name}: NFE {', '.join(map(str, skipped))} skipped: the model has T = {model.cfg.steps} levels")
-    if not fitting:
-        raise UserError(f"{name}: none of --nfe {','.join(map(str, cfg.nfe))} fits the model's T = {model.cfg.steps}")
+    nfes = fitting(cfg.nfe, model.cfg.steps, "NFE", f"the model has T = {model.cfg.steps} levels", log, name)
+    held = len(model.generators())
+    mixtures = fitting(cfg.mixtures, held, "mixture", f"the checkpoint holds {held} generator{'s' * (held > 1)}",
+                       log, name) if cfg.mixtures else (None,)
     for sampler in samplers:
-        for nfe in fitting:
-            yield sampler, nfe
+        for nfe in nfes:
+            for mixture in mixtures:
+                yield sampler, nfe, mixture
+
+
+def fitting(values: tuple[int, ...], most: int, label: str, why: str, log: Log, name: str) -> tuple[int, ...]:
+    """The values up to `most` (of the option --<label>); the others skipped with a note, or a
+    UserError if none is left."""
+    kept = tuple(v for v in values if v <= most)
+    skipped = [str(v) for v in values if v > most]
+    if not kept:
+        raise UserError(f"{name}: none of --{label.lower()} {','.join(map(str, values))} fits: {why}")
+    if skipped:
+        log(f"{name}: {label} {', '.join(skipped)} skipped: {why}")
+    return kept
 
 
 def bench_checkpoint(path: str | Path, cfg: BenchConfig, device: torch.device, load_data: LoadData,
                      ref: str | None = None, log: Log = stderr_log) -> list[dict[str, Any]]:
-    """Benchmark one checkpoint: one record per (sampler, NFE). ref: default the training data
+    """Benchmark one checkpoint: one record per (sampler, NFE, mixture). ref: default the training data
     (toys: a held-out draw, seed HELD_OUT_SEED, as `hybrid eval`)."""
     from hybrid.checkpoint import load, model_from
+    from hybrid.samplers import mixture_text
 
     path = Path(path)
     ckpt = load(path)
@@ -167,30 +181,30 @@ def bench_checkpoint(path: str | Path, cfg: BenchConfig, device: torch.device, l
     common = {"checkpoint": str(path), "kimg": ckpt.get("progress", {}).get("nimg", 0) / 1000,
               "objective": config.get("objective"), "data": config.get("data"), "T": model.cfg.steps}
     records = []
-    for sampler, nfe in settings(model, cfg, log, str(path)):
-        records.append({**common, **bench_setting(model, sampler, nfe, ref, ref_data, cfg, num, device, log)})
-        log(f"{path.name} {sampler} NFE {nfe}: " + "  ".join(
+    for sampler, nfe, mixture in settings(model, cfg, log, str(path)):
+        records.append({**common, **bench_setting(model, sampler, nfe, mixture, ref, ref_data, cfg, num, device, log)})
+        log(f"{path.name} {sampler} NFE {nfe}{mixture_text(model, mixture)}: " + "  ".join(
             f"{k} {v['mean']:.4g}±{v['std']:.2g}" for k, v in records[-1]["metrics"].items()))
     return records
 
 
-def bench_setting(model, sampler: str, nfe: int, ref: str, ref_data: Any, cfg: BenchConfig, num: int,
-                  device: torch.device, log: Log) -> dict[str, Any]:
-    """All repetitions of one (sampler, NFE) setting, their summary, speed and protocol."""
+def bench_setting(model, sampler: str, nfe: int, mixture: int | None, ref: str, ref_data: Any, cfg: BenchConfig,
+                  num: int, device: torch.device, log: Log) -> dict[str, Any]:
+    """All repetitions of one (sampler, NFE, mixture) setting, their summary, speed and protocol."""
     runs: list[EvalResult] = []
     ranges = seed_ranges(num, cfg.repeats)
     for seeds in ranges:
-        ecfg = replace(cfg.eval, num=num, seeds=seeds, steps=nfe, sampler=sampler)
+        ecfg = replace(cfg.eval, num=num, seeds=seeds, steps=nfe, sampler=sampler, mixture=mixture)
         samples = model_samples(model, ecfg, device, description=f"bench {sampler} NFE {nfe}")
         runs.append(evaluate(samples, ref_data, ref, ecfg, device, log))
-    timing = time_sampling(model, sampler, nfe, device, cfg.timing_batch, cfg.timing_calls, cfg.eval.mixture)
+    timing = time_sampling(model, sampler, nfe, device, cfg.timing_batch, cfg.timing_calls, mixture)
     first = runs[0]
     protocol = {"num": num, "repeats": cfg.repeats, "seeds": [[s[0], s[-1]] for s in ranges],
                 **reference_protocol(ref, ref_data, replace(cfg.eval, num=num), first),
                 "extractor": first.extractor, "weights_sha256": first.weights_sha256, "weights_source": first.weights_source,
                 "details": first.details, "device": device_name(device), **versions(),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    return {"sampler": sampler, "nfe": nfe, "generators": len(model.generators(cfg.eval.mixture)),
+    return {"sampler": sampler, "nfe": nfe, "generators": len(model.generators(mixture)),
             "metrics": summarize([r.results for r in runs]),
             "skipped": first.skipped, "ms_per_img": timing.ms_per_img, "img_per_s": timing.img_per_s,
             "timing_batch": timing.batch, "timing_calls": timing.calls,

@@ -209,6 +209,17 @@ def test_a_mixture_is_sampled_evaluated_and_benched_and_mixture_1_is_g_ema_alone
     mixed, alone = read_records(out)
     assert (mixed["generators"], alone["generators"]) == (3, 1)
     assert mixed["metrics"]["swd"]["mean"] != alone["metrics"]["swd"]["mean"]
+    # A list measures each mixture in one call, the same numbers as one call each; more than it holds is skipped.
+    sweep = tmp_path / "sweep.jsonl"
+    result = hybrid("bench", ckpt, "--nfe", "4", "--seeds", "1", "--num", "300", "--metrics", "swd", "--out", sweep,
+                    "--mixture", "3,5,1")
+    assert result.code == 0, result.err
+    assert "mixture 5 skipped: the checkpoint holds 3 generators" in result.err
+    swept = read_records(sweep)
+    assert [r["generators"] for r in swept] == [3, 1]
+    assert [r["metrics"]["swd"]["values"] for r in swept] == [mixed["metrics"]["swd"]["values"], alone["metrics"]["swd"]["values"]]
+    result = hybrid("bench", ckpt, "--nfe", "4", "--out", sweep, "--mixture", "4,5")
+    assert result.code == 2 and result.err.count("\n") == 1 and "none of --mixture 4,5 fits" in result.err, result.err
     shutil.copyfile(out, mixture_run / "bench.jsonl")
     assert hybrid("report", mixture_run, "--out", tmp_path / "report").code == 0
     report = (tmp_path / "report" / "report.md").read_text()
