@@ -78,7 +78,8 @@ MIXTURE_OPTION = click.option(
     "--mixture", type=click.IntRange(min=1), default=None, metavar="N",
     help="Draw from the newest N of the checkpoint's generators, one sample each in turn (1: its EMA generator "
          "alone). [default: all it holds] E.g. --mixture 1")
-NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample", "schedule", "steps", "prediction")
+NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample", "schedule", "steps", "prediction",
+               "sampler")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -103,6 +104,10 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--prediction", type=click.Choice(["x0", "eps", "v"]), default=None,
               help="What the generator outputs: the clean x_0, the noise eps, or v = sqrt(alpha_bar) eps - "
                    "sqrt(1 - alpha_bar) x_0. [default: x0 for GAN objectives, eps for ddpm]")
+@click.option("--sampler", type=click.Choice(["gan", "ddpm", "ddim"]), default=None,
+              help="How the model's samples are drawn unless a command asks otherwise: the training grids and "
+                   "evaluations, `sample`, `eval`, `bench`. [default: gan for chains of up to 8 levels, ddpm for "
+                   "longer] E.g. --sampler ddim")
 @click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R",
               help="Image side in pixels; images are center-cropped and resized. [default: the data's] E.g. --resolution 32")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N", help="Random seed. E.g. --seed 1")
@@ -274,7 +279,8 @@ def train_worker(*args) -> int:
               help="The levels the chain visits, from T down, one generator call each (instead of --steps "
                    "evenly spaced ones). E.g. --levels 4,1")
 @click.option("--sampler", type=click.Choice(["gan", "ddpm", "ddim"]), default=None,
-              help="gan/ddpm: ancestral; ddim: deterministic. [default: gan for GAN models, ddpm otherwise]")
+              help="gan/ddpm: ancestral; ddim: deterministic. [default: the model's own (`train --sampler`): gan for "
+                   "GAN models, ddpm otherwise]")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="Samples per network call; does not change the samples.")
 @MIXTURE_OPTION
@@ -333,7 +339,8 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
 @click.option("--steps", type=click.IntRange(min=1), default=None, metavar="NFE",
               help="Generator evaluations per sample. [default: the model's T] E.g. --steps 1")
 @click.option("--sampler", type=click.Choice(["gan", "ddpm", "ddim"]), default=None,
-              help="Sampler for a checkpoint. [default: gan for GAN models, ddpm otherwise]")
+              help="Sampler for a checkpoint. [default: the model's own (`train --sampler`): gan for GAN models, "
+                   "ddpm otherwise]")
 @click.option("--seeds", metavar="A-B", default=None,
               help="Sample seeds (instead of --num). [default: 1000000 .. 1000000+N-1, apart from training grids]")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="N",

@@ -30,6 +30,7 @@ class ModelConfig:
     steps: int = 4  # T, the number of levels of the forward chain
     schedule: str = "vp"  # linear | cosine | vp | logsnr
     prediction: str = "x0"  # x0 | eps | v: what the generator outputs
+    sampler: str | None = None  # gan | ddpm | ddim: how samples are drawn unless asked otherwise (None: by the chain's length)
     generator: NetConfig = field(default_factory=NetConfig)  # the generator network
     discriminator: NetConfig | None = field(default_factory=NetConfig)  # None: no discriminator
 

@@ -52,12 +52,13 @@ class SeedNoise:
 
 
 def default_sampling(cfg: ModelConfig, fast: bool = False) -> tuple[str, int]:
-    """(sampler, NFE) a model is meant to be sampled with: its whole chain through the
-    generator for short (GAN) chains; for long chains ancestral over all T levels, or 50
-    deterministic DDIM steps (at most T) when `fast` (training-time sample grids)."""
+    """(sampler, NFE) a model is meant to be sampled with: its whole chain, with the model's own
+    sampler (`cfg.sampler`) or by default through the generator (`gan`) for short chains and
+    ancestrally (`ddpm`) for long ones; for long chains 50 deterministic DDIM steps (at most T)
+    when `fast` (training-time sample grids)."""
     if cfg.steps <= 8:
-        return Sampler.GAN.value, cfg.steps
-    return (Sampler.DDIM.value, min(50, cfg.steps)) if fast else (Sampler.DDPM.value, cfg.steps)
+        return cfg.sampler or Sampler.GAN.value, cfg.steps
+    return (Sampler.DDIM.value, min(50, cfg.steps)) if fast else (cfg.sampler or Sampler.DDPM.value, cfg.steps)
 
 
 def levels(T: int, nfe: int) -> list[int]:

@@ -350,3 +350,35 @@ def test_prediction_option_sets_what_the_generator_outputs(tmp_path, hybrid):
                     "--out", tmp_path / "s.npy")
     assert result.code == 0, result.err
     assert np.isfinite(np.load(tmp_path / "s.npy")).all()
+
+
+def test_the_sampler_option_sets_how_the_model_is_sampled_unless_a_command_asks(toy_run, tmp_path, hybrid):
+    run = tmp_path / "run"
+    result = hybrid("train", "--config", toy_run / "config.json", "--sampler", "ddim", "--kimg", "0.128",
+                    "--run-dir", run, "--quiet")
+    assert result.code == 0, result.err
+    assert json.loads((run / "config.json").read_text())["model"]["sampler"] == "ddim"
+    ckpt = latest_checkpoint(run)
+    x = {}
+    for name, extra in (("own", ()), ("ddim", ("--sampler", "ddim")), ("gan", ("--sampler", "gan"))):
+        result = hybrid("sample", ckpt, "--seeds", "0-99", "--out", tmp_path / f"{name}.npy", *extra)
+        assert result.code == 0, result.err
+        x[name] = np.load(tmp_path / f"{name}.npy")
+    assert np.array_equal(x["own"], x["ddim"]) and not np.allclose(x["own"], x["gan"])
+    result = hybrid("bench", ckpt, "--nfe", "4", "--seeds", "1", "--num", "100", "--metrics", "swd", "--out", tmp_path / "b.jsonl")
+    assert result.code == 0, result.err
+    assert json.loads((tmp_path / "b.jsonl").read_text())["sampler"] == "ddim"
+    # A run keeps its model: another sampler on resume is refused, the same one is fine.
+    result = hybrid("train", "--run-dir", run, "--resume", "auto", "--sampler", "gan", "--kimg", "0.192", "--quiet")
+    assert result.code == 2 and result.err.count("\n") == 1 and "cannot change sampler" in result.err, result.err
+    result = hybrid("train", "--run-dir", run, "--resume", "auto", "--sampler", "ddim", "--kimg", "0.192", "--quiet")
+    assert result.code == 0, result.err
+
+
+def test_a_bad_sampler_in_a_config_file_exits_2(toy_run, tmp_path, hybrid):
+    config = json.loads((toy_run / "config.json").read_text())
+    config["model"]["sampler"] = "euler"
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    result = hybrid("train", "--config", tmp_path / "c.json", "--run-dir", tmp_path / "run", "--quiet")
+    assert result.code == 2 and result.err.count("\n") == 1 and "--sampler 'euler'" in result.err, result.err
+    assert not (tmp_path / "run").exists()

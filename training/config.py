@@ -17,6 +17,7 @@ from typing import Any
 from hybrid.errors import UserError
 from hybrid.model import ModelConfig
 from hybrid.nets import NetConfig, check_net_config
+from hybrid.samplers import Sampler
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ OBJECTIVES_WITH_D = ("hybrid", "ddgan")
 LR_DECAYS = ("cosine", "constant")
 D_PAIRS = ("x_prev", "x0")
 D_AUGMENTS = ("none", "translate")
+SAMPLERS = tuple(s.value for s in Sampler)
 LR_FLOOR = 0.05  # cosine decay ends at this fraction of the starting rate (DDGAN: 1e-5 / 1.6e-4)
 
 
@@ -199,6 +201,8 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
                 check_net_config(net)
             except ValueError as e:
                 raise UserError(f"bad network option in the config: {e}") from None
+    if model.sampler not in (None, *SAMPLERS):
+        raise UserError(f"--sampler {model.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if tuple(model.shape) != tuple(data_shape):
         raise UserError(f"the model expects samples of shape {tuple(model.shape)}, the data has {tuple(data_shape)}")
     if cfg.objective in OBJECTIVES_WITH_D and model.discriminator is None:
@@ -234,9 +238,12 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
     )
 
 
+CHAIN_OPTIONS = ("steps", "schedule", "prediction", "sampler")  # ModelConfig fields; the other model options are the generator's
+
+
 def with_model_overrides(model: ModelConfig, **changes: Any) -> ModelConfig:
-    """Replace chain fields (steps, schedule) and generator fields given as keyword arguments."""
-    chain = {k: v for k, v in changes.items() if k in ("steps", "schedule", "prediction") and v is not None}
+    """Replace chain fields (CHAIN_OPTIONS) and generator fields given as keyword arguments."""
+    chain = {k: v for k, v in changes.items() if k in CHAIN_OPTIONS and v is not None}
     net = {k: v for k, v in changes.items() if k not in chain and v is not None}
     generator = dataclasses.replace(model.generator, **net) if net else model.generator
     return dataclasses.replace(model, generator=generator, **chain)

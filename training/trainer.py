@@ -22,7 +22,7 @@ from hybrid.images import image_grid, save_png, scatter_png
 from hybrid.model import Model
 from hybrid.samplers import default_sampling, sample_batched
 from training import distributed
-from training.config import TrainConfig, config_from_dict, lr_scale, resolve
+from training.config import TrainConfig, config_from_dict, lr_scale, resolve, with_model_overrides
 from training.data import Dataset, load_dataset
 from training.objectives import OBJECTIVES, Objective
 from training.rundir import Console, RunDir, append_jsonl, next_run_dir
@@ -465,7 +465,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
     # Rank 0 finds the run and reads the checkpoint; the others get both from it (no shared disk needed).
     run, ckpt_path, state = distributed.on_main(_open_and_load, cfg, run_dir, resume)
     if state is not None:
-        cfg = _resumed_config(state, changes or {}, ckpt_path)
+        cfg = _resumed_config(state, changes or {}, ckpt_path, model_changes or {})
     # Bad data or options fail before the run directory exists: a leftover empty run
     # directory would make the corrected command fail with "already holds a run".
     resolve_device(cfg.device)
@@ -532,11 +532,15 @@ def _open_run(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None) 
     return RunDir(run_dir or path.resolve().parent.parent), path
 
 
-def _resumed_config(state: Mapping[str, Any], changes: Mapping[str, Any], path: Path) -> TrainConfig:
+def _resumed_config(state: Mapping[str, Any], changes: Mapping[str, Any], path: Path,
+                    model_changes: Mapping[str, Any]) -> TrainConfig:
+    """The run's config with the changes a resumed run may take; any other change is refused.
+    model_changes: network and chain options, none of which a run may change."""
     cfg = config_from_dict(state["config"], source=str(path))
     if cfg.d_pair is None:  # written before --d-pair existed, when D always judged (x_{t-1}, x_t)
         cfg = cfg.replace(d_pair="x_prev")
     differing = [k for k, v in changes.items() if k not in RESUMABLE and getattr(cfg, k) != v and v is not None]
+    differing += [k for k, v in model_changes.items() if cfg.model and with_model_overrides(cfg.model, **{k: v}) != cfg.model]
     if differing:
         raise UserError(f"--resume {path}: cannot change {', '.join(differing)} of a run; only "
                         f"{', '.join(RESUMABLE)} may change (start a new run for the rest)")
