@@ -465,7 +465,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
     # Rank 0 finds the run and reads the checkpoint; the others get both from it (no shared disk needed).
     run, ckpt_path, state = distributed.on_main(_open_and_load, cfg, run_dir, resume)
     if state is not None:
-        cfg = _resumed_config(state, changes or {}, ckpt_path, model_changes or {})
+        cfg = _resumed_config(state, changes or {}, ckpt_path, model_changes)
     # Bad data or options fail before the run directory exists: a leftover empty run
     # directory would make the corrected command fail with "already holds a run".
     resolve_device(cfg.device)
@@ -533,14 +533,15 @@ def _open_run(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None) 
 
 
 def _resumed_config(state: Mapping[str, Any], changes: Mapping[str, Any], path: Path,
-                    model_changes: Mapping[str, Any]) -> TrainConfig:
+                    model_changes: Mapping[str, Any] | None = None) -> TrainConfig:
     """The run's config with the changes a resumed run may take; any other change is refused.
     model_changes: network and chain options, none of which a run may change."""
     cfg = config_from_dict(state["config"], source=str(path))
     if cfg.d_pair is None:  # written before --d-pair existed, when D always judged (x_{t-1}, x_t)
         cfg = cfg.replace(d_pair="x_prev")
     differing = [k for k, v in changes.items() if k not in RESUMABLE and getattr(cfg, k) != v and v is not None]
-    differing += [k for k, v in model_changes.items() if cfg.model and with_model_overrides(cfg.model, **{k: v}) != cfg.model]
+    differing += [k for k, v in (model_changes or {}).items()
+                  if cfg.model and with_model_overrides(cfg.model, **{k: v}) != cfg.model]
     if differing:
         raise UserError(f"--resume {path}: cannot change {', '.join(differing)} of a run; only "
                         f"{', '.join(RESUMABLE)} may change (start a new run for the rest)")
