@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_NET, assert_user_error, latest_checkpoint, toy_config
+from conftest import REPO, TINY_NET, assert_same_samples, assert_user_error, latest_checkpoint, toy_config
 from hybrid.errors import UserError
 from metrics.bench import BenchConfig, bench, seed_ranges, summarize
 from metrics.evaluate import SEED_BASE, EvalConfig
@@ -197,8 +197,9 @@ def test_a_mixture_is_sampled_evaluated_and_benched_and_mixture_1_is_g_ema_alone
         assert result.code == 0, result.err
         x[name] = np.load(tmp_path / f"{name}.npy")
     assert "a mixture of 3 generators" in hybrid("sample", ckpt, "--num", "3", "--out", tmp_path / "g.npy").out
-    # Seeds 0 and 3 draw from G_ema in both; the others from the earlier states in the mixture.
-    assert np.array_equal(x["mix"][[0, 3]], x["one"][[0, 3]])
+    # Seeds 0 and 3 draw from G_ema in both (in batches of 2 and 6: to rounding, conftest.SAMPLE_ATOL);
+    # the others from the earlier states in the mixture.
+    assert_same_samples(x["mix"][[0, 3]], x["one"][[0, 3]])
     assert not np.allclose(x["mix"][[1, 2, 4, 5]], x["one"][[1, 2, 4, 5]])
 
     out = tmp_path / "bench.jsonl"

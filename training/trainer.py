@@ -112,6 +112,8 @@ class Progress:
 class Trainer:
     """Owns the model, optimisers, data and run directory of one training run."""
 
+    clock = staticmethod(time.perf_counter)  # seconds; the time budget (`minutes`) and img/s read it
+
     def __init__(self, cfg: TrainConfig, run: RunDir, data: Dataset, console: Console) -> None:
         self.run, self.data, self.console = run, data, console
         self.device = distributed.local_device(resolve_device(cfg.device))
@@ -189,7 +191,7 @@ class Trainer:
                      + (", compiled" if self.compiled else ""))
         self.console(f"generator {_count(self.model.G)/1e6:.2f}M parameters"
                      + (f", discriminator {_count(self.model.D)/1e6:.2f}M" if self.model.D is not None else ""))
-        self._tick_start = (time.perf_counter(), self.progress.nimg)
+        self._tick_start = (self.clock(), self.progress.nimg)
         next_tick = self._next_multiple(cfg.tick_kimg)
         next_snapshot = self._next_multiple(cfg.snapshot_kimg)
         next_eval = self._next_multiple(cfg.eval_kimg) if cfg.eval_kimg > 0 else math.inf
@@ -251,7 +253,7 @@ class Trainer:
 
     def step(self) -> None:
         cfg, model = self.cfg, self.model
-        t0 = time.perf_counter()
+        t0 = self.clock()
         x0 = self._real_batch()
         self._set_learning_rates()
         # Every rank draws the whole global batch from the same generators and keeps its rows.
@@ -278,7 +280,7 @@ class Trainer:
         model.update_ema(self._ema_decay())
         self.progress.nimg += cfg.batch
         self.progress.step += 1
-        self.progress.seconds += time.perf_counter() - t0
+        self.progress.seconds += self.clock() - t0
 
     def _set_learning_rates(self) -> None:
         scale = lr_scale(self.cfg.lr_decay, self.budget_used)
@@ -310,7 +312,7 @@ class Trainer:
 
     def tick(self, bar) -> None:
         p = self.progress
-        now = time.perf_counter()
+        now = self.clock()
         started, nimg0 = self._tick_start
         self._tick_start = (now, p.nimg)
         stats = self.stats.collect()  # pooled over ranks: the same on each
