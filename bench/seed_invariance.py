@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.metrics_speed import machine  # noqa: E402
-from hybrid.checkpoint import list_checkpoints, load_model  # noqa: E402
-from hybrid.samplers import default_sampling, sample_batched  # noqa: E402
-from training import TrainConfig, train  # noqa: E402
+from hybridgan.hybrid.checkpoint import list_checkpoints, load_model  # noqa: E402
+from hybridgan.hybrid.samplers import default_sampling, sample_batched  # noqa: E402
+from hybridgan.training import TrainConfig, train  # noqa: E402
 
 RUNS = {
     "toy:8gaussians (MLP, T=4)": (TrainConfig(data="toy:8gaussians", kimg=1, batch=64, device="cpu"), {"channels": 16}),

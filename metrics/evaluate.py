@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hybrid.errors import UserError
-from hybrid.images import resize_uint8
-from metrics.features import ExtractorSpec, build_extractor, extract, generated_batches, image_batches, metric_layer
-from metrics.inception import EXTRACTOR, find_inception_weights
-from metrics.reference import reference_features
-from metrics.registry import IMAGE, VECTOR, Metric, MetricInputs, check_labels, default_metrics, get_metrics
+from hybridgan.hybrid.errors import UserError
+from hybridgan.hybrid.images import resize_uint8, to_uint8
+from hybridgan.metrics.features import ExtractorSpec, build_extractor, extract, generated_batches, image_batches, metric_layer
+from hybridgan.metrics.inception import EXTRACTOR, find_inception_weights
+from hybridgan.metrics.reference import reference_features
+from hybridgan.metrics.registry import IMAGE, VECTOR, Metric, MetricInputs, check_labels, default_metrics, get_metrics
 
 SEED_BASE = 1_000_000  # evaluation seeds start here, disjoint from the training sample grid
 HELD_OUT_SEED = 1_000_000  # toy data: the reference draw uses this seed, training uses cfg.seed
@@ -87,6 +87,10 @@ class EvalResult:
     reference_cached: bool | None = None  # reference features read from the cache
     skipped: dict[str, str] = field(default_factory=dict)  # metric name -> why it was not computed
 
+    def __getitem__(self, key: str) -> float:
+        """A value by its name: result["fid"], result["kid_std"]."""
+        return self.values[key]
+
     @property
     def values(self) -> dict[str, float]:
         """Every metric's values in one flat dict: {"fid": ..., "kid": ..., "kid_std": ...}."""
@@ -126,13 +130,9 @@ def stderr_log(message: str) -> None:
 
 def model_samples(model, cfg: EvalConfig, device: torch.device, description: str = "model") -> Samples:
     """Samples drawn from a hybrid.model.Model with its generators (`cfg.mixture`), one seed per sample."""
-    from hybrid.samplers import default_sampling, mixture_text, sample, sample_batched
+    from hybridgan.hybrid.samplers import mixture_text, resolve_sampling, sample, sample_batched
 
-    default_sampler, default_steps = default_sampling(model.cfg)
-    sampler = cfg.sampler or default_sampler
-    steps = cfg.steps or (default_steps if sampler == default_sampler else model.cfg.steps)
-    if steps > model.cfg.steps:
-        raise UserError(f"--steps {steps}: the model has T = {model.cfg.steps} levels; choose 1..{model.cfg.steps}")
+    sampler, steps = resolve_sampling(model.cfg, cfg.sampler, cfg.steps)
     seeds = list(cfg.seeds) if cfg.seeds else list(range(SEED_BASE, SEED_BASE + (cfg.num or DEFAULT_NUM)))
     what = f"{description} ({sampler} sampler, NFE {steps}{mixture_text(model, cfg.mixture)}, seeds {seeds[0]}..{seeds[-1]})"
     if not model.cfg.is_image:
@@ -314,7 +314,7 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
         check_resolution(cfg.resolution, size, source)
         samples = tensor_samples(data, str(path), cfg.num, cfg.batch)
     else:
-        from hybrid.checkpoint import load, model_from
+        from hybridgan.hybrid.checkpoint import load, model_from
 
         ckpt = load(path)
         config = ckpt.get("config", {})
@@ -337,6 +337,38 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
     what = f"{ref} ({len(ref_data) if cfg.ref_num is None else min(cfg.ref_num, len(ref_data))} samples"
     what += f" at {ref_data.data.shape[-1]} px)" if ref_data.data.dim() == 4 else ", held-out draw for toys)"
     return evaluate(samples, ref_data, ref, cfg, device, log, ref_description=what)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Reference data handed in as a tensor: uint8 images [N, C, H, W] or vectors [N, D]."""
+
+    data: Tensor
+    labels: Tensor | None = None
+    modes: Tensor | None = None
+    mode_std: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def stored_form(x: Tensor) -> Tensor:
+    """Samples as the metrics take them: float images in [-1, 1] -> uint8; uint8 images and vectors as they are."""
+    return to_uint8(x) if x.dim() == 4 and x.is_floating_point() else x
+
+
+def evaluate_tensor(samples: Any, ref: Any, ref_name: str, cfg: EvalConfig, device: torch.device,
+                    log: Log = stderr_log) -> EvalResult:
+    """The Python API's evaluation of samples in memory: a tensor ([N, C, H, W] images, float in
+    [-1, 1] or uint8; [N, D] vectors) or a Model (sampled as `model_samples` does), against `ref`:
+    a tensor of the same form, or a dataset (.data and optional .labels, .modes, .mode_std)."""
+    if isinstance(ref, Tensor):
+        ref = Reference(stored_form(ref))
+    if isinstance(samples, Tensor):
+        judged = tensor_samples(stored_form(samples), f"a tensor of {len(samples)} samples", cfg.num, cfg.batch)
+    else:
+        judged = model_samples(samples.to(device), cfg, device)
+    return evaluate(judged, ref, ref_name, cfg, device, log)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_NET, assert_same_samples, assert_user_error, latest_checkpoint, toy_config
-from hybrid.errors import UserError
-from metrics.bench import BenchConfig, bench, seed_ranges, summarize
-from metrics.evaluate import SEED_BASE, EvalConfig
-from training import train
-from training.data import load_dataset
+from hybridgan.hybrid.errors import UserError
+from hybridgan.metrics.bench import BenchConfig, bench, seed_ranges, summarize
+from hybridgan.metrics.evaluate import SEED_BASE, EvalConfig
+from hybridgan.training import train
+from hybridgan.training.data import load_dataset
 
 FAST = BenchConfig(nfe=(1, 2, 8), repeats=2, eval=EvalConfig(metrics=("modes", "swd"), num=300), timing_batch=32)
 
@@ -65,7 +65,7 @@ def test_bench_writes_beside_the_run_with_protocol(run_copy):
         assert p["num"] == 300 and p["repeats"] == 2 and p["seeds"] == [[SEED_BASE, SEED_BASE + 299],
                                                                        [SEED_BASE + 300, SEED_BASE + 599]]
         assert p["ref"] == "toy:8gaussians" and len(p["ref_sha256"]) == 64
-        assert p["torch"] == torch.__version__ and p["torch_fidelity"] and p["hybrid"] and p["date"] and p["device"]
+        assert p["torch"] == torch.__version__ and p["torch_fidelity"] and p["hybridgan"] and p["date"] and p["device"]
 
 
 def test_bench_is_reproducible_and_appends(run_copy, tmp_path):
@@ -166,8 +166,8 @@ def test_gpu_check_smoke_run_on_the_cpu(capsys):
 @pytest.mark.parametrize("warmup, timed", [(0.0, 3), (12.0, 1)])
 def test_a_slow_sampler_is_timed_once_after_its_warm_up(monkeypatch, warmup, timed):
     """3 timed calls after the warm-up (each "takes" 1 s here), or 1 when the warm-up took >= 10 s."""
-    import hybrid.samplers
-    import metrics.bench as bench_module
+    from hybridgan.hybrid import samplers
+    from hybridgan.metrics import bench as bench_module
 
     clock, calls = [0.0], []
 
@@ -175,7 +175,7 @@ def test_a_slow_sampler_is_timed_once_after_its_warm_up(monkeypatch, warmup, tim
         clock[0] += warmup if not calls else 1.0
         calls.append(len(seeds))
 
-    monkeypatch.setattr(hybrid.samplers, "sample", fake_sample)
+    monkeypatch.setattr(samplers, "sample", fake_sample)
     monkeypatch.setattr(bench_module.time, "perf_counter", lambda: clock[0])
     timing = bench_module.time_sampling(None, "ddpm", 1000, torch.device("cpu"), batch=4, calls=3)
     assert timing.calls == timed and len(calls) == 1 + timed

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hybrid.model import Model
-from training.stats import Stats
+from hybridgan.hybrid.model import Model
+from hybridgan.training.stats import Stats
 
 
 @dataclass(frozen=True)

@@ -16,62 +16,22 @@ from typing import Any
 
 import torch
 
-from hybrid import checkpoint as ckpt_io
-from hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
-from hybrid.images import image_grid, save_png, scatter_png
-from hybrid.model import Model
-from hybrid.samplers import default_sampling, sample_batched
-from training import distributed
-from training.config import TrainConfig, config_from_dict, lr_scale, resolve, with_model_overrides
-from training.data import Dataset, load_dataset
-from training.objectives import OBJECTIVES, Objective
-from training.rundir import Console, RunDir, append_jsonl, next_run_dir
-from training.stats import Stats
+from hybridgan.hybrid import checkpoint as ckpt_io
+from hybridgan.hybrid.devices import check_precision, resolve_device, resolve_precision
+from hybridgan.hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
+from hybridgan.hybrid.images import image_grid, save_png, scatter_png
+from hybridgan.hybrid.model import Model
+from hybridgan.hybrid.samplers import default_sampling, sample_batched
+from hybridgan.training import distributed
+from hybridgan.training.config import TrainConfig, config_from_dict, lr_scale, resolve, with_model_overrides
+from hybridgan.training.data import Dataset, load_dataset
+from hybridgan.training.objectives import OBJECTIVES, Objective
+from hybridgan.training.rundir import Console, RunDir, append_jsonl, next_run_dir
+from hybridgan.training.stats import Stats
 
 # Options that may change when a run is resumed; everything else must match the checkpoint.
 RESUMABLE = ("kimg", "minutes", "device", "tick_kimg", "snapshot_kimg", "eval_kimg", "metrics", "eval_num", "precision",
              "compile")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"--device {name!r}: choose auto, cpu or cuda")
-    return torch.device(name)
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def check_precision(name: str) -> None:
-    if name not in PRECISIONS:
-        raise UserError(f"--precision {name!r}: choose {', '.join(PRECISIONS)}")
-
-
-def resolve_precision(name: str, device: torch.device, image: bool) -> torch.dtype | None:
-    """The autocast dtype, or None for plain float32. Chosen once per run."""
-    check_precision(name)
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    # Conv nets gain from bf16 where the hardware computes in it; the toy MLPs are too small to gain.
-    return torch.bfloat16 if image and has_native_bf16(device) else None
-
-
-def has_native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix arithmetic runs in hardware: on the CPU, AVX512-BF16 or AMX.
-
-    Without them oneDNN emulates bf16 convolutions with fp32 AVX-512: on a 2-core Xeon
-    without either, the digits training step took 2.5x the CPU time of fp32 (1094 vs 429 ms).
-    """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence the getattr
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def compile_networks(nets: list[torch.nn.Module | None], device: torch.device, console: Console) -> bool:
@@ -384,13 +344,13 @@ class Trainer:
         else:
             ref = self.data.data[:2000]
             scatter_png(x, path, reference=ref, title=f"{self.cfg.objective}, {step / 1000:.0f} kimg, NFE {steps}")
-            from hybrid.images import read_png
+            from hybridgan.hybrid.images import read_png
 
             self.writer().add_image("Samples", read_png(path)[:, :, :3], step, dataformats="HWC")
         return path
 
     def evaluate(self) -> None:
-        from metrics.evaluate import evaluate_during_training
+        from hybridgan.metrics.evaluate import evaluate_during_training
 
         # Rank 0 evaluates alone while the others wait (spreading the samples over ranks is future work).
         distributed.on_main(lambda: evaluate_during_training(self) and None)
@@ -474,7 +434,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
     check_precision(cfg.precision)
     data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
     if cfg.metrics:
-        from metrics.registry import check_labels, get_metrics
+        from hybridgan.metrics.registry import check_labels, get_metrics
 
         # Unknown names, or metrics the data cannot give, fail now, not hours in.
         check_labels(get_metrics(cfg.metrics, kind="image" if data.is_image else "vector"), data.labels, cfg.data, "--metrics")
