@@ -1,6 +1,7 @@
 """Evaluations: draw or read samples, extract features once, run the requested metrics.
 
-Two callers: `hybrid eval` (`evaluate_source`) and the trainer (`evaluate_during_training`).
+Callers: `hybrid eval` (`evaluate_source`), the Python API (`evaluate_tensor`) and the trainer
+(`evaluate_model`, whose result the trainer records).
 Neither touches the global torch RNG: samples come from per-seed generators (evaluation seeds
 start at SEED_BASE, far from the training grid's 0..63), KID subsets from a seeded numpy
 RandomState, reference subsets from a seeded torch.Generator.
@@ -10,8 +11,6 @@ This package does not import `training`; the command line hands in its data load
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -371,53 +370,10 @@ def evaluate_tensor(samples: Any, ref: Any, ref_name: str, cfg: EvalConfig, devi
     return evaluate(judged, ref, ref_name, cfg, device, log)
 
 
-@dataclass(frozen=True)
-class MixtureDraw:
-    """A fresh draw of a known Gaussian mixture: held-out reference data for toy metrics."""
-
-    data: Tensor  # [N, D] float32
-    modes: Tensor  # [K, D]
-    mode_std: float
-
-
-def mixture_draw(modes: Tensor, std: float, num: int, seed: int = HELD_OUT_SEED) -> MixtureDraw:
-    g = torch.Generator().manual_seed(seed)
-    k = torch.randint(len(modes), (num,), generator=g)
-    return MixtureDraw(modes[k] + std * torch.randn(num, modes.shape[1], generator=g), modes, std)
-
-
-def evaluate_during_training(trainer) -> EvalResult | None:
-    """Evaluate trainer.cfg.metrics on the EMA generator; append to metrics.jsonl, write TensorBoard.
-
-    The trainer's generators and the global RNG are untouched (exact resume relies on it). A
-    failure is reported on the console and skipped: an evaluation never ends a training run.
-    """
-    cfg, data = trainer.cfg, trainer.data
-    ecfg = EvalConfig(metrics=tuple(cfg.metrics), num=cfg.eval_num)
-    ref_data, ref_name = data, cfg.data
-    if not data.is_image and data.modes is not None:  # a held-out draw of the mixture
-        ref_data, ref_name = mixture_draw(data.modes, data.mode_std, max(len(data.data), cfg.eval_num)), f"{cfg.data} held-out"
-    devices = [trainer.device] if trainer.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            samples = model_samples(trainer.model, ecfg, trainer.device, description=f"G_ema at {trainer.progress.nimg} img")
-            result = evaluate(samples, ref_data, ref_name, ecfg, trainer.device, log=trainer.console)
-    except UserError as e:
-        trainer.console(f"evaluation skipped: {e}")
-        return None
-    _record(trainer, result)
-    return result
-
-
-def _record(trainer, result: EvalResult) -> None:
-    nimg = trainer.progress.nimg
-    with open(trainer.run.metrics, "a") as f:
-        for record in result.records(kimg=nimg / 1000):
-            f.write(json.dumps(record) + "\n")
-    writer = trainer.writer()
-    for key, value in result.values.items():
-        if math.isfinite(value):
-            writer.add_scalar(f"Metrics/{key}", value, nimg)
-    writer.flush()
-    summary = "  ".join(f"{k} {v:.4g}" for k, v in result.values.items())
-    trainer.console(f"metrics at {nimg / 1000:.1f} kimg (N={result.num}, NFE {result.nfe}, {result.seconds:.0f} s): {summary}")
+def evaluate_model(model, ref_data: Any, ref_name: str, cfg: EvalConfig, device: torch.device, log: Log = stderr_log,
+                   description: str = "model") -> EvalResult:
+    """Judge a model's generators against `ref_data` (a Dataset), as training does between steps:
+    the global RNG and the model's weights are left as they were (exact resume relies on it)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return evaluate(model_samples(model, cfg, device, description), ref_data, ref_name, cfg, device, log)

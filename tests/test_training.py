@@ -17,6 +17,7 @@ from hybridgan.hybrid.checkpoint import list_checkpoints, load, load_model
 from hybridgan.hybrid.devices import resolve_precision
 from hybridgan.hybrid.images import read_png
 from hybridgan.hybrid.model import Model, ModelConfig
+from hybridgan.hybrid.runfiles import read_jsonl
 from hybridgan.training import train
 from hybridgan.training.config import read_config, resolve
 from hybridgan.training.objectives import OBJECTIVES, translate
@@ -273,6 +274,27 @@ def test_run_directory_layout(toy_run):
     assert read_png(samples[0]).shape[2] in (3, 4)
     assert [p.name for p in list_checkpoints(toy_run / "checkpoints")] == ["checkpoint-000001.pt"]
     assert [p.name for p in (toy_run / "checkpoints").iterdir()] == ["checkpoint-000001.pt"]
+
+
+def test_training_time_metrics_are_recorded_and_change_nothing_else(tmp_path):
+    """--metrics during training: metrics.jsonl, TensorBoard and log.txt get the results, and the
+    run's weights are those of the same run without evaluations (the RNGs are left alone)."""
+    options = dict(kimg=0.512, tick_kimg=0.256, snapshot_kimg=0.512)
+    plain = train(toy_config(**options), run_dir=tmp_path / "plain", model_changes=TINY_NET, quiet=True)
+    judged = train(toy_config(metrics=("modes", "swd", "mmd"), eval_num=300, eval_kimg=0.256, **options),
+                   run_dir=tmp_path / "judged", model_changes=TINY_NET, quiet=True)
+    records = read_jsonl(judged / "metrics.jsonl")
+    assert [r["metric"] for r in records] == ["modes", "swd", "mmd"] * 2
+    assert [r["kimg"] for r in records[::3]] == [0.256, 0.512] and {(r["num"], r["nfe"]) for r in records} == {(300, 4)}
+    assert "toy:8gaussians held-out" in records[0]["ref"]
+    events = EventAccumulator(str(judged), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.value for e in events.Scalars("Metrics/swd")] == pytest.approx([r["value"] for r in records[1::3]])
+    assert "metrics at 0.3 kimg (N=300, NFE 4" in (judged / "log.txt").read_text()
+    a, b = load(latest_checkpoint(plain)), load(latest_checkpoint(judged))
+    for key in ("G", "G_ema", "D"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name}: the evaluation changed the run"
 
 
 def test_tensorboard_has_the_scalars_and_sample_grids(toy_run):

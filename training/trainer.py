@@ -21,12 +21,13 @@ from hybridgan.hybrid.devices import check_precision, resolve_device, resolve_pr
 from hybridgan.hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
 from hybridgan.hybrid.images import image_grid, save_png, scatter_png
 from hybridgan.hybrid.model import Model
+from hybridgan.hybrid.runfiles import append_jsonl
 from hybridgan.hybrid.samplers import default_sampling, sample_batched
 from hybridgan.training import distributed
 from hybridgan.training.config import TrainConfig, config_from_dict, lr_scale, resolve, with_model_overrides
 from hybridgan.training.data import Dataset, load_dataset
 from hybridgan.training.objectives import OBJECTIVES, Objective
-from hybridgan.training.rundir import Console, RunDir, append_jsonl, next_run_dir
+from hybridgan.training.rundir import Console, RunDir, next_run_dir
 from hybridgan.training.stats import Stats
 
 # Options that may change when a run is resumed; everything else must match the checkpoint.
@@ -350,10 +351,33 @@ class Trainer:
         return path
 
     def evaluate(self) -> None:
-        from hybridgan.metrics.evaluate import evaluate_during_training
-
         # Rank 0 evaluates alone while the others wait (spreading the samples over ranks is future work).
-        distributed.on_main(lambda: evaluate_during_training(self) and None)
+        distributed.on_main(self._evaluate)
+
+    def _evaluate(self) -> None:
+        """cfg.metrics of the EMA generator, recorded in metrics.jsonl, TensorBoard and the console.
+        A failure is reported and skipped: an evaluation never ends a training run."""
+        from hybridgan.metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate_model
+
+        cfg, nimg = self.cfg, self.progress.nimg
+        ref, ref_name = self.data, cfg.data
+        if not self.data.is_image and self.data.modes is not None:  # a toy mixture: a held-out draw, as `hybrid eval` takes
+            ref, ref_name = load_dataset(cfg.data, None, HELD_OUT_SEED), f"{cfg.data} held-out"
+        ecfg = EvalConfig(metrics=tuple(cfg.metrics), num=cfg.eval_num)
+        try:
+            result = evaluate_model(self.model, ref, ref_name, ecfg, self.device, self.console, f"G_ema at {nimg} img")
+        except UserError as e:
+            self.console(f"evaluation skipped: {e}")
+            return
+        for record in result.records(kimg=nimg / 1000):
+            append_jsonl(self.run.metrics, record)
+        writer = self.writer()
+        for key, value in result.values.items():
+            if math.isfinite(value):
+                writer.add_scalar(f"Metrics/{key}", value, nimg)
+        writer.flush()
+        summary = "  ".join(f"{k} {v:.4g}" for k, v in result.values.items())
+        self.console(f"metrics at {nimg / 1000:.1f} kimg (N={result.num}, NFE {result.nfe}, {result.seconds:.0f} s): {summary}")
 
     # ----------------------------------------------------------------------------- context
 
