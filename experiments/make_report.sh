@@ -20,7 +20,7 @@ for objective in hybrid ddgan ddpm; do
   sampler=$([ "$objective" = ddpm ] && echo ddim || echo gan)
   for ckpt in $(ls "$run"/checkpoints/checkpoint-*.pt | sort | head -n -1); do
     grep -q "\"checkpoint\": \"$ckpt\".*\"sampler\": \"$sampler\", \"nfe\": 4," "$run/bench.jsonl" 2>/dev/null ||
-      hybrid bench "$ckpt" --nfe 4 --sampler "$sampler" --seeds 1 --num "$NUM" --metrics fid,kid --device cpu
+      hybrid bench "$ckpt" --nfe 4 --sampler "$sampler" --repeats 1 --num "$NUM" --metrics fid,kid --device cpu
   done
 done
 

@@ -7,7 +7,13 @@ One place for the names that training writes and metrics, reports and experiment
 
 from __future__ import annotations
 
+import datetime
+import importlib.metadata
 import json
+import platform
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +46,38 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             out.append(record)
     return out
+
+
+def versions() -> dict[str, str]:
+    """Versions of what can change a number: torch, torch-fidelity, hybridgan, Python."""
+    import torch
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {"torch": torch.__version__, "torch_fidelity": version("torch-fidelity"), "hybridgan": version("hybridgan"),
+            "python": platform.python_version()}
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from ("+dirty" with uncommitted changes); None
+    when installed from a wheel or git is missing."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def provenance() -> dict[str, Any]:
+    """Where a record comes from: versions, git commit, the command line and the time (UTC)."""
+    return {"versions": versions(), "git_commit": git_commit(), "command": shlex.join(sys.argv),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -22,6 +22,8 @@ from torch import Tensor
 from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import Model, ModelConfig
 
+SEED_BASE = 1_000_000  # default seeds of sample, eval and bench start here, apart from the training grids' 0..63
+
 
 class Sampler(str, Enum):
     GAN = "gan"  # posterior sampling through the generator with a fresh latent z at each step
@@ -162,10 +164,18 @@ def _chain(model: Model, net: torch.nn.Module, seeds: list[int], steps: int | No
 
 
 def sample_batched(model: Model, seeds: list[int], batch: int = 256, start: tuple[int, Tensor] | None = None,
-                   **kwargs) -> Tensor:
-    """`sample` in chunks of `batch` seeds; the result does not depend on `batch`."""
+                   progress: bool = False, **kwargs) -> Tensor:
+    """`sample` in chunks of `batch` seeds; the result does not depend on `batch`. progress: a
+    tqdm bar on stderr (samples, rate, time left) where stderr is a terminal."""
+    from tqdm import tqdm
+
     def chunk(i: int) -> Tensor:
         part = None if start is None else (start[0], start[1][i : i + batch])
         return sample(model, seeds[i : i + batch], start=part, **kwargs)
 
-    return torch.cat([chunk(i) for i in range(0, len(seeds), batch)])
+    with tqdm(total=len(seeds), desc="sampling", unit="img", disable=None if progress else True, leave=False) as bar:
+        parts = []
+        for i in range(0, len(seeds), batch):
+            parts.append(chunk(i))
+            bar.update(len(parts[-1]))
+    return torch.cat(parts)

@@ -1,7 +1,8 @@
 """`hybrid bench`: metrics of checkpoints under a stated protocol, over several sampling seeds.
 
 For each checkpoint x sampler x NFE, the metrics are computed `repeats` times on disjoint seed
-ranges (repetition r draws seeds SEED_BASE + r*N .. SEED_BASE + (r+1)*N - 1) and reported as
+ranges (repetition r draws seeds SEED_BASE + r*N .. SEED_BASE + (r+1)*N - 1, or the given seeds
+moved up by r times their span) and reported as
 mean, std, min and max with every value; sampling speed is timed separately at a stated batch
 after a warm-up call. Each result is one JSON line carrying its protocol (N, reference and its
 digest, extractor and weights sha256, device, versions, date): reported numbers often fail to
@@ -13,7 +14,6 @@ This package does not import `training`; the command line hands in its data load
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import math
 import platform
 import statistics
@@ -27,7 +27,7 @@ import torch
 
 from hybridgan.hybrid import runfiles
 from hybridgan.hybrid.errors import UserError
-from hybridgan.hybrid.runfiles import append_jsonl
+from hybridgan.hybrid.runfiles import append_jsonl, versions
 from hybridgan.metrics.evaluate import HELD_OUT_SEED, SEED_BASE, EvalConfig, EvalResult, LoadData, Log, evaluate, model_samples, stderr_log
 from hybridgan.metrics.features import metric_layer
 from hybridgan.metrics.reference import cache_path, data_digest, reference_key, reference_subset
@@ -56,27 +56,18 @@ class Timing:
     calls: int  # timed calls (after one warm-up call)
 
 
-def versions() -> dict[str, str]:
-    """Versions of what can change a number: torch, torch-fidelity, hybrid, Python."""
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
-    return {"torch": torch.__version__, "torch_fidelity": version("torch-fidelity"), "hybridgan": version("hybridgan"),
-            "python": platform.python_version()}
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def seed_ranges(num: int, repeats: int) -> list[tuple[int, ...]]:
-    """Disjoint seed ranges, one per repetition: SEED_BASE + r*num .. SEED_BASE + (r+1)*num - 1."""
-    return [tuple(range(SEED_BASE + r * num, SEED_BASE + (r + 1) * num)) for r in range(repeats)]
+def seed_ranges(num: int, repeats: int, first: tuple[int, ...] | None = None) -> list[tuple[int, ...]]:
+    """Disjoint seed sets, one per repetition: `first` (default SEED_BASE .. SEED_BASE + num - 1)
+    moved up by r times its span (max - min + 1) for repetition r."""
+    first = first or tuple(range(SEED_BASE, SEED_BASE + num))
+    span = max(first) - min(first) + 1
+    return [tuple(s + r * span for s in first) for r in range(repeats)]
 
 
 def summarize(results: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
@@ -177,7 +168,7 @@ def bench_checkpoint(path: str | Path, cfg: BenchConfig, device: torch.device, l
     if ref is None:
         raise UserError(f"{path}: the checkpoint names no training data; give --ref")
     ref_data = load_data(ref, model.cfg.shape[-1] if model.cfg.is_image else None, HELD_OUT_SEED)
-    num = cfg.eval.num or 1000
+    num = len(cfg.eval.seeds) if cfg.eval.seeds else cfg.eval.num or 1000
     common = {"checkpoint": str(path), "kimg": ckpt.get("progress", {}).get("nimg", 0) / 1000,
               "objective": config.get("objective"), "data": config.get("data"), "T": model.cfg.steps}
     records = []
@@ -192,7 +183,7 @@ def bench_setting(model, sampler: str, nfe: int, mixture: int | None, ref: str, 
                   num: int, device: torch.device, log: Log) -> dict[str, Any]:
     """All repetitions of one (sampler, NFE, mixture) setting, their summary, speed and protocol."""
     runs: list[EvalResult] = []
-    ranges = seed_ranges(num, cfg.repeats)
+    ranges = seed_ranges(num, cfg.repeats, cfg.eval.seeds)
     for seeds in ranges:
         ecfg = replace(cfg.eval, num=num, seeds=seeds, steps=nfe, sampler=sampler, mixture=mixture)
         samples = model_samples(model, ecfg, device, description=f"bench {sampler} NFE {nfe}")

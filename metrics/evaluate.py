@@ -24,12 +24,12 @@ from torch import Tensor
 
 from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.images import resize_uint8, to_uint8
+from hybridgan.hybrid.samplers import SEED_BASE
 from hybridgan.metrics.features import ExtractorSpec, build_extractor, extract, generated_batches, image_batches, metric_layer
 from hybridgan.metrics.inception import EXTRACTOR, find_inception_weights
 from hybridgan.metrics.reference import reference_features
 from hybridgan.metrics.registry import IMAGE, VECTOR, Metric, MetricInputs, check_labels, default_metrics, get_metrics
 
-SEED_BASE = 1_000_000  # evaluation seeds start here, disjoint from the training sample grid
 HELD_OUT_SEED = 1_000_000  # toy data: the reference draw uses this seed, training uses cfg.seed
 DEFAULT_NUM = 1000  # samples drawn from a model when not told
 VECTOR_BATCH = 4096  # vector samples per sampler call
@@ -54,6 +54,7 @@ class EvalConfig:
     kid_subsets: int = 100  # KID: random subsets
     kid_subset_size: int = 1000  # KID: subset size (cut to the smaller set)
     use_cache: bool = True  # cache reference features on disk
+    progress: bool = True  # progress bars on stderr where it is a terminal
 
 
 @dataclass
@@ -136,7 +137,7 @@ def model_samples(model, cfg: EvalConfig, device: torch.device, description: str
     what = f"{description} ({sampler} sampler, NFE {steps}{mixture_text(model, cfg.mixture)}, seeds {seeds[0]}..{seeds[-1]})"
     if not model.cfg.is_image:
         x = sample_batched(model, seeds, batch=VECTOR_BATCH, steps=steps, sampler=sampler, device=device,
-                           mixture=cfg.mixture)
+                           mixture=cfg.mixture, progress=cfg.progress)
         return Samples(VECTOR, what, len(seeds), vectors=x, nfe=steps, sampler=sampler)
 
     def draw(chunk: list[int]) -> Tensor:
@@ -257,10 +258,11 @@ def _image_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[M
     gen_layers = {layers[k] for m in active for k in m.gen_layers}
     ref_layers = {layers[k] for m in active for k in m.ref_layers}
     net = build_extractor(spec, gen_layers | ref_layers, device) if keys else None  # once: loading Inception takes seconds
-    ref = {layer: reference_features(ref_name, ref_data.data, spec, layer, device, cfg.ref_num, cfg.use_cache, net=net)
+    ref = {layer: reference_features(ref_name, ref_data.data, spec, layer, device, cfg.ref_num, cfg.use_cache, net=net,
+                                 progress=cfg.progress)
            for layer in sorted(ref_layers)}
     batches = image_batches(gen_images, cfg.batch) if labelled else samples.batches()
-    gen = extract(net, batches, device, samples.num) if gen_layers else {}
+    gen = extract(net, batches, device, samples.num, progress=cfg.progress) if gen_layers else {}
     gen = {layer: gen[layer] for layer in gen_layers}
     inputs = MetricInputs(gen=gen, ref=ref, layers=layers, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
                           **pixel_inputs)
@@ -288,6 +290,15 @@ def _vector_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[
 # Callers
 
 
+def load_as(option: str, load_data: LoadData, spec: str, resolution: int | None, seed: int) -> Any:
+    """`load_data`, its errors naming the option the data came from (the loaders speak of --data)."""
+    try:
+        return load_data(spec, resolution, seed)
+    except UserError as e:
+        text = str(e)
+        raise UserError(option + text.removeprefix("--data ") if text.startswith("--data ") else text) from None
+
+
 def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch.device, load_data: LoadData,
                     log: Log = stderr_log) -> EvalResult:
     """`hybrid eval`: SOURCE is a checkpoint, a folder of images, or a .npy / .npz of samples.
@@ -308,7 +319,7 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
         if path.suffix.lower() == ".npz":
             data = read_npz(path)
         else:
-            data = load_data(str(path), cfg.resolution if path.is_dir() else None, 0).data
+            data = load_as("", load_data, str(path), cfg.resolution if path.is_dir() else None, 0).data
         size = tuple(data.shape[-2:]) if data.dim() == 4 else None
         check_resolution(cfg.resolution, size, source)
         samples = tensor_samples(data, str(path), cfg.num, cfg.batch)
@@ -329,7 +340,7 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
     # samples' path to R: a dataset loaded straight at R would differ from real images resized to R
     # (200 real 16x16 digits resized to 8 px: FID 113 against the digits loaded at 8 px, 10.6 this way).
     square = size[-1] if size and size[0] == size[1] else None
-    ref_data = load_data(ref, square or resolution, HELD_OUT_SEED)
+    ref_data = load_as("--ref ", load_data, ref, square or resolution, HELD_OUT_SEED)
     if cfg.resolution and size != (resolution, resolution):
         samples = resized(samples, resolution)
         ref_data = replace(ref_data, data=resize_uint8(ref_data.data, resolution))

@@ -56,12 +56,13 @@ def to_rgb_uint8(images: Tensor) -> Tensor:
 
 @torch.no_grad()
 def extract(net: torch.nn.Module, batches: Iterable[Tensor], device: torch.device,
-            total: int | None = None, desc: str = "features") -> dict[str, Tensor]:
-    """Run the extractor over uint8 image batches [B, C, H, W] -> {layer: [N, d] float32 on the CPU}."""
+            total: int | None = None, desc: str = "features", progress: bool = True) -> dict[str, Tensor]:
+    """Run the extractor over uint8 image batches [B, C, H, W] -> {layer: [N, d] float32 on the CPU}.
+    progress: a bar on stderr where it is a terminal."""
     from tqdm import tqdm
 
     out: dict[str, list[Tensor]] = {name: [] for name in net.features_list}
-    with tqdm(total=total, desc=desc, unit="img", leave=False, disable=not sys.stderr.isatty()) as bar:
+    with tqdm(total=total, desc=desc, unit="img", leave=False, disable=not (progress and sys.stderr.isatty())) as bar:
         for x in batches:
             feats = net(to_rgb_uint8(x).to(device))
             for name, f in zip(net.features_list, feats):

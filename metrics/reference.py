@@ -62,7 +62,7 @@ def cache_path(key: dict[str, object], root: Path | None = None) -> Path:
 
 def reference_features(dataset: str, images: Tensor, spec: ExtractorSpec, layer: str, device: torch.device,
                        num: int | None = None, use_cache: bool = True, root: Path | None = None,
-                       net: torch.nn.Module | None = None) -> ReferenceFeatures:
+                       net: torch.nn.Module | None = None, progress: bool = True) -> ReferenceFeatures:
     """Features of (a fixed subset of) uint8 images [N, C, H, W] at `layer`, from the cache when there.
 
     dataset: the name or path the images came from (part of the key, with a digest of the bytes).
@@ -80,7 +80,7 @@ def reference_features(dataset: str, images: Tensor, spec: ExtractorSpec, layer:
         except Exception:  # unreadable or from an older layout: recompute and overwrite
             pass
     net = net if net is not None else build_extractor(spec, [layer], device)
-    features = extract(net, image_batches(images, spec.batch), device, len(images), desc="reference")[layer]
+    features = extract(net, image_batches(images, spec.batch), device, len(images), desc="reference", progress=progress)[layer]
     stats = gaussian_stats(features)
     sigma_sqrt = psd_sqrt(stats.sigma)
     if not use_cache:

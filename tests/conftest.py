@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,16 @@ def assert_same_samples(a, b) -> None:
     a, b = torch.as_tensor(a), torch.as_tensor(b)
     atol = SAMPLE_ATOL["image" if a.dim() >= 3 else "vector"]
     torch.testing.assert_close(a, b, rtol=SAMPLE_RTOL, atol=atol)
+
+
+LOG_STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d\d:\d\d  ")  # log.txt: local time, then the message
+
+
+def log_messages(run_dir: Path) -> list[str]:
+    """The lines of RUN_DIR/log.txt without their timestamps (each line must have one)."""
+    lines = (Path(run_dir) / "log.txt").read_text().splitlines()
+    assert all(LOG_STAMP.match(line) for line in lines), [line for line in lines if not LOG_STAMP.match(line)][:3]
+    return [LOG_STAMP.sub("", line) for line in lines]
 
 
 def read_stats(run_dir: Path) -> list[dict]:

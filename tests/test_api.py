@@ -46,7 +46,7 @@ def test_a_script_beside_its_own_metrics_and_training_modules_samples_and_scores
 
 def test_sample_is_what_the_command_line_writes(toy_run, tmp_path, hybrid):
     ckpt = latest_checkpoint(toy_run)
-    assert hybrid("sample", ckpt, "--seeds", "3,7,100", "--steps", "2", "--sampler", "ddim", "--out", tmp_path / "x.npy").code == 0
+    assert hybrid("sample", ckpt, "--seeds", "3,7,100", "--nfe", "2", "--sampler", "ddim", "--out", tmp_path / "x.npy").code == 0
     x = hybridgan.sample(ckpt, seeds=[3, 7, 100], nfe=2, sampler="ddim", device="cpu")
     np.testing.assert_array_equal(x.numpy(), np.load(tmp_path / "x.npy"))  # the same batch: bitwise
     model = hybridgan.load(ckpt)

@@ -35,6 +35,7 @@ def test_seed_ranges_are_disjoint_and_consecutive():
     ranges = seed_ranges(100, 3)
     assert [r[0] for r in ranges] == [SEED_BASE, SEED_BASE + 100, SEED_BASE + 200]
     assert len(set().union(*map(set, ranges))) == 300
+    assert seed_ranges(3, 2, (5, 7, 9)) == [(5, 7, 9), (10, 12, 14)]
 
 
 def test_summarize_mean_std_min_max():
@@ -91,8 +92,13 @@ def test_cli_bench_out_and_errors(hybrid, toy_run, tmp_path):
     result = hybrid("bench", ckpt, "--nfe", "1", "--seeds", "2", "--num", "100", "--metrics", "swd", "--batch", "16",
                     "--out", out)
     assert result.code == 0, result.err
-    assert f"appended 1 records to {out}" in result.out
+    assert f"appended 1 records to {out}" in result.out and "use --repeats 2" in result.err  # 0.1's spelling, noted
     assert read_records(out)[0]["protocol"]["repeats"] == 2
+    result = hybrid("bench", ckpt, "--nfe", "1", "--seeds", "0-9,20-29", "--repeats", "2", "--metrics", "swd", "--out", out)
+    assert result.code == 0, result.err
+    protocol = read_records(out)[-1]["protocol"]
+    assert protocol["num"] == 20 and protocol["seeds"] == [[0, 29], [30, 59]], "a seed list, moved up by its span"
+    assert_user_error(hybrid("bench", ckpt, "--seeds", "0-9", "--num", "10", "--out", out), "give one of them")
     assert_user_error(hybrid("bench", ckpt, "--nfe", "0,x", "--out", out), "--nfe")
     assert_user_error(hybrid("bench", ckpt, "--sampler", "euler", "--out", out), "euler")
     assert_user_error(hybrid("bench", ckpt, "--metrics", "fid", "--nfe", "1", "--num", "10", "--out", out), "fid")
@@ -204,7 +210,7 @@ def test_a_mixture_is_sampled_evaluated_and_benched_and_mixture_1_is_g_ema_alone
 
     out = tmp_path / "bench.jsonl"
     for extra in ((), ("--mixture", "1")):
-        result = hybrid("bench", ckpt, "--nfe", "4", "--seeds", "1", "--num", "300", "--metrics", "swd", "--out", out,
+        result = hybrid("bench", ckpt, "--nfe", "4", "--repeats", "1", "--num", "300", "--metrics", "swd", "--out", out,
                         *extra)
         assert result.code == 0, result.err
     mixed, alone = read_records(out)
@@ -212,7 +218,7 @@ def test_a_mixture_is_sampled_evaluated_and_benched_and_mixture_1_is_g_ema_alone
     assert mixed["metrics"]["swd"]["mean"] != alone["metrics"]["swd"]["mean"]
     # A list measures each mixture in one call, the same numbers as one call each; more than it holds is skipped.
     sweep = tmp_path / "sweep.jsonl"
-    result = hybrid("bench", ckpt, "--nfe", "4", "--seeds", "1", "--num", "300", "--metrics", "swd", "--out", sweep,
+    result = hybrid("bench", ckpt, "--nfe", "4", "--repeats", "1", "--num", "300", "--metrics", "swd", "--out", sweep,
                     "--mixture", "3,5,1")
     assert result.code == 0, result.err
     assert "mixture 5 skipped: the checkpoint holds 3 generators" in result.err

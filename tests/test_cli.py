@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import numpy as np
@@ -162,19 +163,70 @@ def test_sample_images_npy(digits_run, tmp_path, hybrid):
     assert x.min() >= -1 and x.max() <= 1 and x.std() > 0
 
 
-def test_sample_image_folder_has_one_png_per_image(digits_run, tmp_path, hybrid):
+def test_sample_image_folder_has_one_png_per_image_named_by_its_seed(digits_run, tmp_path, hybrid):
     out = tmp_path / "pngs"
-    result = hybrid("sample", latest_checkpoint(digits_run), "--seeds", "10-15", "--out", out)
+    result = hybrid("sample", latest_checkpoint(digits_run), "--seeds", "10-14,100", "--out", out)
     assert result.code == 0, result.err
     files = sorted(out.iterdir())
-    assert [p.name for p in files] == [f"{i:06d}.png" for i in range(6)]
+    assert [p.name for p in files] == [f"seed{i:06d}.png" for i in (10, 11, 12, 13, 14, 100)]
     for p in files:
         assert np.asarray(Image.open(p)).shape == (16, 16)
     # The PNGs hold the same samples as the raw array, quantised to 8 bits.
-    hybrid("sample", latest_checkpoint(digits_run), "--seeds", "10-15", "--out", tmp_path / "x.npy")
+    hybrid("sample", latest_checkpoint(digits_run), "--seeds", "10-14,100", "--out", tmp_path / "x.npy")
     raw = np.load(tmp_path / "x.npy")
     png = np.stack([np.asarray(Image.open(p)) for p in files]).astype(np.float32) / 127.5 - 1
     np.testing.assert_allclose(png, raw[:, 0], atol=1 / 127.5 + 1e-6)
+
+
+def test_sample_refuses_existing_files_unless_told_and_an_unwritable_out_before_sampling(digits_run, tmp_path, hybrid,
+                                                                                         monkeypatch):
+    ckpt = latest_checkpoint(digits_run)
+    out = tmp_path / "pngs"
+    assert hybrid("sample", ckpt, "--seeds", "3,4", "--out", out).code == 0
+    before = (out / "seed000003.png").read_bytes()
+    assert_user_error(hybrid("sample", ckpt, "--seeds", "4-6", "--out", out), "seed000004.png", "--overwrite")
+    assert (out / "seed000003.png").read_bytes() == before and not (out / "seed000005.png").exists()
+    assert hybrid("sample", ckpt, "--seeds", "4-6", "--out", out, "--overwrite").code == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"seed00000{i}.png" for i in (3, 4, 5, 6)]
+    hybrid("sample", ckpt, "--num", "2", "--out", tmp_path / "x.npy")
+    assert_user_error(hybrid("sample", ckpt, "--num", "2", "--out", tmp_path / "x.npy"), "x.npy", "--overwrite")
+
+    from hybridgan.hybrid import samplers
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled before the output was checked")
+
+    monkeypatch.setattr(samplers, "sample_batched", never)
+    (tmp_path / "file").write_text("")
+    for bad, mention in ((tmp_path / "file" / "x.png", "is a file"), (Path("/proc/hybrid-nowhere/x.png"), "cannot write"),
+                         (tmp_path / "grid.jpg", ".png")):
+        assert_user_error(hybrid("sample", ckpt, "--num", "4", "--out", bad), str(bad), mention)
+
+
+@pytest.mark.parametrize("argv, mention", [
+    (["--num", "4", "--seeds", "0-3"], "give one of them"),
+    (["--seeds", "5-2"], "runs backwards"),
+    (["--nfe", "2", "--steps", "3"], "disagree"),
+])
+def test_sample_and_eval_share_one_vocabulary(toy_run, tmp_path, hybrid, argv, mention):
+    for command in ("sample", "eval"):
+        out = ["--out", tmp_path / "x.npy"] if command == "sample" else []
+        assert_user_error(hybrid(command, latest_checkpoint(toy_run), *argv, *out), mention)
+
+
+def test_sample_and_eval_draw_the_same_default_seeds_and_steps_still_works_with_a_note(toy_run, tmp_path, hybrid):
+    ckpt = latest_checkpoint(toy_run)
+    assert hybrid("sample", ckpt, "--num", "300", "--nfe", "2", "--out", tmp_path / "x.npy").code == 0
+    from_file = json.loads(hybrid("eval", tmp_path / "x.npy", "--ref", "toy:8gaussians", "--json").out)
+    from_ckpt = json.loads(hybrid("eval", ckpt, "--num", "300", "--nfe", "2", "--json").out)
+    assert from_file["results"] == from_ckpt["results"], "sample then eval judges what eval draws itself"
+    old = hybrid("sample", ckpt, "--num", "3", "--steps", "2", "--out", tmp_path / "old.npy")
+    assert old.code == 0 and "--steps here is deprecated" in old.err and "use --nfe" in old.err
+    assert_same_samples(np.load(tmp_path / "old.npy"), np.load(tmp_path / "x.npy")[:3])  # other batches
+
+
+def test_a_bad_reference_is_named_as_the_option_it_came_from(toy_run, tmp_path, hybrid):
+    assert_user_error(hybrid("eval", latest_checkpoint(toy_run), "--ref", tmp_path / "nowhere"), "--ref", "nowhere")
 
 
 def test_sample_vectors(toy_run, tmp_path, hybrid):
@@ -203,7 +255,7 @@ def test_sample_seeds_pick_the_same_samples(toy_run, tmp_path, hybrid):
 def test_sample_levels_choose_the_chain(toy_run, tmp_path, hybrid):
     """--levels 4,2 is what --steps 2 visits; --levels 4,1 is another NFE-2 chain, and says so."""
     ckpt = latest_checkpoint(toy_run)
-    hybrid("sample", ckpt, "--num", "50", "--steps", "2", "--out", tmp_path / "steps2.npy")
+    hybrid("sample", ckpt, "--num", "50", "--nfe", "2", "--out", tmp_path / "steps2.npy")
     result = hybrid("sample", ckpt, "--num", "50", "--levels", "4,2", "--out", tmp_path / "l42.npy")
     assert result.code == 0 and "NFE 2, levels 4,2" in result.out, result.out + result.err
     np.testing.assert_array_equal(np.load(tmp_path / "l42.npy"), np.load(tmp_path / "steps2.npy"))
@@ -213,7 +265,7 @@ def test_sample_levels_choose_the_chain(toy_run, tmp_path, hybrid):
 
 @pytest.mark.parametrize("argv, mention", [
     (["--out", "x.jpg"], "x.jpg"),
-    (["--steps", "5", "--out", "x.npy"], "NFE 5"),
+    (["--nfe", "5", "--out", "x.npy"], "NFE 5"),
     (["--seeds", "a-b", "--out", "x.npy"], "a-b"),
     (["--num", "0", "--out", "x.npy"], "--num"),
     (["--levels", "3,1", "--out", "x.npy"], "must start at 4"),
@@ -221,7 +273,7 @@ def test_sample_levels_choose_the_chain(toy_run, tmp_path, hybrid):
     (["--levels", "4,one", "--out", "x.npy"], "expected levels such as 4,1"),
     (["--levels", "4,levels", "--out", "x.npy"], "expected levels such as 4,1"),
     (["--levels", "", "--out", "x.npy"], "expected levels such as 4,1"),
-    (["--levels", "4,1", "--steps", "3", "--out", "x.npy"], "disagree"),
+    (["--levels", "4,1", "--nfe", "3", "--out", "x.npy"], "disagree"),
 ])
 def test_bad_sample_options(toy_run, tmp_path, monkeypatch, hybrid, argv, mention):
     monkeypatch.chdir(tmp_path)
@@ -343,7 +395,7 @@ def test_prediction_option_sets_what_the_generator_outputs(tmp_path, hybrid):
                     "--kimg", "0.128", "--run-dir", tmp_path / "run", "--quiet")
     assert result.code == 0, result.err
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["prediction"] == "v"
-    result = hybrid("sample", latest_checkpoint(tmp_path / "run"), "--num", "8", "--sampler", "ddim", "--steps", "5",
+    result = hybrid("sample", latest_checkpoint(tmp_path / "run"), "--num", "8", "--sampler", "ddim", "--nfe", "5",
                     "--out", tmp_path / "s.npy")
     assert result.code == 0, result.err
     assert np.isfinite(np.load(tmp_path / "s.npy")).all()
@@ -362,7 +414,7 @@ def test_the_sampler_option_sets_how_the_model_is_sampled_unless_a_command_asks(
         assert result.code == 0, result.err
         x[name] = np.load(tmp_path / f"{name}.npy")
     assert np.array_equal(x["own"], x["ddim"]) and not np.allclose(x["own"], x["gan"])
-    result = hybrid("bench", ckpt, "--nfe", "4", "--seeds", "1", "--num", "100", "--metrics", "swd", "--out", tmp_path / "b.jsonl")
+    result = hybrid("bench", ckpt, "--nfe", "4", "--repeats", "1", "--num", "100", "--metrics", "swd", "--out", tmp_path / "b.jsonl")
     assert result.code == 0, result.err
     assert json.loads((tmp_path / "b.jsonl").read_text())["sampler"] == "ddim"
     # A run keeps its model: another sampler on resume is refused, the same one is fine.

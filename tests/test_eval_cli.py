@@ -49,12 +49,12 @@ def test_checkpoint_source_uses_its_training_data(tmp_path, capsys):
     ckpt = {"format": FORMAT, "version": VERSION, "config": {"data": "toy:8gaussians", "model": cfg.to_dict()},
             "G": model.G.state_dict(), "G_ema": model.G_ema.state_dict()}
     path = save_atomic(ckpt, tmp_path / "checkpoint-000001.pt")
-    code, out, err = run(["eval", str(path), "--num", "200", "--steps", "2", "--json"], capsys)
+    code, out, err = run(["eval", str(path), "--num", "200", "--nfe", "2", "--json"], capsys)
     result = json.loads(out)
     assert code == 0, err
     assert result["nfe"] == 2 and result["sampler"] == "gan" and result["num"] == 200
     assert result["ref"].startswith("toy:8gaussians") and set(result["results"]) == {"modes", "swd", "mmd"}
-    code, _, err = run(["eval", str(path), "--steps", "9"], capsys)
+    code, _, err = run(["eval", str(path), "--nfe", "9"], capsys)
     assert code == 2 and "T = 4" in err
 
 

@@ -117,7 +117,7 @@ def test_fuzzed_train_options_exit_0_or_2(tmp_path_factory, hybrid, option, valu
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(option=st.sampled_from(["--seeds", "--steps", "--num", "--sampler", "--batch", "--out"]), value=odd_text)
+@given(option=st.sampled_from(["--seeds", "--nfe", "--steps", "--num", "--sampler", "--batch", "--out"]), value=odd_text)
 def test_fuzzed_sample_options_exit_0_or_2(toy_run, tmp_path_factory, hybrid, option, value):
     out = tmp_path_factory.mktemp("out") / "s é.npy"
     args = ["sample", latest_checkpoint(toy_run), option, value] + (["--out", out] if option != "--out" else [])

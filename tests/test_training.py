@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY_NET, TINY_UNET, assert_user_error, digits_config, latest_checkpoint, read_stats, toy_config
+from conftest import TINY_NET, TINY_UNET, assert_user_error, digits_config, latest_checkpoint, log_messages, read_stats, toy_config
 from hybridgan.hybrid.checkpoint import list_checkpoints, load, load_model
 from hybridgan.hybrid.devices import resolve_precision
 from hybridgan.hybrid.images import read_png
@@ -257,9 +258,16 @@ def test_run_directory_layout(toy_run):
     assert cfg.data == "toy:8gaussians" and cfg.kimg == 1 and cfg.batch == 64
     assert cfg.model is not None and cfg.model.shape == (2,) and cfg.model.generator.channels == 16
     assert cfg.lr_g is not None and cfg.denoise_weight is not None, "config.json holds the resolved values"
+    assert (cfg.device, cfg.precision, cfg.resolution, cfg.model.sampler) == ("cpu", "fp32", None, "gan")
+    run = json.loads((toy_run / "config.json").read_text())["_run"]
+    assert run["versions"]["torch"] == torch.__version__ and run["started"] and "hybridgan" in run["versions"]
+    assert "git_commit" in run and run["command"]
 
-    log = (toy_run / "log.txt").read_text()
-    assert log.startswith("training hybrid on toy:8gaussians") and "done:" in log
+    messages = log_messages(toy_run)
+    log = "\n".join(messages)
+    assert messages[0].startswith("training hybrid on toy:8gaussians") and "done:" in log
+    ticks = [m for m in messages if m.startswith("tick ")]
+    assert len(ticks) == 2 and re.search(r"time \d+s +left \d+s ", ticks[0]) and " left 0s " in ticks[-1], ticks
     assert "\r" not in log and "\x1b" not in log, "no progress-bar noise in log.txt"
 
     stats = read_stats(toy_run)
@@ -316,7 +324,8 @@ def test_config_json_reproduces_the_run(toy_run, tmp_path, hybrid):
     new = tmp_path / "again"
     result = hybrid("train", "--config", toy_run / "config.json", "--run-dir", new, "--quiet")
     assert result.code == 0, result.err
-    assert json.loads((new / "config.json").read_text()) == json.loads((toy_run / "config.json").read_text())
+    first, again = (json.loads((run / "config.json").read_text()) for run in (toy_run, new))
+    assert first.pop("_run")["started"] <= again.pop("_run")["started"] and first == again  # "_run": this session
     a, b = load(latest_checkpoint(toy_run)), load(latest_checkpoint(new))
     assert latest_checkpoint(new).name == latest_checkpoint(toy_run).name
     for key in ("G", "G_ema", "D"):
@@ -359,9 +368,9 @@ def test_a_run_continued_in_a_new_directory_is_a_whole_run_directory(toy_run, tm
     new = tmp_path / "continued"
     result = hybrid("train", "--resume", latest_checkpoint(toy_run), "--run-dir", new, "--kimg", "1.25", "--quiet")
     assert result.code == 0, result.err
-    original = json.loads((toy_run / "config.json").read_text())
-    assert json.loads((new / "config.json").read_text()) == {**original, "kimg": 1.25}
-    result = hybrid("bench", latest_checkpoint(new), "--metrics", "modes", "--num", "64", "--seeds", "1", "--device", "cpu")
+    original, continued = (json.loads((run / "config.json").read_text()) for run in (toy_run, new))
+    assert continued.pop("_run")["started"] >= original.pop("_run")["started"] and continued == {**original, "kimg": 1.25}
+    result = hybrid("bench", latest_checkpoint(new), "--metrics", "modes", "--num", "64", "--repeats", "1", "--device", "cpu")
     assert result.code == 0, result.err
     assert (new / "bench.jsonl").is_file()
 
@@ -432,7 +441,7 @@ def test_a_bad_mixture_in_a_config_is_one_line(key, bad, tmp_path, hybrid):
 # ------------------------------------------------------------------------------------ image runs
 
 
-@pytest.mark.parametrize("precision, shown", [("bf16", "torch.bfloat16"), ("fp32", "fp32")])
+@pytest.mark.parametrize("precision, shown", [("bf16", "bf16"), ("fp32", "fp32")])
 def test_image_run_on_digits(tmp_path, precision, shown):
     run = train(digits_config(precision=precision), run_dir=tmp_path / "run", model_changes=TINY_UNET, quiet=True)
     assert f"precision {shown}" in (run / "log.txt").read_text()
@@ -588,7 +597,7 @@ def test_compile_falls_back_to_eager_with_one_line_when_it_cannot_run(tmp_path, 
     result = hybrid("train", "--data", "toy:8gaussians", "--kimg", "0.128", "--batch", "64", "--channels", "16",
                     "--run-dir", run, "--device", "cpu", "--compile", "--quiet")
     assert result.code == 0, result.err
-    log = (run / "log.txt").read_text().splitlines()
+    log = log_messages(run)
     notes = [line for line in log if line.startswith("--compile:")]
     assert notes == ["--compile: torch.compile cannot run here (RuntimeError: InvalidCxxCompiler: No working C "
                      "compiler detected.); training uncompiled"]

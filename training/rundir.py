@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import os
 import re
@@ -96,5 +97,6 @@ class Console:
             else:
                 print(message, flush=True)
         if self.log_path is not None:
+            stamp = datetime.datetime.now().astimezone().isoformat(sep=" ", timespec="seconds")
             with open(self.log_path, "a") as f:
-                f.write(message + "\n")
+                f.write(f"{stamp}  {message}\n")

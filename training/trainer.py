@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import resource
@@ -21,7 +22,7 @@ from hybridgan.hybrid.devices import check_precision, resolve_device, resolve_pr
 from hybridgan.hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
 from hybridgan.hybrid.images import image_grid, save_png, scatter_png
 from hybridgan.hybrid.model import Model
-from hybridgan.hybrid.runfiles import append_jsonl
+from hybridgan.hybrid.runfiles import append_jsonl, provenance
 from hybridgan.hybrid.samplers import default_sampling, sample_batched
 from hybridgan.training import distributed
 from hybridgan.training.config import TrainConfig, config_from_dict, lr_scale, resolve, with_model_overrides
@@ -148,7 +149,7 @@ class Trainer:
         cfg = self.cfg
         limit = f" or {cfg.minutes:g} minutes" if cfg.minutes > 0 else ""
         self.console(f"training {cfg.objective} on {cfg.data} {tuple(self.data.shape)} for {cfg.kimg:g} kimg{limit}, "
-                     f"batch {cfg.batch}, device {self.device}, precision {self.autocast_dtype or 'fp32'}"
+                     f"batch {cfg.batch}, device {self.device}, precision {cfg.precision}"
                      + (", compiled" if self.compiled else ""))
         self.console(f"generator {_count(self.model.G)/1e6:.2f}M parameters"
                      + (f", discriminator {_count(self.model.D)/1e6:.2f}M" if self.model.D is not None else ""))
@@ -284,7 +285,10 @@ class Trainer:
         if distributed.is_main():
             self._write_stats(stats)
         losses = "  ".join(f"{k.removeprefix('Loss/')} {v:.3f}" for k, v in stats.items() if k.count("/") == 1 and k.startswith("Loss/"))
-        self.console(f"tick {p.tick:<4d} kimg {p.nimg / 1000:<8.1f} img/s {stats['Speed/img_per_s']:<7.0f} {losses}")
+        used = min(self.budget_used, 1.0)  # of kimg or minutes: the time left follows the pace so far
+        left = duration(p.seconds * (1 - used) / used) if used > 0 else "?"
+        self.console(f"tick {p.tick:<4d} kimg {p.nimg / 1000:<8.1f} time {duration(p.seconds):<7} left {left:<7} "
+                     f"img/s {stats['Speed/img_per_s']:<7.0f} {losses}")
         bar.set_postfix_str(losses, refresh=False)
         p.tick += 1
         bad = [k for k, v in stats.items() if not math.isfinite(v)]
@@ -411,6 +415,14 @@ class Trainer:
             self._writer.close()
 
 
+def duration(seconds: float) -> str:
+    """42s, 3m05s, 1h02m."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s // 60 % 60:02d}m"
+
+
 def _count(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
@@ -464,6 +476,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
         check_labels(get_metrics(cfg.metrics, kind="image" if data.is_image else "vector"), data.labels, cfg.data, "--metrics")
     if state is None:
         cfg = resolve(cfg, data.shape, model_changes)
+    cfg = settled(cfg, data)
     distributed.check_batch(cfg.batch)
     main = distributed.is_main()
     distributed.on_main(_claim, run, cfg)
@@ -534,7 +547,21 @@ def _resumed_config(state: Mapping[str, Any], changes: Mapping[str, Any], path: 
     return cfg.replace(**{k: v for k, v in changes.items() if k in RESUMABLE})
 
 
+def settled(cfg: TrainConfig, data: Dataset) -> TrainConfig:
+    """The values "auto" and None stand for, as this machine chooses them, so that config.json
+    says what ran: the device, the precision, the image side and the model's sampler."""
+    device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device, data.is_image)
+    model = cfg.model
+    if model is not None and model.sampler is None:
+        model = dataclasses.replace(model, sampler=default_sampling(model)[0])
+    return cfg.replace(device=device.type, precision="bf16" if dtype == torch.bfloat16 else "fp32",
+                       resolution=cfg.resolution or (data.shape[-1] if data.is_image else None), model=model)
+
+
 def _write_config(run: RunDir, cfg: TrainConfig) -> None:
+    """config.json: the resolved configuration (`--config` reads it back; keys starting with "_"
+    are not options) and, under "_run", where this session came from."""
     tmp = run.config.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    tmp.write_text(json.dumps({**cfg.to_dict(), "_run": provenance()}, indent=2) + "\n")
     tmp.replace(run.config)
