@@ -184,3 +184,35 @@ def test_a_resumed_run_refuses_a_changed_teacher(teacher, tmp_path, hybrid):
                     "--quiet")
     assert result.code == 0, result.err
     assert load(latest_checkpoint(run))["config"]["teacher"] == str(tmp_path / "moved.pt")
+
+
+# ------------------------------------------------------------------------------------ diffusers
+
+
+def test_a_diffusers_unet_folder_is_a_teacher(tmp_path, hybrid):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                                 block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    folder = tmp_path / "unet"
+    unet.save_pretrained(folder)
+    diffusers.DDPMScheduler(num_train_timesteps=1000).save_pretrained(folder)
+    teacher = load_teacher(str(folder), (1, 8, 8))
+    assert teacher.model.cfg.steps == 1000 and teacher.model.cfg.schedule == "linear"
+    x = torch.randn(4, 1, 8, 8)
+    levels = torch.tensor([1, 10, 500, 1000])
+    with torch.no_grad():
+        ours = teacher.net(x, levels.float() / 1000, None)
+        theirs = unet.eval()(x, levels - 1).sample  # diffusers' timestep k is our level k + 1
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000)
+    torch.testing.assert_close(teacher.model.schedule.alpha_bar[1:].float(), scheduler.alphas_cumprod, atol=1e-6, rtol=0)
+    # It distills: a short run on 8x8 images, and its student samples from its own file.
+    data = tmp_path / "images.npy"
+    np.save(data, np.random.default_rng(0).uniform(-1, 1, (64, 1, 8, 8)).astype(np.float32))
+    result = hybrid("train", "--objective", "distill", "--teacher", folder, "--data", data, "--kimg", "0.064",
+                    "--batch", "16", "--run-dir", tmp_path / "run", "--device", "cpu", "--precision", "fp32", "--quiet")
+    assert result.code == 0, result.err
+    result = hybrid("sample", latest_checkpoint(tmp_path / "run"), "--num", "4", "--out", tmp_path / "x.npy", "--device", "cpu")
+    assert result.code == 0, result.err

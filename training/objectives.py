@@ -277,7 +277,7 @@ class Distill(Objective):
         self.fake = copy.deepcopy(teacher.net).requires_grad_(True).train()
         # The student starts from the teacher's weights where the networks match: its features,
         # not its function (G predicts x0 where the teacher predicted eps; see README, distill).
-        if model.cfg.generator == teacher.model.cfg.generator:
+        if model.cfg.generator == teacher.model.cfg.generator and type(teacher.net) is type(model.G):
             model.G.load_state_dict(teacher.net.state_dict())
             model.G_ema.load_state_dict(teacher.net.state_dict())
 
