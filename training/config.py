@@ -291,6 +291,8 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
         denoise_weight=cfg.denoise_weight if cfg.denoise_weight is not None else 0.0,
         r1_gamma=cfg.r1_gamma if cfg.r1_gamma is not None else 0.02,
         ema_kimg=cfg.ema_kimg if cfg.ema_kimg is not None else 10.0,
-        fake_updates=cfg.fake_updates or 5,  # DMD2's ImageNet setting
+        # DMD2's ImageNet ratio, and a starting guess for the GAN weight: neither is measured on digits yet
+        # (README, distill).
+        fake_updates=cfg.fake_updates or 5,
         gan_weight=cfg.gan_weight if cfg.gan_weight is not None else 0.01,
     )
