@@ -9,8 +9,8 @@ import sys
 import click
 from click.core import ParameterSource
 
-from hybrid.errors import UserError
-from training.config import preset_names
+from hybridgan.hybrid.errors import UserError
+from hybridgan.training.config import preset_names
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -41,7 +41,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_levels(text: str, T: int) -> list[int]:
     """'4,1' -> the levels a chain of T levels visits, checked."""
-    from hybrid.samplers import check_path
+    from hybridgan.hybrid.samplers import check_path
 
     try:
         levels = [int(part) for part in text.split(",")]
@@ -192,7 +192,7 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
       hybrid train --run-dir runs/exp1 --resume auto # continue after a crash or preemption
       hybrid train --data cifar10 --gpus 4 --batch 256  # 4 GPUs on this machine, 64 images each
     """
-    from training.config import TrainConfig, read_config, read_preset
+    from hybridgan.training.config import TrainConfig, read_config, read_preset
 
     net = {k: options.pop(k) for k in NET_OPTIONS}
     model_changes = {k: v for k, v in net.items() if v is not None}
@@ -210,7 +210,7 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
     check_objective_options(cfg.objective, given, resuming=resume is not None)
     args = (cfg, run_dir, resume, changes, model_changes, quiet)
     if gpus == 1:
-        from training import train as run_training
+        from hybridgan.training import train as run_training
 
         run_training(*args)
         return
@@ -248,7 +248,7 @@ def launch_training(gpus: int, device: str, args: tuple) -> dict[int, int]:
     """`--gpus N`: N local worker processes through torch's elastic launcher; their exit codes."""
     import torch
 
-    from training import distributed
+    from hybridgan.training import distributed
 
     if distributed.launched_by_torchrun():
         raise UserError(f"--gpus {gpus}: this process was started by torchrun, which starts the processes; "
@@ -261,9 +261,9 @@ def launch_training(gpus: int, device: str, args: tuple) -> dict[int, int]:
 
 def train_worker(*args) -> int:
     """One process of `--gpus N`: train, and turn our errors into an exit code (rank 0 prints them)."""
-    from hybrid.errors import Interrupted
-    from training import distributed
-    from training import train as run_training
+    from hybridgan.hybrid.errors import Interrupted
+    from hybridgan.training import distributed
+    from hybridgan.training import train as run_training
 
     try:
         run_training(*args)
@@ -315,10 +315,10 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
       hybrid sample CKPT --num 100 --out folder/
       hybrid sample CKPT --levels 4,1 --out grid.png  # NFE 2 that ends at level 1
     """
-    from hybrid.checkpoint import load_model
-    from hybrid.images import write_samples
-    from hybrid.samplers import default_sampling, mixture_text, sample_batched
-    from training.trainer import resolve_device
+    from hybridgan.hybrid.checkpoint import load_model
+    from hybridgan.hybrid.images import write_samples
+    from hybridgan.hybrid.samplers import default_sampling, mixture_text, sample_batched
+    from hybridgan.training.trainer import resolve_device
 
     model = load_model(checkpoint)
     dev = resolve_device(device)
@@ -389,9 +389,9 @@ def eval_command(source: str, ref: str | None, metric_names: str | None, num: in
       hybrid eval samples/ --ref real_images/           # two image folders, no model
       hybrid eval samples.npy --ref toy:25gaussians     # vectors: modes, swd, mmd
     """
-    from metrics.evaluate import EvalConfig, evaluate_source
-    from training.data import load_dataset
-    from training.trainer import resolve_device
+    from hybridgan.metrics.evaluate import EvalConfig, evaluate_source
+    from hybridgan.training.data import load_dataset
+    from hybridgan.training.trainer import resolve_device
 
     cfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, steps=steps, sampler=sampler,
                      seeds=tuple(parse_seeds(seeds)) if seeds else None, batch=batch, mixture=mixture,
@@ -460,11 +460,11 @@ def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric
       hybrid bench CKPT --sampler ddpm,ddim --nfe 1,2,4,10,50 --device cuda
       hybrid bench CKPT --sampler gan,ddim --mixture 1,3 --nfe 4     # a run trained with --mixture 3
     """
-    from metrics.bench import BenchConfig
-    from metrics.bench import bench as run_bench
-    from metrics.evaluate import EvalConfig
-    from training.data import load_dataset
-    from training.trainer import resolve_device
+    from hybridgan.metrics.bench import BenchConfig
+    from hybridgan.metrics.bench import bench as run_bench
+    from hybridgan.metrics.evaluate import EvalConfig
+    from hybridgan.training.data import load_dataset
+    from hybridgan.training.trainer import resolve_device
 
     names = parse_list(samplers)
     unknown = [s for s in names if s not in ("gan", "ddpm", "ddim")]
@@ -499,7 +499,7 @@ def report(run_dirs: tuple[str, ...], out: str, title: str) -> None:
       hybrid report runs/00000-digits-hybrid
       hybrid report runs/hybrid runs/ddpm --out docs/report-toy
     """
-    from metrics.report import write_report
+    from hybridgan.metrics.report import write_report
 
     paths = write_report(list(run_dirs), out, title=title)
     click.echo(f"wrote {paths.markdown}, {paths.html} and {len(paths.images)} PNG files")
@@ -528,7 +528,7 @@ def data_list() -> None:
     Examples:
       hybrid data list
     """
-    from training.data import SOURCES
+    from hybridgan.training.data import SOURCES
 
     for name, (_, help_text) in sorted(SOURCES.items()):
         click.echo(f"{name:<18} {help_text}")
@@ -546,7 +546,7 @@ def data_info(source: str, resolution: int | None) -> None:
       hybrid data info toy:25gaussians
       hybrid data info ./my_images --resolution 32
     """
-    from training.data import describe, load_dataset
+    from hybridgan.training.data import describe, load_dataset
 
     click.echo(json.dumps(describe(load_dataset(source, resolution)), indent=2))
 

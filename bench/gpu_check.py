@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from hybrid.errors import UserError  # noqa: E402
+from hybridgan.hybrid.errors import UserError  # noqa: E402
 
 H100_BF16_DENSE = 989e12  # FLOP/s, H100/H200 SXM dense bf16 (no sparsity)
 SHAPE = (3, 32, 32)
@@ -44,10 +44,10 @@ SHAPE = (3, 32, 32)
 
 def build_trainer(args: argparse.Namespace, run_dir: str):
     """A Trainer for the preset's model on random images; the options a user would pass to `hybrid train`."""
-    from training.config import read_preset, resolve
-    from training.data import Dataset
-    from training.rundir import Console, RunDir
-    from training.trainer import Trainer, resolve_device
+    from hybridgan.training.config import read_preset, resolve
+    from hybridgan.training.data import Dataset
+    from hybridgan.training.rundir import Console, RunDir
+    from hybridgan.training.trainer import Trainer, resolve_device
 
     device = resolve_device(args.device)
     gen = torch.Generator().manual_seed(0)

@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metrics.evaluate import EvalConfig, evaluate, model_samples, tensor_samples  # noqa: E402
-from metrics.features import ExtractorSpec, build_extractor, extract, image_batches  # noqa: E402
-from metrics.inception import find_inception_weights  # noqa: E402
-from training.data import load_dataset  # noqa: E402
+from hybridgan.metrics.evaluate import EvalConfig, evaluate, model_samples, tensor_samples  # noqa: E402
+from hybridgan.metrics.features import ExtractorSpec, build_extractor, extract, image_batches  # noqa: E402
+from hybridgan.metrics.inception import find_inception_weights  # noqa: E402
+from hybridgan.training.data import load_dataset  # noqa: E402
 
 
 def machine() -> str:
@@ -79,7 +79,7 @@ def timed_evaluation(args: argparse.Namespace, spec: ExtractorSpec) -> None:
     device = torch.device("cpu")
     ref = load_dataset(args.ref)
     if args.checkpoint:
-        from hybrid.checkpoint import load_model
+        from hybridgan.hybrid.checkpoint import load_model
 
         model = load_model(args.checkpoint)
         ref = load_dataset(args.ref, model.cfg.shape[-1])

@@ -67,10 +67,10 @@ def our_trainer(objective: str, batch: int, run_dir: str):
     """The real Trainer on random uint8 images; returns it (its step is what `hybrid train` runs)."""
     import torch
 
-    from training.config import TrainConfig, resolve
-    from training.data import Dataset
-    from training.rundir import Console, RunDir
-    from training.trainer import Trainer
+    from hybridgan.training.config import TrainConfig, resolve
+    from hybridgan.training.data import Dataset
+    from hybridgan.training.rundir import Console, RunDir
+    from hybridgan.training.trainer import Trainer
 
     data = Dataset("synthetic", torch.randint(0, 256, (512, *SHAPE), dtype=torch.uint8))
     cfg = TrainConfig(data="synthetic", objective=objective, batch=batch, device="cpu", precision="fp32")
@@ -171,7 +171,7 @@ def measure_sample(name: str, num: int, timed_steps: int) -> dict:
 
     torch.manual_seed(0)
     if name == "hybrid":
-        from hybrid.samplers import sample_batched
+        from hybridgan.hybrid.samplers import sample_batched
 
         with tempfile.TemporaryDirectory() as tmp:
             model = our_trainer("hybrid", 32, tmp).model

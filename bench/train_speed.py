@@ -75,10 +75,10 @@ def autocast(precision: str):
 
 
 def build_trainer(data_name: str, precision: str, batch: int | None, run_dir: str, compile: bool = False):
-    from training.config import TrainConfig, resolve
-    from training.data import load_dataset
-    from training.rundir import Console, RunDir
-    from training.trainer import Trainer
+    from hybridgan.training.config import TrainConfig, resolve
+    from hybridgan.training.data import load_dataset
+    from hybridgan.training.rundir import Console, RunDir
+    from hybridgan.training.trainer import Trainer
 
     data = load_dataset(data_name)
     cfg = resolve(TrainConfig(data=data_name, precision=precision, device="cpu", batch=batch, compile=compile), data.shape)
@@ -102,7 +102,7 @@ def run_row(kind: str, data_name: str, precision: str, channels_last: bool, comp
     """Measure one row in this process; returns img/s, CPU ms per call, peak MB and warm-up seconds."""
     import torch
 
-    from hybrid.samplers import sample_batched
+    from hybridgan.hybrid.samplers import sample_batched
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(data_name, "fp32" if kind == "sample" else precision, batch, tmp, compile)

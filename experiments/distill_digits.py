@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from hybrid.checkpoint import list_checkpoints  # noqa: E402
+from hybridgan.hybrid.checkpoint import list_checkpoints  # noqa: E402
 
 
 def hybrid(*args: str, capture: bool = False) -> str:

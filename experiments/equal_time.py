@@ -28,8 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from hybrid.checkpoint import list_checkpoints  # noqa: E402
-from training.rundir import data_slug  # noqa: E402
+from hybridgan.hybrid.checkpoint import list_checkpoints  # noqa: E402
+from hybridgan.training.rundir import data_slug  # noqa: E402
 
 OBJECTIVES = ("hybrid", "ddgan", "ddpm")
 # What ddpm is measured at: (sampler, NFE list).

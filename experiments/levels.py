@@ -33,11 +33,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hybrid.checkpoint import load, model_from  # noqa: E402
-from hybrid.images import to_uint8, write_samples  # noqa: E402
-from hybrid.samplers import levels, sample_batched  # noqa: E402
-from metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate, tensor_samples  # noqa: E402
-from training.data import load_dataset  # noqa: E402
+from hybridgan.hybrid.checkpoint import load, model_from  # noqa: E402
+from hybridgan.hybrid.images import to_uint8, write_samples  # noqa: E402
+from hybridgan.hybrid.samplers import levels, sample_batched  # noqa: E402
+from hybridgan.metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate, tensor_samples  # noqa: E402
+from hybridgan.training.data import load_dataset  # noqa: E402
 
 SEED_BASE = 2_000_000  # sampling seeds (latents, posterior noise) of the chains
 

@@ -22,10 +22,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hybrid.errors import UserError  # noqa: E402
-from hybrid.images import to_uint8  # noqa: E402
-from metrics.evaluate import EvalConfig, evaluate, tensor_samples  # noqa: E402
-from training.data import Dataset, load_dataset  # noqa: E402
+from hybridgan.hybrid.errors import UserError  # noqa: E402
+from hybridgan.hybrid.images import to_uint8  # noqa: E402
+from hybridgan.metrics.evaluate import EvalConfig, evaluate, tensor_samples  # noqa: E402
+from hybridgan.training.data import Dataset, load_dataset  # noqa: E402
 
 
 def flat(data: Dataset) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from hybrid.errors import UserError
+from hybridgan.hybrid.errors import UserError
 
 FORMAT = "hybrid-checkpoint"
 VERSION = 1
@@ -111,7 +111,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
 
 def model_from(ckpt: dict[str, Any], path: str | Path):
     """The model bundle of a checkpoint already read with `load` (path: for the error message)."""
-    from hybrid.model import Model, ModelConfig
+    from hybridgan.hybrid.model import Model, ModelConfig
 
     try:
         model = Model(ModelConfig.from_dict(ckpt["config"]["model"]))

@@ -92,12 +92,12 @@ def write_samples(x: Tensor, out: str | Path, image: bool) -> Path:
         else:
             scatter_png(x, out)
     elif suffix:
-        from hybrid.errors import UserError
+        from hybridgan.hybrid.errors import UserError
 
         raise UserError(f"--out {out}: use a .png (grid), a .npy (raw samples) or a folder name")
     else:
         if not image:
-            from hybrid.errors import UserError
+            from hybridgan.hybrid.errors import UserError
 
             raise UserError(f"--out {out}: vector samples go to a .npy or a .png scatter plot, not a folder")
         out.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hybrid.nets import ConvDiscriminator, MLPDiscriminator, MLPGenerator, NetConfig, UNetGenerator
-from hybrid.schedule import Schedule, ScheduleKind
+from hybridgan.hybrid.nets import ConvDiscriminator, MLPDiscriminator, MLPGenerator, NetConfig, UNetGenerator
+from hybridgan.hybrid.schedule import Schedule, ScheduleKind
 
 
 class Prediction(str, Enum):

@@ -19,7 +19,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from hybrid.model import Model, ModelConfig
+from hybridgan.hybrid.model import Model, ModelConfig
 
 
 class Sampler(str, Enum):

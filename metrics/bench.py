@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from hybrid.errors import UserError
-from metrics.evaluate import HELD_OUT_SEED, SEED_BASE, EvalConfig, EvalResult, LoadData, Log, evaluate, model_samples, stderr_log
-from metrics.features import metric_layer
-from metrics.reference import cache_path, data_digest, reference_key, reference_subset
+from hybridgan.hybrid.errors import UserError
+from hybridgan.metrics.evaluate import HELD_OUT_SEED, SEED_BASE, EvalConfig, EvalResult, LoadData, Log, evaluate, model_samples, stderr_log
+from hybridgan.metrics.features import metric_layer
+from hybridgan.metrics.reference import cache_path, data_digest, reference_key, reference_subset
 
 BENCH_FILE = "bench.jsonl"  # written beside a checkpoint's run: RUN_DIR/bench.jsonl
 MIN_TIMING_SECONDS = 0.5  # time sampler calls for at least this long in all ...
@@ -103,7 +103,7 @@ def time_sampling(model, sampler: str, nfe: int, device: torch.device, batch: in
 
     `sample` returns its result on the CPU, so each call ends with a device sync.
     """
-    from hybrid.samplers import sample
+    from hybridgan.hybrid.samplers import sample
 
     seeds = list(range(batch))
     start = time.perf_counter()
@@ -126,7 +126,7 @@ def reference_protocol(ref_name: str, ref_data: Any, cfg: EvalConfig, result: Ev
     digest = data_digest(subset)
     out: dict[str, Any] = {"ref": ref_name, "ref_description": result.ref, "num_ref": result.num_ref, "ref_sha256": digest}
     if subset.dim() == 4 and result.extractor:
-        from metrics.evaluate import extractor_spec
+        from hybridgan.metrics.evaluate import extractor_spec
 
         spec = extractor_spec(cfg)
         key = reference_key(ref_name, digest, subset.shape[-1], len(subset), spec, metric_layer(spec, "fid"))
@@ -137,7 +137,7 @@ def reference_protocol(ref_name: str, ref_data: Any, cfg: EvalConfig, result: Ev
 def settings(model, cfg: BenchConfig, log: Log, name: str) -> Iterator[tuple[str, int, int | None]]:
     """(sampler, NFE, mixture) settings to measure for a model; NFE above its T, and mixtures of
     more generators than it holds, are skipped with a note."""
-    from hybrid.samplers import default_sampling
+    from hybridgan.hybrid.samplers import default_sampling
 
     samplers = cfg.samplers or (default_sampling(model.cfg)[0],)
     nfes = fitting(cfg.nfe, model.cfg.steps, "NFE", f"the model has T = {model.cfg.steps} levels", log, name)
@@ -166,8 +166,8 @@ def bench_checkpoint(path: str | Path, cfg: BenchConfig, device: torch.device, l
                      ref: str | None = None, log: Log = stderr_log) -> list[dict[str, Any]]:
     """Benchmark one checkpoint: one record per (sampler, NFE, mixture). ref: default the training data
     (toys: a held-out draw, seed HELD_OUT_SEED, as `hybrid eval`)."""
-    from hybrid.checkpoint import load, model_from
-    from hybrid.samplers import mixture_text
+    from hybridgan.hybrid.checkpoint import load, model_from
+    from hybridgan.hybrid.samplers import mixture_text
 
     path = Path(path)
     ckpt = load(path)

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hybrid.errors import UserError
-from hybrid.images import resize_uint8
-from metrics.features import ExtractorSpec, build_extractor, extract, generated_batches, image_batches, metric_layer
-from metrics.inception import EXTRACTOR, find_inception_weights
-from metrics.reference import reference_features
-from metrics.registry import IMAGE, VECTOR, Metric, MetricInputs, check_labels, default_metrics, get_metrics
+from hybridgan.hybrid.errors import UserError
+from hybridgan.hybrid.images import resize_uint8
+from hybridgan.metrics.features import ExtractorSpec, build_extractor, extract, generated_batches, image_batches, metric_layer
+from hybridgan.metrics.inception import EXTRACTOR, find_inception_weights
+from hybridgan.metrics.reference import reference_features
+from hybridgan.metrics.registry import IMAGE, VECTOR, Metric, MetricInputs, check_labels, default_metrics, get_metrics
 
 SEED_BASE = 1_000_000  # evaluation seeds start here, disjoint from the training sample grid
 HELD_OUT_SEED = 1_000_000  # toy data: the reference draw uses this seed, training uses cfg.seed
@@ -126,7 +126,7 @@ def stderr_log(message: str) -> None:
 
 def model_samples(model, cfg: EvalConfig, device: torch.device, description: str = "model") -> Samples:
     """Samples drawn from a hybrid.model.Model with its generators (`cfg.mixture`), one seed per sample."""
-    from hybrid.samplers import default_sampling, mixture_text, sample, sample_batched
+    from hybridgan.hybrid.samplers import default_sampling, mixture_text, sample, sample_batched
 
     default_sampler, default_steps = default_sampling(model.cfg)
     sampler = cfg.sampler or default_sampler
@@ -314,7 +314,7 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
         check_resolution(cfg.resolution, size, source)
         samples = tensor_samples(data, str(path), cfg.num, cfg.batch)
     else:
-        from hybrid.checkpoint import load, model_from
+        from hybridgan.hybrid.checkpoint import load, model_from
 
         ckpt = load(path)
         config = ckpt.get("config", {})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metrics.inception import EXTRACTOR, InceptionWeights
+from hybridgan.metrics.inception import EXTRACTOR, InceptionWeights
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def generated_batches(sample_fn: Callable[[list[int]], Tensor], seeds: list[int]
 
     sample_fn(seeds) -> [B, C, H, W] float in [-1, 1]; yields uint8 [B, C, H, W].
     """
-    from hybrid.images import to_uint8
+    from hybridgan.hybrid.images import to_uint8
 
     for i in range(0, len(seeds), batch):
         yield to_uint8(sample_fn(seeds[i : i + batch]))

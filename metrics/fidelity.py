@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from metrics.features import ExtractorSpec, to_rgb_uint8
+from hybridgan.metrics.features import ExtractorSpec, to_rgb_uint8
 
 _KEYS = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
          "kernel_inception_distance_std": "kid_std", "inception_score_mean": "is", "inception_score_std": "is_std"}

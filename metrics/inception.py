@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from hybrid.checkpoint import save_atomic
-from hybrid.errors import UserError
+from hybridgan.hybrid.checkpoint import save_atomic
+from hybridgan.hybrid.errors import UserError
 
 EXTRACTOR = "inception-v3-compat"  # torch-fidelity's name of the TF-compatible FID Inception
 OFFICIAL_FILE = "weights-inception-2015-12-05-6726825d.pth"

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from hybrid.checkpoint import save_atomic
-from metrics.distances import GaussianStats, gaussian_stats, psd_sqrt
-from metrics.features import ExtractorSpec, build_extractor, extract, image_batches
-from metrics.inception import cache_dir
+from hybridgan.hybrid.checkpoint import save_atomic
+from hybridgan.metrics.distances import GaussianStats, gaussian_stats, psd_sqrt
+from hybridgan.metrics.features import ExtractorSpec, build_extractor, extract, image_batches
+from hybridgan.metrics.inception import cache_dir
 
 SUBSET_SEED = 0  # which reference images are used when the dataset has more than asked for
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from hybrid.errors import UserError
-from metrics.classes import KNN_K, class_balance
-from metrics.distances import frechet_distance, gaussian_stats, kernel_distance, precision_recall
-from metrics.reference import ReferenceFeatures
-from metrics.toy import mmd_rbf, mode_stats, sliced_wasserstein
+from hybridgan.hybrid.errors import UserError
+from hybridgan.metrics.classes import KNN_K, class_balance
+from hybridgan.metrics.distances import frechet_distance, gaussian_stats, kernel_distance, precision_recall
+from hybridgan.metrics.reference import ReferenceFeatures
+from hybridgan.metrics.toy import mmd_rbf, mode_stats, sliced_wasserstein
 
 IMAGE, VECTOR = "image", "vector"
 MMD_MAX = 2000  # MMD builds N x N kernels: at most this many samples per set

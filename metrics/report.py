@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybrid.errors import UserError
+from hybridgan.hybrid.errors import UserError
 
 MARKER = "<!-- written by `hybrid report`; regenerating it replaces this file -->"
 HIGHER_IS_BETTER = {"modes_covered", "high_quality", "is", "precision", "recall", "class_min_ratio"}
@@ -208,7 +208,7 @@ Block = Heading | Para | Table | Image | Gallery
 
 
 def styles_by_run(runs: list[Run]) -> dict[str, dict[str, Any]]:
-    from metrics.report_plots import colour
+    from hybridgan.metrics.report_plots import colour
 
     return {run.label: {"color": colour(i)} for i, run in enumerate(runs)}
 
@@ -270,7 +270,7 @@ def bench_series(run: Run) -> dict[str, dict[str, list[tuple[float, float, Any]]
 def curves_section(runs: list[Run], out: Path) -> list[Block]:
     """Each metric against kimg, runs overlaid: training-time evaluations (metrics.jsonl) and
     settings that `hybrid bench` measured at several checkpoints (bench.jsonl)."""
-    from metrics.report_plots import colour, plot_lines
+    from hybridgan.metrics.report_plots import colour, plot_lines
 
     per_label = {run.label: metric_series(run) for run in runs}
     styles = styles_by_run(runs)
@@ -299,7 +299,7 @@ def curves_section(runs: list[Run], out: Path) -> list[Block]:
 
 def training_section(runs: list[Run], out: Path) -> list[Block]:
     """Losses and discriminator logits against kimg (stats.jsonl)."""
-    from metrics.report_plots import plot_lines
+    from hybridgan.metrics.report_plots import plot_lines
 
     blocks: list[Block] = [Heading(2, "Training curves")]
     styles = styles_by_run(runs)
@@ -342,7 +342,7 @@ def bench_label(run: Run, record: dict[str, Any]) -> str:
 
 def bench_section(runs: list[Run], out: Path) -> list[Block]:
     """Metric vs NFE with one std over seeds, and sampling latency (bench.jsonl)."""
-    from metrics.report_plots import SAMPLER_STYLE, colour, plot_nfe
+    from hybridgan.metrics.report_plots import SAMPLER_STYLE, colour, plot_nfe
 
     records = {run.label: newest_bench(run) for run in runs}
     keys = ordered_keys(k for rs in records.values() for r in rs for k in r.get("metrics", {}))

@@ -19,9 +19,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-import cli  # noqa: E402
-from hybrid.checkpoint import list_checkpoints  # noqa: E402
-from training import TrainConfig, train  # noqa: E402
+from hybridgan import cli  # noqa: E402
+from hybridgan.hybrid.checkpoint import list_checkpoints  # noqa: E402
+from hybridgan.training import TrainConfig, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_NET = {"channels": 16}  # the generator width of the toy runs

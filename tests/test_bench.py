@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_NET, assert_user_error, latest_checkpoint, toy_config
-from hybrid.errors import UserError
-from metrics.bench import BenchConfig, bench, seed_ranges, summarize
-from metrics.evaluate import SEED_BASE, EvalConfig
-from training import train
-from training.data import load_dataset
+from hybridgan.hybrid.errors import UserError
+from hybridgan.metrics.bench import BenchConfig, bench, seed_ranges, summarize
+from hybridgan.metrics.evaluate import SEED_BASE, EvalConfig
+from hybridgan.training import train
+from hybridgan.training.data import load_dataset
 
 FAST = BenchConfig(nfe=(1, 2, 8), repeats=2, eval=EvalConfig(metrics=("modes", "swd"), num=300), timing_batch=32)
 
@@ -166,8 +166,7 @@ def test_gpu_check_smoke_run_on_the_cpu(capsys):
 @pytest.mark.parametrize("warmup, timed", [(0.0, 3), (12.0, 1)])
 def test_a_slow_sampler_is_timed_once_after_its_warm_up(monkeypatch, warmup, timed):
     """3 timed calls after the warm-up (each "takes" 1 s here), or 1 when the warm-up took >= 10 s."""
-    import hybrid.samplers
-    import metrics.bench as bench_module
+    from hybridgan.metrics import bench as bench_module
 
     clock, calls = [0.0], []
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import assert_user_error, latest_checkpoint
-from hybrid import checkpoint as ckpt_io
-from hybrid.model import Model, ModelConfig
-from hybrid.nets import NetConfig
-from hybrid.samplers import sample
+from hybridgan.hybrid import checkpoint as ckpt_io
+from hybridgan.hybrid.model import Model, ModelConfig
+from hybridgan.hybrid.nets import NetConfig
+from hybridgan.hybrid.samplers import sample
 
 
 def tiny_model() -> Model:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cli
 from conftest import REPO, TINY_NET, assert_user_error, latest_checkpoint, toy_config
-from training import train
-from training.data import SOURCES
+from hybridgan import cli
+from hybridgan.training import train
+from hybridgan.training.data import SOURCES
 
 COMMANDS = [[], ["train"], ["sample"], ["data"], ["data", "list"], ["data", "info"]]
 
@@ -258,7 +258,7 @@ def test_data_info_folder_and_missing_path(tmp_path, hybrid):
 
 
 def test_presets_load_and_cpu_digits_is_the_default():
-    from training.config import TrainConfig, preset_names, read_preset
+    from hybridgan.training.config import TrainConfig, preset_names, read_preset
 
     assert {"cpu-digits", "toy", "cifar10-ddgan", "mnist", "celeba64"} <= set(preset_names())
     for name in preset_names():
@@ -275,7 +275,7 @@ def test_presets_load_and_cpu_digits_is_the_default():
 
 
 def test_a_config_file_with_a_bad_network_exits_2(tmp_path, hybrid):
-    from training.config import TrainConfig, default_model
+    from hybridgan.training.config import TrainConfig, default_model
 
     model = default_model((2,), "hybrid")
     bad = {**TrainConfig(data="toy:8gaussians").to_dict(), "model": {**model.to_dict(),

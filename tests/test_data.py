@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hybrid.errors import UserError
-from training.data import SOURCES, describe, load_dataset
+from hybridgan.hybrid.errors import UserError
+from hybridgan.training.data import SOURCES, describe, load_dataset
 
 TOYS = {"toy:25gaussians": 25, "toy:8gaussians": 8, "toy:rings": 12, "toy:swissroll": None}
 

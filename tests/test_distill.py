@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from conftest import assert_user_error, latest_checkpoint, read_stats, toy_config
-from hybrid.checkpoint import load, load_model
-from hybrid.model import Model
-from hybrid.samplers import sample_batched
-from hybrid.schedule import Schedule
-from metrics.toy import sliced_wasserstein
-from training import train
-from training.config import resolve
-from training.data import load_dataset
-from training.objectives import OBJECTIVES, Distill
-from training.stats import Stats
-from training.teacher import load_teacher
+from hybridgan.hybrid.checkpoint import load, load_model
+from hybridgan.hybrid.model import Model
+from hybridgan.hybrid.samplers import sample_batched
+from hybridgan.hybrid.schedule import Schedule
+from hybridgan.metrics.toy import sliced_wasserstein
+from hybridgan.training import train
+from hybridgan.training.config import resolve
+from hybridgan.training.data import load_dataset
+from hybridgan.training.objectives import OBJECTIVES, Distill
+from hybridgan.training.stats import Stats
+from hybridgan.training.teacher import load_teacher
 
 # The teacher: 200 kimg of ddpm on toy:8gaussians with a 32-wide MLP (~8 s on one thread); at 1000
 # ancestral steps it covers all 8 modes, sliced Wasserstein 0.03 to the data (measured, seed 0).

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_NET, latest_checkpoint, read_stats, toy_config
-from hybrid.checkpoint import load
-from training import distributed, train
+from hybridgan.hybrid.checkpoint import load
+from hybridgan.training import distributed, train
 
 # Both runs see the same global batch, noise and data order; they differ only in how the
 # gradient means are summed (two half-batch means averaged vs one mean) and in float rounding
@@ -41,7 +41,7 @@ def two_process_run(tmp_path_factory):
     dump.mkdir()
     env = dict(os.environ, OMP_NUM_THREADS="1", HYBRID_RANK_DUMP=str(dump),
                PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "rank_dump"), str(REPO)]))
-    proc = subprocess.run([sys.executable, "-m", "cli", "train", *OPTIONS, "--gpus", "2", "--run-dir", str(root / "run")],
+    proc = subprocess.run([sys.executable, "-m", "hybridgan.cli", "train", *OPTIONS, "--gpus", "2", "--run-dir", str(root / "run")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "run", dump, proc
@@ -109,7 +109,7 @@ def test_one_process_resumes_a_two_process_checkpoint(two_process_run, tmp_path)
 def test_a_batch_that_does_not_split_over_the_processes_is_a_user_error(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     options = [o if o != "64" else "63" for o in OPTIONS]
-    proc = subprocess.run([sys.executable, "-m", "cli", "train", *options, "--gpus", "2", "--run-dir", str(tmp_path / "r")],
+    proc = subprocess.run([sys.executable, "-m", "hybridgan.cli", "train", *options, "--gpus", "2", "--run-dir", str(tmp_path / "r")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "divisible by the number of processes (2)" in proc.stderr

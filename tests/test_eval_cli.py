@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cli import main
 from conftest import latest_checkpoint
-from metrics import inception
+from hybridgan.cli import main
+from hybridgan.metrics import inception
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -23,7 +23,7 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 @pytest.fixture
 def grid_samples(tmp_path):
     """A .npy of 2-D samples from the 8-Gaussian toy's modes."""
-    from training.data import load_dataset
+    from hybridgan.training.data import load_dataset
 
     path = tmp_path / "samples.npy"
     np.save(path, load_dataset("toy:8gaussians", seed=5).data[:1500].numpy())
@@ -40,9 +40,9 @@ def test_vectors_against_a_toy_table_and_json(grid_samples, capsys):
 
 
 def test_checkpoint_source_uses_its_training_data(tmp_path, capsys):
-    from hybrid.checkpoint import FORMAT, VERSION, save_atomic
-    from hybrid.model import Model, ModelConfig
-    from hybrid.nets import NetConfig
+    from hybridgan.hybrid.checkpoint import FORMAT, VERSION, save_atomic
+    from hybridgan.hybrid.model import Model, ModelConfig
+    from hybridgan.hybrid.nets import NetConfig
 
     cfg = ModelConfig(shape=(2,), generator=NetConfig(channels=16, z_dim=2), discriminator=None)
     model = Model(cfg)
@@ -60,7 +60,7 @@ def test_checkpoint_source_uses_its_training_data(tmp_path, capsys):
 
 def test_class_balance_of_image_samples_against_digits(tmp_path, capsys):
     """Digits without any 7: the rarest-class ratio is 0; images without labels cannot be judged so."""
-    from training.data import load_dataset
+    from hybridgan.training.data import load_dataset
 
     digits = load_dataset("digits")
     no_sevens = tmp_path / "no7.npy"
@@ -76,7 +76,7 @@ def test_class_balance_of_image_samples_against_digits(tmp_path, capsys):
 def test_samples_and_reference_are_compared_at_one_resolution(tmp_path, capsys):
     """8x8 digits are judged against the reference at 8 px; with --resolution 16 both sides are
     resized to 16 px, batch by batch after --num, whether the samples are a .npy or a .npz."""
-    from training.data import load_dataset
+    from hybridgan.training.data import load_dataset
 
     small = load_dataset("digits", 8).data[:600]
     np.save(tmp_path / "d8.npy", small.numpy())
@@ -98,8 +98,8 @@ def test_the_reference_takes_the_samples_path_to_the_resolution(tmp_path, monkey
     """16x16 digits judged at 8 px: the reference is loaded at 16 px like the samples and resized by
     the same function, so the same digits come out byte for byte the same. (The digits loaded
     straight at 8 px are other, sharper images: real digits scored FID 113 against them.)"""
-    from metrics import evaluate as ev
-    from training.data import load_dataset
+    from hybridgan.metrics import evaluate as ev
+    from hybridgan.training.data import load_dataset
 
     np.save(tmp_path / "d16.npy", load_dataset("digits").data[:50].numpy())
     seen = {}

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from metrics import inception
-from training.data import load_dataset
+from hybridgan.metrics import inception
+from hybridgan.training.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

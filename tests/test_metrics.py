@@ -13,20 +13,20 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from hybrid.errors import UserError
-from metrics import inception
-from metrics.distances import (
+from hybridgan.hybrid.errors import UserError
+from hybridgan.metrics import inception
+from hybridgan.metrics.distances import (
     GaussianStats,
     frechet_distance,
     gaussian_stats,
     kernel_distance,
     precision_recall,
 )
-from metrics.evaluate import EvalConfig, evaluate, evaluate_during_training, tensor_samples
-from metrics.features import ExtractorSpec
-from metrics.fidelity import torch_fidelity_metrics
-from metrics.registry import METRICS, get_metrics
-from metrics.toy import mode_stats
+from hybridgan.metrics.evaluate import EvalConfig, evaluate, evaluate_during_training, tensor_samples
+from hybridgan.metrics.features import ExtractorSpec
+from hybridgan.metrics.fidelity import torch_fidelity_metrics
+from hybridgan.metrics.registry import METRICS, get_metrics
+from hybridgan.metrics.toy import mode_stats
 
 # ---------------------------------------------------------------------------------------------
 # Fréchet distance
@@ -305,7 +305,7 @@ def test_registry_rejects_unknown_and_mismatched_names():
 
 @pytest.fixture(scope="module")
 def digits():
-    from training.data import load_dataset
+    from hybridgan.training.data import load_dataset
 
     return load_dataset("digits")
 
@@ -317,7 +317,7 @@ def of_classes(data, classes, num: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_class_balance_of_real_collapsed_and_skewed_digits(digits):
-    from metrics.classes import class_balance
+    from hybridgan.metrics.classes import class_balance
 
     real = class_balance(digits.data[torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))[:600]],
                          digits.data, digits.labels)
@@ -331,7 +331,7 @@ def test_class_balance_of_real_collapsed_and_skewed_digits(digits):
 
 
 def test_classifier_accuracy_is_computed_once_per_reference(digits, monkeypatch):
-    import metrics.classes as classes
+    from hybridgan.metrics import classes as classes
 
     calls = []
     knn = classes.knn_labels
@@ -346,7 +346,7 @@ def test_classifier_accuracy_is_computed_once_per_reference(digits, monkeypatch)
 
 
 def test_knn_labels_leave_one_out_and_ties():
-    from metrics.classes import knn_labels
+    from hybridgan.metrics.classes import knn_labels
 
     ref = torch.tensor([[0.0], [1.0], [10.0], [11.0], [12.0]])
     labels = torch.tensor([0, 0, 1, 1, 1])
@@ -392,8 +392,8 @@ class FakeWriter:
 
 
 def test_evaluate_during_training_records_and_leaves_rng_alone(tmp_path):
-    from hybrid.model import Model, ModelConfig
-    from hybrid.nets import NetConfig
+    from hybridgan.hybrid.model import Model, ModelConfig
+    from hybridgan.hybrid.nets import NetConfig
 
     net = NetConfig(channels=32, num_blocks=1, z_dim=2)
     model = Model(ModelConfig(shape=(2,), generator=net, discriminator=None))
@@ -419,8 +419,8 @@ def test_evaluate_during_training_records_and_leaves_rng_alone(tmp_path):
 
 
 def test_class_balance_during_training_reaches_tensorboard(tmp_path, digits):
-    from hybrid.model import Model, ModelConfig
-    from hybrid.nets import NetConfig
+    from hybridgan.hybrid.model import Model, ModelConfig
+    from hybridgan.hybrid.nets import NetConfig
 
     net = NetConfig(channels=8, channel_mult=(1,), num_blocks=1, z_dim=2)
     model = Model(ModelConfig(shape=(1, 16, 16), generator=net, discriminator=None))

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from hybrid.model import net_config_from_dict
-from hybrid.nets import ConvDiscriminator, NetConfig, UNetGenerator, check_net_config, minibatch_std
+from hybridgan.hybrid.model import net_config_from_dict
+from hybridgan.hybrid.nets import ConvDiscriminator, NetConfig, UNetGenerator, check_net_config, minibatch_std
 
 
 def discriminator(group: int) -> ConvDiscriminator:
@@ -69,7 +69,7 @@ def test_a_config_written_before_the_upsample_option_keeps_nearest_and_a_bad_mod
 @pytest.mark.parametrize("shape", [(2,), (1, 8, 8)])
 def test_networks_of_odd_width_run(shape):
     """Any width >= 8 works (a fuzzed `train --channels 9` crashed: the time embedding came out one short)."""
-    from hybrid.model import Model, ModelConfig
+    from hybridgan.hybrid.model import Model, ModelConfig
 
     cfg = ModelConfig(shape=shape, generator=NetConfig(channels=9, z_dim=4), discriminator=NetConfig(channels=9))
     model, x = Model(cfg), torch.randn(3, *shape)

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, TINY_NET, assert_user_error, latest_checkpoint, toy_config
-from hybrid.errors import RunError, TrainingDiverged
-from training import train
-from training.rundir import RunDir
+from hybridgan.hybrid.errors import RunError, TrainingDiverged
+from hybridgan.training import train
+from hybridgan.training.rundir import RunDir
 
 
 def test_second_writer_is_refused_and_a_dead_writer_leaves_no_lock(tmp_path, hybrid):
@@ -132,7 +132,7 @@ def test_sigkill_at_any_moment_resumes_to_the_uninterrupted_weights(tmp_path):
     reference = train(toy_config(kimg=2, snapshot_kimg=0.5, tick_kimg=0.25), run_dir=tmp_path / "reference",
                       model_changes=TINY_NET, quiet=True)
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "cli", "train", "--data", "toy:8gaussians", "--kimg", "2", "--batch", "64",
+    argv = [sys.executable, "-m", "hybridgan.cli", "train", "--data", "toy:8gaussians", "--kimg", "2", "--batch", "64",
             "--channels", "16", "--lr-decay", "constant", "--snapshot-every", "0.5", "--tick-every", "0.25",
             "--device", "cpu", "--run-dir", str(run), "--resume", "auto", "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS="1",

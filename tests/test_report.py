@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from conftest import assert_user_error, latest_checkpoint
-from metrics.bench import BenchConfig, bench
-from metrics.evaluate import EvalConfig
-from metrics.report import write_report
-from training.data import load_dataset
+from hybridgan.metrics.bench import BenchConfig, bench
+from hybridgan.metrics.evaluate import EvalConfig
+from hybridgan.metrics.report import write_report
+from hybridgan.training.data import load_dataset
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -85,7 +85,7 @@ def test_report_of_two_runs(tmp_path):
 
 
 def test_a_setting_benchmarked_at_several_checkpoints_becomes_a_curve_against_kimg(tmp_path):
-    from metrics.report import bench_series, load_run
+    from hybridgan.metrics.report import bench_series, load_run
 
     run = make_run(tmp_path, "digits", "hybrid", [], full=False)
     at = [dict(bench_record(4, swd, 2.0), checkpoint=f"ckpt-{kimg}.pt", kimg=kimg)
@@ -171,7 +171,7 @@ def test_html_renders_in_a_headless_browser(tmp_path):
 
 
 def test_class_balance_keys_order_and_direction():
-    from metrics.report import best, ordered_keys
+    from hybridgan.metrics.report import best, ordered_keys
 
     keys = ordered_keys(["class_knn_accuracy", "class_min_ratio", "zeta", "class_tv", "fid"])
     assert keys == ["fid", "class_tv", "class_min_ratio", "zeta"]  # the classifier's accuracy is the reference's

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from hybrid.model import Model, ModelConfig
-from hybrid.nets import NetConfig
-from hybrid.samplers import SeedNoise, default_sampling, levels, sample, sample_batched
+from hybridgan.hybrid.model import Model, ModelConfig
+from hybridgan.hybrid.nets import NetConfig
+from hybridgan.hybrid.samplers import SeedNoise, default_sampling, levels, sample, sample_batched
 
 SAMPLERS = ("gan", "ddpm", "ddim")
 SEEDS = list(range(7))
@@ -213,7 +213,7 @@ def test_default_sampling():
 def test_vector_group_norm_keeps_the_signal_at_small_widths(width):
     """Group norm over [B, C] with one channel per group maps everything to 0; the MLPs' hidden
     layers would then never see x_t (this made widths <= 32 untrainable and batch 1 crash)."""
-    from hybrid.nets import norm_layer
+    from hybridgan.hybrid.nets import norm_layer
 
     h = torch.randn(1, width)
     assert norm_layer("group", width, dims=1, affine=False)(h).std() > 0.5

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hybrid.schedule import Schedule
+from hybridgan.hybrid.schedule import Schedule
 
 KINDS = ("linear", "cosine", "vp", "logsnr")
 

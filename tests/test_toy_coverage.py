@@ -4,11 +4,11 @@ covers most of the 25 grid modes at 4 NFE within a test-sized CPU budget."""
 from __future__ import annotations
 
 from conftest import latest_checkpoint
-from hybrid.checkpoint import load_model
-from hybrid.samplers import sample_batched
-from metrics.toy import mode_stats
-from training import TrainConfig, train
-from training.data import load_dataset
+from hybridgan.hybrid.checkpoint import load_model
+from hybridgan.hybrid.samplers import sample_batched
+from hybridgan.metrics.toy import mode_stats
+from hybridgan.training import TrainConfig, train
+from hybridgan.training.data import load_dataset
 
 KIMG = 600  # ~4700 steps at the default batch of 128; ~85 s on one idle CPU thread
 

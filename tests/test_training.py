@@ -13,14 +13,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import TINY_NET, TINY_UNET, assert_user_error, digits_config, latest_checkpoint, read_stats, toy_config
-from hybrid.checkpoint import list_checkpoints, load, load_model
-from hybrid.images import read_png
-from hybrid.model import Model, ModelConfig
-from training import train
-from training.config import read_config, resolve
-from training.objectives import OBJECTIVES, translate
-from training.stats import Stats
-from training.trainer import Trainer, _resumed_config
+from hybridgan.hybrid.checkpoint import list_checkpoints, load, load_model
+from hybridgan.hybrid.images import read_png
+from hybridgan.hybrid.model import Model, ModelConfig
+from hybridgan.training import train
+from hybridgan.training.config import read_config, resolve
+from hybridgan.training.objectives import OBJECTIVES, translate
+from hybridgan.training.stats import Stats
+from hybridgan.training.trainer import Trainer, _resumed_config
 
 
 def mean(records: list[dict], key: str) -> float:
@@ -122,7 +122,7 @@ def test_the_discriminator_judges_the_chosen_pair(d_pair):
 
 def test_a_runs_d_noise_reaches_the_discriminator(tmp_path, monkeypatch):
     """--d-noise goes from the config through the trainer into every step's pair, and is recorded."""
-    from training.objectives import DDGAN
+    from hybridgan.training.objectives import DDGAN
 
     noise_std, real_pair = [], DDGAN._pair
 
@@ -387,7 +387,7 @@ def test_a_checkpoint_from_before_the_mixture_resumes_and_samples_from_g_ema_alo
     state.pop("G_past")
     state["progress"].pop("past_nimg")
     assert _resumed_config(state, {}, path).mixture == 1
-    from hybrid.checkpoint import model_from
+    from hybridgan.hybrid.checkpoint import model_from
 
     assert len(model_from(state, path).generators()) == 1
     old = tmp_path / "run" / "checkpoints" / path.name
@@ -464,7 +464,7 @@ def test_a_signal_saves_a_checkpoint_and_the_resumed_run_matches(toy_run, tmp_pa
 
 
 def test_cosine_learning_rate_decay_reaches_the_floor(tmp_path):
-    from training.config import LR_FLOOR, lr_scale
+    from hybridgan.training.config import LR_FLOOR, lr_scale
 
     assert lr_scale("cosine", 0) == 1.0 and lr_scale("constant", 0.9) == 1.0
     assert lr_scale("cosine", 0.5) == pytest.approx(LR_FLOOR + (1 - LR_FLOOR) / 2)
@@ -532,8 +532,6 @@ def test_compiled_run_trains_and_its_checkpoint_is_the_plain_one(tmp_path):
 
 
 def test_compile_falls_back_to_eager_with_one_line_when_it_cannot_run(tmp_path, monkeypatch, hybrid):
-    import training.trainer
-
     def no_compiler(device):
         raise RuntimeError("InvalidCxxCompiler: No working C compiler detected.\nmore detail")
 

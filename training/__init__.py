@@ -1,6 +1,6 @@
 """training: how a model is made — data, objectives, the trainer loop, stats."""
 
-from training.config import TrainConfig
-from training.trainer import train
+from hybridgan.training.config import TrainConfig
+from hybridgan.training.trainer import train
 
 __all__ = ["TrainConfig", "train"]

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from hybrid.errors import UserError
-from hybrid.model import ModelConfig
-from hybrid.nets import NetConfig, check_net_config
-from hybrid.samplers import Sampler
+from hybridgan.hybrid.errors import UserError
+from hybridgan.hybrid.model import ModelConfig
+from hybridgan.hybrid.nets import NetConfig, check_net_config
+from hybridgan.hybrid.samplers import Sampler
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hybrid.errors import UserError
-from hybrid.images import resize_uint8
+from hybridgan.hybrid.errors import UserError
+from hybridgan.hybrid.images import resize_uint8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 

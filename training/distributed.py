@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from hybrid.errors import Interrupted, RunError, UserError
+from hybridgan.hybrid.errors import Interrupted, RunError, UserError
 
 T = TypeVar("T")
 

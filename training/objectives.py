@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hybrid.model import Model, ModelConfig
-from training.config import TrainConfig, default_model
-from training.stats import Stats
-from training.teacher import Teacher, load_teacher
+from hybridgan.hybrid.model import Model, ModelConfig
+from hybridgan.training.config import TrainConfig, default_model
+from hybridgan.training.stats import Stats
+from hybridgan.training.teacher import Teacher, load_teacher
 
 
 @dataclass(frozen=True)

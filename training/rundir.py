@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from hybrid.checkpoint import list_checkpoints
-from hybrid.errors import UserError
+from hybridgan.hybrid.checkpoint import list_checkpoints
+from hybridgan.hybrid.errors import UserError
 
 
 def data_slug(data: str) -> str:

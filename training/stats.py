@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from training import distributed
+from hybridgan.training import distributed
 
 
 class Stats:

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from hybrid import checkpoint as ckpt_io
-from hybrid.errors import UserError
-from hybrid.model import Model
+from hybridgan.hybrid import checkpoint as ckpt_io
+from hybridgan.hybrid.errors import UserError
+from hybridgan.hybrid.model import Model
 
 
 @dataclass
@@ -125,7 +125,7 @@ def load_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...], expect
     if shape != tuple(data_shape):
         raise UserError(f"--teacher {path} was trained on samples of shape {shape}, the data has {tuple(data_shape)}; "
                         "distill it on the data it was trained on")
-    from training.config import default_model  # the student's own network: diffusers' UNet is not ours
+    from hybridgan.training.config import default_model  # the student's own network: diffusers' UNet is not ours
 
     T = int(sched.get("num_train_timesteps", 1000))
     cfg = dataclasses.replace(default_model(shape, "ddpm"), steps=T, schedule=kind, prediction="eps")

@@ -16,17 +16,17 @@ from typing import Any
 
 import torch
 
-from hybrid import checkpoint as ckpt_io
-from hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
-from hybrid.images import image_grid, save_png, scatter_png
-from hybrid.model import Model
-from hybrid.samplers import default_sampling, sample_batched
-from training import distributed
-from training.config import TrainConfig, config_from_dict, lr_scale, resolve, with_model_overrides
-from training.data import Dataset, load_dataset
-from training.objectives import OBJECTIVES, Objective
-from training.rundir import Console, RunDir, append_jsonl, next_run_dir
-from training.stats import Stats
+from hybridgan.hybrid import checkpoint as ckpt_io
+from hybridgan.hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
+from hybridgan.hybrid.images import image_grid, save_png, scatter_png
+from hybridgan.hybrid.model import Model
+from hybridgan.hybrid.samplers import default_sampling, sample_batched
+from hybridgan.training import distributed
+from hybridgan.training.config import TrainConfig, config_from_dict, lr_scale, resolve, with_model_overrides
+from hybridgan.training.data import Dataset, load_dataset
+from hybridgan.training.objectives import OBJECTIVES, Objective
+from hybridgan.training.rundir import Console, RunDir, append_jsonl, next_run_dir
+from hybridgan.training.stats import Stats
 
 # Options that may change when a run is resumed; everything else must match the checkpoint.
 RESUMABLE = ("kimg", "minutes", "device", "tick_kimg", "snapshot_kimg", "eval_kimg", "metrics", "eval_num", "precision",
@@ -397,13 +397,13 @@ class Trainer:
         else:
             ref = self.data.data[:2000]
             scatter_png(x, path, reference=ref, title=f"{self.cfg.objective}, {step / 1000:.0f} kimg, NFE {steps}")
-            from hybrid.images import read_png
+            from hybridgan.hybrid.images import read_png
 
             self.writer().add_image("Samples", read_png(path)[:, :, :3], step, dataformats="HWC")
         return path
 
     def evaluate(self) -> None:
-        from metrics.evaluate import evaluate_during_training
+        from hybridgan.metrics.evaluate import evaluate_during_training
 
         # Rank 0 evaluates alone while the others wait (spreading the samples over ranks is future work).
         distributed.on_main(lambda: evaluate_during_training(self) and None)
@@ -487,7 +487,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
     check_precision(cfg.precision)
     data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
     if cfg.metrics:
-        from metrics.registry import check_labels, get_metrics
+        from hybridgan.metrics.registry import check_labels, get_metrics
 
         # Unknown names, or metrics the data cannot give, fail now, not hours in.
         check_labels(get_metrics(cfg.metrics, kind="image" if data.is_image else "vector"), data.labels, cfg.data, "--metrics")

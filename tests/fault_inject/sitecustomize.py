@@ -13,7 +13,7 @@ if _AT_STEP or _IN_SAVE:
 
     import torch
 
-    from training.trainer import Trainer
+    from hybridgan.training.trainer import Trainer
 
     _counts = {"step": 0, "save": 0}
     _real_step, _real_save = Trainer.step, torch.save

@@ -10,7 +10,7 @@ import os
 if os.environ.get("HYBRID_RANK_DUMP"):
     import torch
 
-    from training import trainer
+    from hybridgan.training import trainer
 
     _close = trainer.Trainer.close
 
