@@ -58,7 +58,7 @@ def parse_list(text: str | None) -> tuple[str, ...]:
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(package_name="hybrid")
+@click.version_option(package_name="hybridgan")
 def cli() -> None:
     """hybrid: adversarially-trained diffusion models that sample in 1-4 steps.
 
@@ -315,27 +315,19 @@ def sample(checkpoint: str, out: str, num: int, seeds: str | None, steps: int | 
       hybrid sample CKPT --num 100 --out folder/
       hybrid sample CKPT --levels 4,1 --out grid.png  # NFE 2 that ends at level 1
     """
-    from hybridgan.hybrid.checkpoint import load_model
+    import hybridgan
     from hybridgan.hybrid.images import write_samples
-    from hybridgan.hybrid.samplers import default_sampling, mixture_text, sample_batched
-    from hybridgan.training.trainer import resolve_device
+    from hybridgan.hybrid.samplers import mixture_text, resolve_sampling
 
-    model = load_model(checkpoint)
-    dev = resolve_device(device)
-    default_sampler, default_steps = default_sampling(model.cfg)
+    model = hybridgan.load(checkpoint)
     chain = parse_levels(path, model.cfg.steps) if path is not None else None
-    if chain and steps is not None and steps != len(chain):
-        raise UserError(f"--steps {steps} and --levels {path} ({len(chain)} levels) disagree; give one of them")
-    steps = len(chain) if chain else steps or (default_steps if sampler in (None, default_sampler) else model.cfg.steps)
-    if steps > model.cfg.steps:
-        raise UserError(f"--steps {steps}: the model has T = {model.cfg.steps} levels; choose 1..{model.cfg.steps}")
     seed_list = parse_seeds(seeds) if seeds else list(range(num))
-    x = sample_batched(model.to(dev), seed_list, batch=batch, steps=steps, path=chain, sampler=sampler or default_sampler,
-                       device=dev, mixture=mixture)
+    x = hybridgan.sample(model, seed_list, nfe=steps, sampler=sampler, levels=chain, device=device, batch=batch,
+                         mixture=mixture)
     written = write_samples(x, out, image=model.cfg.is_image)
+    sampler, steps = resolve_sampling(model.cfg, sampler, len(chain) if chain else steps)
     visited = f", levels {','.join(map(str, chain))}" if chain else ""
-    mixed = mixture_text(model, mixture)
-    click.echo(f"wrote {len(seed_list)} samples ({sampler or default_sampler}, NFE {steps}{visited}{mixed}) to {written}")
+    click.echo(f"wrote {len(seed_list)} samples ({sampler}, NFE {steps}{visited}{mixture_text(model, mixture)}) to {written}")
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -389,9 +381,9 @@ def eval_command(source: str, ref: str | None, metric_names: str | None, num: in
       hybrid eval samples/ --ref real_images/           # two image folders, no model
       hybrid eval samples.npy --ref toy:25gaussians     # vectors: modes, swd, mmd
     """
+    from hybridgan.hybrid.devices import resolve_device
     from hybridgan.metrics.evaluate import EvalConfig, evaluate_source
     from hybridgan.training.data import load_dataset
-    from hybridgan.training.trainer import resolve_device
 
     cfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, steps=steps, sampler=sampler,
                      seeds=tuple(parse_seeds(seeds)) if seeds else None, batch=batch, mixture=mixture,
@@ -460,11 +452,11 @@ def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int, num: int, metric
       hybrid bench CKPT --sampler ddpm,ddim --nfe 1,2,4,10,50 --device cuda
       hybrid bench CKPT --sampler gan,ddim --mixture 1,3 --nfe 4     # a run trained with --mixture 3
     """
+    from hybridgan.hybrid.devices import resolve_device
     from hybridgan.metrics.bench import BenchConfig
     from hybridgan.metrics.bench import bench as run_bench
     from hybridgan.metrics.evaluate import EvalConfig
     from hybridgan.training.data import load_dataset
-    from hybridgan.training.trainer import resolve_device
 
     names = parse_list(samplers)
     unknown = [s for s in names if s not in ("gan", "ddpm", "ddim")]

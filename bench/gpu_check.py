@@ -44,10 +44,11 @@ SHAPE = (3, 32, 32)
 
 def build_trainer(args: argparse.Namespace, run_dir: str):
     """A Trainer for the preset's model on random images; the options a user would pass to `hybrid train`."""
+    from hybridgan.hybrid.devices import resolve_device
     from hybridgan.training.config import read_preset, resolve
     from hybridgan.training.data import Dataset
     from hybridgan.training.rundir import Console, RunDir
-    from hybridgan.training.trainer import Trainer, resolve_device
+    from hybridgan.training.trainer import Trainer
 
     device = resolve_device(args.device)
     gen = torch.Generator().manual_seed(0)

@@ -46,7 +46,7 @@ def measure(label: str, ckpt: Path, sampler: str, nfe: int, num: int, results: P
     for row in done:
         if (row["model"], row["sampler"], row["nfe"]) == (label, sampler, nfe):
             return row
-    out = hybrid("eval", str(ckpt), "--metrics", "fid,kid,classes", "--num", str(num), "--steps", str(nfe),
+    out = hybrid("eval", str(ckpt), "--metrics", "fid,kid,classes", "--num", str(num), "--nfe", str(nfe),
                  "--sampler", sampler, "--device", "cpu", "--json", capture=True)
     result = json.loads(out)
     values = {f"{name}/{key}": v for name, part in result["results"].items() for key, v in part.items()}

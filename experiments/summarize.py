@@ -25,7 +25,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hybridgan.hybrid.checkpoint import list_checkpoints, load  # noqa: E402
-from hybridgan.metrics.report import read_jsonl  # noqa: E402
+from hybridgan.hybrid.runfiles import read_jsonl  # noqa: E402
 
 SHOWN = ("modes_covered", "high_quality", "swd", "mmd", "fid", "kid", "class_tv", "class_min_ratio")  # in this order, those present
 LOWER_IS_BETTER = {"swd", "mmd", "fid", "kid", "class_tv"}

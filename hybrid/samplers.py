@@ -19,6 +19,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
+from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import Model, ModelConfig
 
 
@@ -59,6 +60,20 @@ def default_sampling(cfg: ModelConfig, fast: bool = False) -> tuple[str, int]:
     if cfg.steps <= 8:
         return cfg.sampler or Sampler.GAN.value, cfg.steps
     return (Sampler.DDIM.value, min(50, cfg.steps)) if fast else (cfg.sampler or Sampler.DDPM.value, cfg.steps)
+
+
+def resolve_sampling(cfg: ModelConfig, sampler: str | None = None, nfe: int | None = None) -> tuple[str, int]:
+    """(sampler, NFE) of a request, defaults filled in: the model's own sampler and NFE
+    (`default_sampling`), or its whole chain for another sampler. An unknown sampler or an NFE
+    outside 1..T is a UserError."""
+    default_sampler, default_nfe = default_sampling(cfg)
+    sampler = sampler or default_sampler
+    if sampler not in {s.value for s in Sampler}:
+        raise UserError(f"sampler {sampler!r}: choose one of {', '.join(s.value for s in Sampler)}")
+    nfe = nfe or (default_nfe if sampler == default_sampler else cfg.steps)
+    if not 1 <= nfe <= cfg.steps:
+        raise UserError(f"NFE {nfe}: the model has T = {cfg.steps} levels; choose an NFE in 1..{cfg.steps}")
+    return sampler, nfe
 
 
 def levels(T: int, nfe: int) -> list[int]:

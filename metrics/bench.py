@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import json
 import math
 import platform
 import statistics
@@ -26,12 +25,13 @@ from typing import Any
 
 import torch
 
+from hybridgan.hybrid import runfiles
 from hybridgan.hybrid.errors import UserError
+from hybridgan.hybrid.runfiles import append_jsonl
 from hybridgan.metrics.evaluate import HELD_OUT_SEED, SEED_BASE, EvalConfig, EvalResult, LoadData, Log, evaluate, model_samples, stderr_log
 from hybridgan.metrics.features import metric_layer
 from hybridgan.metrics.reference import cache_path, data_digest, reference_key, reference_subset
 
-BENCH_FILE = "bench.jsonl"  # written beside a checkpoint's run: RUN_DIR/bench.jsonl
 MIN_TIMING_SECONDS = 0.5  # time sampler calls for at least this long in all ...
 MAX_TIMING_CALLS = 1000  # ... unless this many calls were timed
 SLOW_CALL_SECONDS = 10.0  # a warm-up call this slow: one timed call (a 1000-step sampler's takes minutes)
@@ -64,7 +64,7 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             return "not installed"
 
-    return {"torch": torch.__version__, "torch_fidelity": version("torch-fidelity"), "hybrid": version("hybrid"),
+    return {"torch": torch.__version__, "torch_fidelity": version("torch-fidelity"), "hybridgan": version("hybridgan"),
             "python": platform.python_version()}
 
 
@@ -214,16 +214,15 @@ def bench_setting(model, sampler: str, nfe: int, mixture: int | None, ref: str, 
 def run_dir_of(checkpoint: str | Path) -> Path:
     """The run directory a checkpoint belongs to (RUN_DIR/checkpoints/checkpoint-*.pt)."""
     run = Path(checkpoint).resolve().parent.parent
-    if not (run / "config.json").is_file():
-        raise UserError(f"{checkpoint} is not inside a run directory (no {run / 'config.json'}); give --out FILE.jsonl")
+    if not (run / runfiles.CONFIG).is_file():
+        raise UserError(f"{checkpoint} is not inside a run directory (no {run / runfiles.CONFIG}); give --out FILE.jsonl")
     return run
 
 
 def append_records(path: Path, records: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
+    for record in records:
+        append_jsonl(path, record)
 
 
 def bench(checkpoints: list[str], cfg: BenchConfig, device: torch.device, load_data: LoadData,
@@ -235,7 +234,7 @@ def bench(checkpoints: list[str], cfg: BenchConfig, device: torch.device, load_d
     for c in checkpoints:
         if not Path(c).is_file():
             raise UserError(f"checkpoint {c} does not exist; give the path of a checkpoint-*.pt file")
-    targets = [Path(out) if out else run_dir_of(c) / BENCH_FILE for c in checkpoints]
+    targets = [Path(out) if out else run_dir_of(c) / runfiles.BENCH for c in checkpoints]
     written: dict[Path, list[dict[str, Any]]] = {}
     for checkpoint, target in zip(checkpoints, targets):
         records = bench_checkpoint(checkpoint, cfg, device, load_data, ref, log)

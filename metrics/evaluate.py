@@ -1,6 +1,7 @@
 """Evaluations: draw or read samples, extract features once, run the requested metrics.
 
-Two callers: `hybrid eval` (`evaluate_source`) and the trainer (`evaluate_during_training`).
+Callers: `hybrid eval` (`evaluate_source`), the Python API (`evaluate_tensor`) and the trainer
+(`evaluate_model`, whose result the trainer records).
 Neither touches the global torch RNG: samples come from per-seed generators (evaluation seeds
 start at SEED_BASE, far from the training grid's 0..63), KID subsets from a seeded numpy
 RandomState, reference subsets from a seeded torch.Generator.
@@ -10,8 +11,6 @@ This package does not import `training`; the command line hands in its data load
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +23,7 @@ import torch
 from torch import Tensor
 
 from hybridgan.hybrid.errors import UserError
-from hybridgan.hybrid.images import resize_uint8
+from hybridgan.hybrid.images import resize_uint8, to_uint8
 from hybridgan.metrics.features import ExtractorSpec, build_extractor, extract, generated_batches, image_batches, metric_layer
 from hybridgan.metrics.inception import EXTRACTOR, find_inception_weights
 from hybridgan.metrics.reference import reference_features
@@ -87,6 +86,10 @@ class EvalResult:
     reference_cached: bool | None = None  # reference features read from the cache
     skipped: dict[str, str] = field(default_factory=dict)  # metric name -> why it was not computed
 
+    def __getitem__(self, key: str) -> float:
+        """A value by its name: result["fid"], result["kid_std"]."""
+        return self.values[key]
+
     @property
     def values(self) -> dict[str, float]:
         """Every metric's values in one flat dict: {"fid": ..., "kid": ..., "kid_std": ...}."""
@@ -126,13 +129,9 @@ def stderr_log(message: str) -> None:
 
 def model_samples(model, cfg: EvalConfig, device: torch.device, description: str = "model") -> Samples:
     """Samples drawn from a hybrid.model.Model with its generators (`cfg.mixture`), one seed per sample."""
-    from hybridgan.hybrid.samplers import default_sampling, mixture_text, sample, sample_batched
+    from hybridgan.hybrid.samplers import mixture_text, resolve_sampling, sample, sample_batched
 
-    default_sampler, default_steps = default_sampling(model.cfg)
-    sampler = cfg.sampler or default_sampler
-    steps = cfg.steps or (default_steps if sampler == default_sampler else model.cfg.steps)
-    if steps > model.cfg.steps:
-        raise UserError(f"--steps {steps}: the model has T = {model.cfg.steps} levels; choose 1..{model.cfg.steps}")
+    sampler, steps = resolve_sampling(model.cfg, cfg.sampler, cfg.steps)
     seeds = list(cfg.seeds) if cfg.seeds else list(range(SEED_BASE, SEED_BASE + (cfg.num or DEFAULT_NUM)))
     what = f"{description} ({sampler} sampler, NFE {steps}{mixture_text(model, cfg.mixture)}, seeds {seeds[0]}..{seeds[-1]})"
     if not model.cfg.is_image:
@@ -340,52 +339,41 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
 
 
 @dataclass(frozen=True)
-class MixtureDraw:
-    """A fresh draw of a known Gaussian mixture: held-out reference data for toy metrics."""
+class Reference:
+    """Reference data handed in as a tensor: uint8 images [N, C, H, W] or vectors [N, D]."""
 
-    data: Tensor  # [N, D] float32
-    modes: Tensor  # [K, D]
-    mode_std: float
+    data: Tensor
+    labels: Tensor | None = None
+    modes: Tensor | None = None
+    mode_std: float | None = None
 
-
-def mixture_draw(modes: Tensor, std: float, num: int, seed: int = HELD_OUT_SEED) -> MixtureDraw:
-    g = torch.Generator().manual_seed(seed)
-    k = torch.randint(len(modes), (num,), generator=g)
-    return MixtureDraw(modes[k] + std * torch.randn(num, modes.shape[1], generator=g), modes, std)
+    def __len__(self) -> int:
+        return len(self.data)
 
 
-def evaluate_during_training(trainer) -> EvalResult | None:
-    """Evaluate trainer.cfg.metrics on the EMA generator; append to metrics.jsonl, write TensorBoard.
-
-    The trainer's generators and the global RNG are untouched (exact resume relies on it). A
-    failure is reported on the console and skipped: an evaluation never ends a training run.
-    """
-    cfg, data = trainer.cfg, trainer.data
-    ecfg = EvalConfig(metrics=tuple(cfg.metrics), num=cfg.eval_num)
-    ref_data, ref_name = data, cfg.data
-    if not data.is_image and data.modes is not None:  # a held-out draw of the mixture
-        ref_data, ref_name = mixture_draw(data.modes, data.mode_std, max(len(data.data), cfg.eval_num)), f"{cfg.data} held-out"
-    devices = [trainer.device] if trainer.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            samples = model_samples(trainer.model, ecfg, trainer.device, description=f"G_ema at {trainer.progress.nimg} img")
-            result = evaluate(samples, ref_data, ref_name, ecfg, trainer.device, log=trainer.console)
-    except UserError as e:
-        trainer.console(f"evaluation skipped: {e}")
-        return None
-    _record(trainer, result)
-    return result
+def stored_form(x: Tensor) -> Tensor:
+    """Samples as the metrics take them: float images in [-1, 1] -> uint8; uint8 images and vectors as they are."""
+    return to_uint8(x) if x.dim() == 4 and x.is_floating_point() else x
 
 
-def _record(trainer, result: EvalResult) -> None:
-    nimg = trainer.progress.nimg
-    with open(trainer.run.metrics, "a") as f:
-        for record in result.records(kimg=nimg / 1000):
-            f.write(json.dumps(record) + "\n")
-    writer = trainer.writer()
-    for key, value in result.values.items():
-        if math.isfinite(value):
-            writer.add_scalar(f"Metrics/{key}", value, nimg)
-    writer.flush()
-    summary = "  ".join(f"{k} {v:.4g}" for k, v in result.values.items())
-    trainer.console(f"metrics at {nimg / 1000:.1f} kimg (N={result.num}, NFE {result.nfe}, {result.seconds:.0f} s): {summary}")
+def evaluate_tensor(samples: Any, ref: Any, ref_name: str, cfg: EvalConfig, device: torch.device,
+                    log: Log = stderr_log) -> EvalResult:
+    """The Python API's evaluation of samples in memory: a tensor ([N, C, H, W] images, float in
+    [-1, 1] or uint8; [N, D] vectors) or a Model (sampled as `model_samples` does), against `ref`:
+    a tensor of the same form, or a dataset (.data and optional .labels, .modes, .mode_std)."""
+    if isinstance(ref, Tensor):
+        ref = Reference(stored_form(ref))
+    if isinstance(samples, Tensor):
+        judged = tensor_samples(stored_form(samples), f"a tensor of {len(samples)} samples", cfg.num, cfg.batch)
+    else:
+        judged = model_samples(samples.to(device), cfg, device)
+    return evaluate(judged, ref, ref_name, cfg, device, log)
+
+
+def evaluate_model(model, ref_data: Any, ref_name: str, cfg: EvalConfig, device: torch.device, log: Log = stderr_log,
+                   description: str = "model") -> EvalResult:
+    """Judge a model's generators against `ref_data` (a Dataset), as training does between steps:
+    the global RNG and the model's weights are left as they were (exact resume relies on it)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return evaluate(model_samples(model, cfg, device, description), ref_data, ref_name, cfg, device, log)

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hybridgan.hybrid import runfiles
 from hybridgan.hybrid.errors import UserError
+from hybridgan.hybrid.runfiles import read_jsonl
 
 MARKER = "<!-- written by `hybrid report`; regenerating it replaces this file -->"
 HIGHER_IS_BETTER = {"modes_covered", "high_quality", "is", "precision", "recall", "class_min_ratio"}
@@ -37,21 +39,6 @@ LOGIT_KEYS = ("D/logit/real", "D/logit/fake")
 
 # ---------------------------------------------------------------------------------------------
 # Reading runs
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a .jsonl file; [] when absent; lines cut short by a kill are skipped."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
 
 
 @dataclass
@@ -76,14 +63,14 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     path = Path(path).expanduser()
     if not path.is_dir():
         raise UserError(f"{path}: no such run directory; give folders written by `hybrid train`")
-    files = [path / n for n in ("config.json", "stats.jsonl", "metrics.jsonl", "bench.jsonl")]
+    files = [path / n for n in (runfiles.CONFIG, runfiles.STATS, runfiles.METRICS, runfiles.BENCH)]
     if not any(f.is_file() for f in files):
         raise UserError(f"{path}: not a run directory (no config.json, stats.jsonl, metrics.jsonl or bench.jsonl)")
     try:
         config = json.loads(files[0].read_text()) if files[0].is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{files[0]}: not readable JSON ({e}); is this a run directory?") from None
-    grids = sorted((path / "samples").glob("*.png")) if (path / "samples").is_dir() else []
+    grids = sorted((path / runfiles.SAMPLES).glob("*.png")) if (path / runfiles.SAMPLES).is_dir() else []
     return Run(path, label or path.name, config if isinstance(config, dict) else {}, read_jsonl(files[1]),
                read_jsonl(files[2]), read_jsonl(files[3]), grids[-1] if grids else None)
 
@@ -436,7 +423,8 @@ def protocol_section(runs: list[Run]) -> list[Block]:
             row = [run.label, f"{fmt(p.get('num'))} × {fmt(p.get('repeats'))} seeds",
                    f"{fmt(p.get('ref'))} ({fmt(p.get('num_ref'))}, sha256 {short(p.get('ref_sha256'))})",
                    extractor_text(p), fmt(p.get("device")),
-                   f"torch {fmt(p.get('torch'))}, torch-fidelity {fmt(p.get('torch_fidelity'))}, hybrid {fmt(p.get('hybrid'))}",
+                   f"torch {fmt(p.get('torch'))}, torch-fidelity {fmt(p.get('torch_fidelity'))}, "
+                   f"hybridgan {fmt(p.get('hybridgan') or p.get('hybrid'))}",  # records before 0.1.0 say hybrid
                    fmt(p.get("date"))[:10]]
             seen[tuple(row[:-1])] = row
             comparable.add((p.get("num"), p.get("ref_sha256"), p.get("extractor"), p.get("weights_sha256")))

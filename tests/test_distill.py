@@ -124,9 +124,9 @@ def test_sample_and_eval_need_only_the_student_checkpoint(teacher, tmp_path, hyb
         result = hybrid("sample", student, "--num", "32", "--out", tmp_path / "x.npy", "--device", "cpu")
         assert result.code == 0, result.err
         assert "NFE 4" in result.out and np.load(tmp_path / "x.npy").shape == (32, 2)
-        result = hybrid("sample", student, "--num", "8", "--steps", "1", "--out", tmp_path / "y.npy", "--device", "cpu")
+        result = hybrid("sample", student, "--num", "8", "--nfe", "1", "--out", tmp_path / "y.npy", "--device", "cpu")
         assert result.code == 0, result.err
-        result = hybrid("eval", student, "--metrics", "modes,swd", "--num", "256", "--steps", "2", "--device", "cpu",
+        result = hybrid("eval", student, "--metrics", "modes,swd", "--num", "256", "--nfe", "2", "--device", "cpu",
                         "--json")
         assert result.code == 0, result.err
         assert '"swd"' in result.out

@@ -22,7 +22,7 @@ from hybridgan.metrics.distances import (
     kernel_distance,
     precision_recall,
 )
-from hybridgan.metrics.evaluate import EvalConfig, evaluate, evaluate_during_training, tensor_samples
+from hybridgan.metrics.evaluate import EvalConfig, evaluate, evaluate_model, tensor_samples
 from hybridgan.metrics.features import ExtractorSpec
 from hybridgan.metrics.fidelity import torch_fidelity_metrics
 from hybridgan.metrics.registry import METRICS, get_metrics
@@ -380,56 +380,29 @@ def test_classes_metric_alone_and_beside_fid(digits, tiny, tmp_path, monkeypatch
 # Evaluation during training
 
 
-class FakeWriter:
-    def __init__(self):
-        self.scalars = []
-
-    def add_scalar(self, tag, value, step):
-        self.scalars.append((tag, value, step))
-
-    def flush(self):
-        pass
-
-
-def test_evaluate_during_training_records_and_leaves_rng_alone(tmp_path):
+def test_evaluating_a_model_leaves_the_global_rng_alone_and_repeats_itself():
     from hybridgan.hybrid.model import Model, ModelConfig
     from hybridgan.hybrid.nets import NetConfig
 
     net = NetConfig(channels=32, num_blocks=1, z_dim=2)
     model = Model(ModelConfig(shape=(2,), generator=net, discriminator=None))
     data = SimpleNamespace(data=mixture(GRID, 0.05, 3000, 5), modes=GRID, mode_std=0.05, is_image=False)
-    writer, lines = FakeWriter(), []
-    trainer = SimpleNamespace(
-        model=model, data=data, device=torch.device("cpu"), progress=SimpleNamespace(nimg=2500),
-        cfg=SimpleNamespace(metrics=("modes", "swd", "mmd"), eval_num=300, data="toy:grid", resolution=None),
-        run=SimpleNamespace(metrics=tmp_path / "metrics.jsonl"), writer=lambda: writer, console=lines.append)
+    cfg = EvalConfig(metrics=("modes", "swd", "mmd"), num=300)
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    first = evaluate_during_training(trainer)
+    first = evaluate_model(model, data, "toy:grid", cfg, torch.device("cpu"))
     assert torch.equal(before, torch.get_rng_state())
-    second = evaluate_during_training(trainer)
+    second = evaluate_model(model, data, "toy:grid", cfg, torch.device("cpu"))
     assert first.results == second.results  # seeded samples: the same numbers every time
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["metric"] for r in records] == ["modes", "swd", "mmd"] * 2
-    assert records[0]["kimg"] == 2.5 and records[0]["num"] == 300 and records[0]["nfe"] == 4
-    assert ("Metrics/swd", first.results["swd"]["swd"], 2500) in writer.scalars
-    assert any(line.startswith("metrics at 2.5 kimg") for line in lines)
-    trainer.cfg.metrics = ("bogus",)
-    assert evaluate_during_training(trainer) is None and "evaluation skipped" in lines[-1]
+    assert first.nfe == 4 and first.num == 300
 
 
-def test_class_balance_during_training_reaches_tensorboard(tmp_path, digits):
+def test_class_balance_of_a_model_is_judged_against_labelled_data(digits):
     from hybridgan.hybrid.model import Model, ModelConfig
     from hybridgan.hybrid.nets import NetConfig
 
     net = NetConfig(channels=8, channel_mult=(1,), num_blocks=1, z_dim=2)
     model = Model(ModelConfig(shape=(1, 16, 16), generator=net, discriminator=None))
-    writer = FakeWriter()
-    trainer = SimpleNamespace(
-        model=model, data=digits, device=torch.device("cpu"), progress=SimpleNamespace(nimg=1000),
-        cfg=SimpleNamespace(metrics=("classes",), eval_num=100, data="digits", resolution=None),
-        run=SimpleNamespace(metrics=tmp_path / "metrics.jsonl"), writer=lambda: writer, console=print)
-    result = evaluate_during_training(trainer)
-    tags = {tag for tag, _, _ in writer.scalars}
-    assert {"Metrics/class_tv", "Metrics/class_min_ratio", "Metrics/class_knn_accuracy"} <= tags
+    result = evaluate_model(model, digits, "digits", EvalConfig(metrics=("classes",), num=100), torch.device("cpu"))
+    assert {"class_tv", "class_min_ratio", "class_knn_accuracy"} <= set(result.values)
     assert 0 <= result.results["classes"]["class_tv"] <= 1

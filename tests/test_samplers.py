@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import assert_same_samples
 from hybridgan.hybrid.model import Model, ModelConfig
 from hybridgan.hybrid.nets import NetConfig
 from hybridgan.hybrid.samplers import SeedNoise, default_sampling, levels, sample, sample_batched
@@ -74,15 +75,14 @@ def test_sample_depends_only_on_its_seed_bitwise(kind, sampler):
 @pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_sample_with_real_networks_does_not_depend_on_batching(kind, sampler):
-    """With the real MLP / UNet the seeds decide the sample too, but not bitwise on this CPU:
-    MKL's sgemm and oneDNN's convolutions round a row differently depending on how many rows
-    the call has (measured: ~1e-6 relative). The tolerance is far below seed-to-seed differences.
-    (The untrained eps model's x0 estimates are huge, hence a relative tolerance.)"""
+    """With the real MLP / UNet the seeds decide the sample too, but not bitwise: MKL's sgemm and
+    oneDNN's convolutions round a row differently depending on how many rows the call has, each
+    CPU in its own way. The tolerance (conftest.SAMPLE_ATOL) is far below seed-to-seed differences."""
     model = MODELS[kind]()
     steps = 3 if sampler == "ddim" else None
     whole, ones, threes, prefixes = draws(model, sampler, steps)
     for other in (ones, threes, prefixes):
-        torch.testing.assert_close(other, whole, rtol=1e-5, atol=1e-5)
+        assert_same_samples(other, whole)
     assert torch.isfinite(whole).all()
 
 
@@ -148,7 +148,7 @@ def test_a_chain_started_from_the_seeds_own_noise_is_the_usual_sample(kind, samp
     assert torch.equal(sample(model, SEEDS, sampler=sampler, start=(model.cfg.steps, x_T)), usual)
     # Each chunk starts from its own rows of x_T (to rounding: the real networks, see above).
     batched = sample_batched(model, SEEDS, batch=3, sampler=sampler, start=(model.cfg.steps, x_T))
-    torch.testing.assert_close(batched, usual, rtol=1e-5, atol=1e-5)
+    assert_same_samples(batched, usual)
 
 
 def test_a_chain_started_at_level_k_visits_levels_k_to_1_from_the_given_x():
@@ -193,12 +193,12 @@ def test_a_mixture_draws_each_sample_from_the_generator_its_seed_picks(kind, sam
     mixed = sample(model, seeds, sampler=sampler)
     for i, seed in enumerate(seeds):
         alone = sample(model, [seed], sampler=sampler, net=nets[seed % 3])[0]
-        torch.testing.assert_close(mixed[i], alone, rtol=1e-5, atol=1e-5)  # to rounding: real networks, see above
-    torch.testing.assert_close(sample_batched(model, seeds, batch=2, sampler=sampler), mixed, rtol=1e-5, atol=1e-5)
+        assert_same_samples(mixed[i], alone)  # to rounding: real networks, see above
+    assert_same_samples(sample_batched(model, seeds, batch=2, sampler=sampler), mixed)
     assert torch.equal(sample(model, seeds, sampler=sampler, mixture=1), sample(model, seeds, sampler=sampler, net=model.G_ema))
     x_T = SeedNoise(seeds).randn(*model.cfg.shape)
     started = sample(model, seeds, sampler=sampler, start=(model.cfg.steps, x_T))
-    torch.testing.assert_close(started, mixed, rtol=1e-5, atol=1e-5)  # each generator gets its own rows of the start
+    assert_same_samples(started, mixed)  # each generator gets its own rows of the start
 
 
 def test_default_sampling():

@@ -14,8 +14,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import TINY_NET, TINY_UNET, assert_user_error, digits_config, latest_checkpoint, read_stats, toy_config
 from hybridgan.hybrid.checkpoint import list_checkpoints, load, load_model
+from hybridgan.hybrid.devices import resolve_precision
 from hybridgan.hybrid.images import read_png
 from hybridgan.hybrid.model import Model, ModelConfig
+from hybridgan.hybrid.runfiles import read_jsonl
 from hybridgan.training import train
 from hybridgan.training.config import read_config, resolve
 from hybridgan.training.objectives import OBJECTIVES, translate
@@ -274,6 +276,27 @@ def test_run_directory_layout(toy_run):
     assert [p.name for p in (toy_run / "checkpoints").iterdir()] == ["checkpoint-000001.pt"]
 
 
+def test_training_time_metrics_are_recorded_and_change_nothing_else(tmp_path):
+    """--metrics during training: metrics.jsonl, TensorBoard and log.txt get the results, and the
+    run's weights are those of the same run without evaluations (the RNGs are left alone)."""
+    options = dict(kimg=0.512, tick_kimg=0.256, snapshot_kimg=0.512)
+    plain = train(toy_config(**options), run_dir=tmp_path / "plain", model_changes=TINY_NET, quiet=True)
+    judged = train(toy_config(metrics=("modes", "swd", "mmd"), eval_num=300, eval_kimg=0.256, **options),
+                   run_dir=tmp_path / "judged", model_changes=TINY_NET, quiet=True)
+    records = read_jsonl(judged / "metrics.jsonl")
+    assert [r["metric"] for r in records] == ["modes", "swd", "mmd"] * 2
+    assert [r["kimg"] for r in records[::3]] == [0.256, 0.512] and {(r["num"], r["nfe"]) for r in records} == {(300, 4)}
+    assert "toy:8gaussians held-out" in records[0]["ref"]
+    events = EventAccumulator(str(judged), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.value for e in events.Scalars("Metrics/swd")] == pytest.approx([r["value"] for r in records[1::3]])
+    assert "metrics at 0.3 kimg (N=300, NFE 4" in (judged / "log.txt").read_text()
+    a, b = load(latest_checkpoint(plain)), load(latest_checkpoint(judged))
+    for key in ("G", "G_ema", "D"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name}: the evaluation changed the run"
+
+
 def test_tensorboard_has_the_scalars_and_sample_grids(toy_run):
     events = EventAccumulator(str(toy_run), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
@@ -428,6 +451,19 @@ def test_image_run_on_digits(tmp_path, precision, shown):
     assert grid.shape == (8 * 35, 8 * 35, 1)
 
 
+@pytest.mark.parametrize("avx512_bf16, amx, picked", [(False, False, None), (True, False, torch.bfloat16),
+                                                       (False, True, torch.bfloat16), (True, True, torch.bfloat16)])
+def test_auto_precision_picks_bf16_only_for_images_on_a_cpu_that_computes_in_it(monkeypatch, avx512_bf16, amx, picked):
+    """The CPU probes decide `--precision auto` (this machine's own answer is not what is tested)."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, image=True) is picked
+    assert resolve_precision("auto", cpu, image=False) is None, "the toy MLPs are too small to gain"
+    assert resolve_precision("fp32", cpu, image=True) is None
+    assert resolve_precision("bf16", cpu, image=False) is torch.bfloat16
+
+
 # ------------------------------------------------------------------------------------ interrupts
 
 
@@ -476,30 +512,41 @@ def test_cosine_learning_rate_decay_reaches_the_floor(tmp_path):
     assert lrs[-1] < 0.1 * read_config(run / "config.json").lr_g
 
 
-def test_cosine_decay_follows_a_time_budget_when_time_ends_the_run(tmp_path):
-    # 1000 kimg would keep the rate near its start; the 2-second budget ends the run instead.
-    run = train(toy_config(lr_decay="cosine", kimg=1000, minutes=2 / 60, tick_kimg=1), run_dir=tmp_path / "run",
+STEP_SECONDS = 1 / 16  # a scripted clock: every reading is this much later (exact in binary)
+
+
+@pytest.fixture
+def scripted_clock(monkeypatch):
+    """The trainer's clock advances STEP_SECONDS per reading, two readings per step: each step
+    "takes" STEP_SECONDS whatever the machine's speed or load."""
+    readings = iter(range(10**9))
+    monkeypatch.setattr(Trainer, "clock", staticmethod(lambda: next(readings) * STEP_SECONDS))
+
+
+def test_cosine_decay_follows_a_time_budget_when_time_ends_the_run(tmp_path, scripted_clock):
+    # 1000 kimg would keep the rate near its start; the 2-second budget (32 steps) ends the run instead.
+    run = train(toy_config(lr_decay="cosine", kimg=1000, minutes=2 / 60, tick_kimg=0.256), run_dir=tmp_path / "run",
                 model_changes=TINY_NET, quiet=True)
     lr_g = read_config(run / "config.json").lr_g
     lrs = [r["LR/G"] for r in read_stats(run)]
-    assert len(lrs) >= 5 and all(a > b for a, b in zip(lrs, lrs[1:])), lrs
+    assert len(lrs) == 8 and all(a > b for a, b in zip(lrs, lrs[1:])), lrs
     assert lrs[0] > 0.9 * lr_g and lrs[-1] < 0.1 * lr_g, lrs
-    assert read_stats(run)[-1]["kimg"] < 1000
+    assert read_stats(run)[-1]["kimg"] == 32 * 64 / 1000
 
 
-def test_a_time_limit_stops_the_run_with_a_checkpoint_and_resume_extends_it(tmp_path, hybrid):
-    limit = 1.5  # seconds of training time; the tiny toy run needs far longer for its 1000 kimg
+def test_a_time_limit_stops_the_run_with_a_checkpoint_and_resume_extends_it(tmp_path, hybrid, scripted_clock):
+    limit = 1.5  # seconds of training time: 24 steps; the tiny toy run needs far longer for its 1000 kimg
     run = train(toy_config(kimg=1000, minutes=limit / 60), run_dir=tmp_path / "run", model_changes=TINY_NET, quiet=True)
     first = load(latest_checkpoint(run))["progress"]
-    assert limit <= first["seconds"] < limit + 1.0
-    assert 0 < first["nimg"] < 1_000_000
+    assert first["seconds"] == limit and first["nimg"] == 24 * 64
     assert "or 0.025 minutes" in (run / "log.txt").read_text()
 
     result = hybrid("train", "--run-dir", run, "--resume", "auto", "--minutes", str(2 * limit / 60), "--quiet")
     assert result.code == 0, result.err
     second = load(latest_checkpoint(run))["progress"]
-    assert 2 * limit <= second["seconds"] < 2 * limit + 1.0
-    assert second["nimg"] > first["nimg"]
+    # The budget is reached on the step that crosses 2 * limit (the minutes round in binary).
+    assert 2 * limit <= second["seconds"] <= 2 * limit + STEP_SECONDS
+    assert second["nimg"] == round(second["seconds"] / STEP_SECONDS) * 64
 
 
 # ------------------------------------------------------------------------------------ --compile
@@ -532,10 +579,11 @@ def test_compiled_run_trains_and_its_checkpoint_is_the_plain_one(tmp_path):
 
 
 def test_compile_falls_back_to_eager_with_one_line_when_it_cannot_run(tmp_path, monkeypatch, hybrid):
+    from hybridgan.training import trainer
     def no_compiler(device):
         raise RuntimeError("InvalidCxxCompiler: No working C compiler detected.\nmore detail")
 
-    monkeypatch.setattr(training.trainer, "_compile_probe", no_compiler)
+    monkeypatch.setattr(trainer, "_compile_probe", no_compiler)
     run = tmp_path / "run"
     result = hybrid("train", "--data", "toy:8gaussians", "--kimg", "0.128", "--batch", "64", "--channels", "16",
                     "--run-dir", run, "--device", "cpu", "--compile", "--quiet")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
+from hybridgan.hybrid import runfiles
 from hybridgan.hybrid.checkpoint import list_checkpoints
 from hybridgan.hybrid.errors import UserError
 
@@ -32,12 +32,12 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.checkpoints = self.path / "checkpoints"
-        self.samples = self.path / "samples"
-        self.config = self.path / "config.json"
-        self.stats = self.path / "stats.jsonl"
-        self.metrics = self.path / "metrics.jsonl"
-        self.log = self.path / "log.txt"
+        self.checkpoints = self.path / runfiles.CHECKPOINTS
+        self.samples = self.path / runfiles.SAMPLES
+        self.config = self.path / runfiles.CONFIG
+        self.stats = self.path / runfiles.STATS
+        self.metrics = self.path / runfiles.METRICS
+        self.log = self.path / runfiles.LOG
         self._lock_file: TextIO | None = None
 
     def has_content(self) -> bool:
@@ -80,24 +80,6 @@ class RunDir:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-    return out
 
 
 class Console:

@@ -17,61 +17,22 @@ from typing import Any
 import torch
 
 from hybridgan.hybrid import checkpoint as ckpt_io
+from hybridgan.hybrid.devices import check_precision, resolve_device, resolve_precision
 from hybridgan.hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
 from hybridgan.hybrid.images import image_grid, save_png, scatter_png
 from hybridgan.hybrid.model import Model
+from hybridgan.hybrid.runfiles import append_jsonl
 from hybridgan.hybrid.samplers import default_sampling, sample_batched
 from hybridgan.training import distributed
 from hybridgan.training.config import TrainConfig, config_from_dict, lr_scale, resolve, with_model_overrides
 from hybridgan.training.data import Dataset, load_dataset
 from hybridgan.training.objectives import OBJECTIVES, Objective
-from hybridgan.training.rundir import Console, RunDir, append_jsonl, next_run_dir
+from hybridgan.training.rundir import Console, RunDir, next_run_dir
 from hybridgan.training.stats import Stats
 
 # Options that may change when a run is resumed; everything else must match the checkpoint.
 RESUMABLE = ("kimg", "minutes", "device", "tick_kimg", "snapshot_kimg", "eval_kimg", "metrics", "eval_num", "precision",
              "compile", "teacher")  # a moved teacher: its SHA-256 must still match (training.teacher)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"--device {name!r}: choose auto, cpu or cuda")
-    return torch.device(name)
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def check_precision(name: str) -> None:
-    if name not in PRECISIONS:
-        raise UserError(f"--precision {name!r}: choose {', '.join(PRECISIONS)}")
-
-
-def resolve_precision(name: str, device: torch.device, image: bool) -> torch.dtype | None:
-    """The autocast dtype, or None for plain float32. Chosen once per run."""
-    check_precision(name)
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    # Conv nets gain from bf16 where the hardware computes in it; the toy MLPs are too small to gain.
-    return torch.bfloat16 if image and has_native_bf16(device) else None
-
-
-def has_native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix arithmetic runs in hardware: on the CPU, AVX512-BF16 or AMX.
-
-    Without them oneDNN emulates bf16 convolutions with fp32 AVX-512: on a 2-core Xeon
-    without either, the digits training step took 2.5x the CPU time of fp32 (1094 vs 429 ms).
-    """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence the getattr
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def compile_networks(nets: list[torch.nn.Module | None], device: torch.device, console: Console) -> bool:
@@ -111,6 +72,8 @@ class Progress:
 
 class Trainer:
     """Owns the model, optimisers, data and run directory of one training run."""
+
+    clock = staticmethod(time.perf_counter)  # seconds; the time budget (`minutes`) and img/s read it
 
     def __init__(self, cfg: TrainConfig, run: RunDir, data: Dataset, console: Console,
                  inputs: Mapping[str, Any] | None = None) -> None:
@@ -200,7 +163,7 @@ class Trainer:
                      + (", compiled" if self.compiled else ""))
         self.console(f"generator {_count(self.model.G)/1e6:.2f}M parameters"
                      + (f", discriminator {_count(self.model.D)/1e6:.2f}M" if self.model.D is not None else ""))
-        self._tick_start = (time.perf_counter(), self.progress.nimg)
+        self._tick_start = (self.clock(), self.progress.nimg)
         next_tick = self._next_multiple(cfg.tick_kimg)
         next_snapshot = self._next_multiple(cfg.snapshot_kimg)
         next_eval = self._next_multiple(cfg.eval_kimg) if cfg.eval_kimg > 0 else math.inf
@@ -262,7 +225,7 @@ class Trainer:
 
     def step(self) -> None:
         cfg, model = self.cfg, self.model
-        t0 = time.perf_counter()
+        t0 = self.clock()
         x0 = self._real_batch()
         self._set_learning_rates()
         # Every rank draws the whole global batch from the same generators and keeps its rows.
@@ -289,7 +252,7 @@ class Trainer:
         model.update_ema(self._ema_decay())
         self.progress.nimg += cfg.batch
         self.progress.step += 1
-        self.progress.seconds += time.perf_counter() - t0
+        self.progress.seconds += self.clock() - t0
 
     def _set_learning_rates(self) -> None:
         scale = lr_scale(self.cfg.lr_decay, self.budget_used)
@@ -325,7 +288,7 @@ class Trainer:
 
     def tick(self, bar) -> None:
         p = self.progress
-        now = time.perf_counter()
+        now = self.clock()
         started, nimg0 = self._tick_start
         self._tick_start = (now, p.nimg)
         stats = self.stats.collect()  # pooled over ranks: the same on each
@@ -403,10 +366,33 @@ class Trainer:
         return path
 
     def evaluate(self) -> None:
-        from hybridgan.metrics.evaluate import evaluate_during_training
-
         # Rank 0 evaluates alone while the others wait (spreading the samples over ranks is future work).
-        distributed.on_main(lambda: evaluate_during_training(self) and None)
+        distributed.on_main(self._evaluate)
+
+    def _evaluate(self) -> None:
+        """cfg.metrics of the EMA generator, recorded in metrics.jsonl, TensorBoard and the console.
+        A failure is reported and skipped: an evaluation never ends a training run."""
+        from hybridgan.metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate_model
+
+        cfg, nimg = self.cfg, self.progress.nimg
+        ref, ref_name = self.data, cfg.data
+        if not self.data.is_image and self.data.modes is not None:  # a toy mixture: a held-out draw, as `hybrid eval` takes
+            ref, ref_name = load_dataset(cfg.data, None, HELD_OUT_SEED), f"{cfg.data} held-out"
+        ecfg = EvalConfig(metrics=tuple(cfg.metrics), num=cfg.eval_num)
+        try:
+            result = evaluate_model(self.model, ref, ref_name, ecfg, self.device, self.console, f"G_ema at {nimg} img")
+        except UserError as e:
+            self.console(f"evaluation skipped: {e}")
+            return
+        for record in result.records(kimg=nimg / 1000):
+            append_jsonl(self.run.metrics, record)
+        writer = self.writer()
+        for key, value in result.values.items():
+            if math.isfinite(value):
+                writer.add_scalar(f"Metrics/{key}", value, nimg)
+        writer.flush()
+        summary = "  ".join(f"{k} {v:.4g}" for k, v in result.values.items())
+        self.console(f"metrics at {nimg / 1000:.1f} kimg (N={result.num}, NFE {result.nfe}, {result.seconds:.0f} s): {summary}")
 
     # ----------------------------------------------------------------------------- context
 
