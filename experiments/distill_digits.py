@@ -2,7 +2,9 @@
 distilled from it for --student-minutes (at most the teacher's), both measured at N fixed
 evaluation seeds (`hybrid eval`'s default seeds 1000000..): the student at NFE 1, 2, 4 (its own
 `gan` chain: it is trained at --steps levels and sampled at any number up to them), the teacher
-at its 1000 ancestral steps and at 4 DDIM steps. Runs and results already present are kept.
+at its 1000 ancestral steps and at 4 DDIM steps, and the hybrid trained from scratch for the
+teacher's and the student's time together at NFE 1 and 4 (--no-scratch skips it). Runs and
+results already present are kept.
 
     python experiments/distill_digits.py --out runs/distill-digits --teacher-minutes 4 --student-minutes 4
     python experiments/distill_digits.py --out runs/distill-digits --student-minutes 2 -- --gan-weight 0
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-teacher-1000", action="store_true", help="skip the slow 1000-step teacher row")
+    parser.add_argument("--no-scratch", action="store_true", help="skip the from-scratch hybrid of equal total time")
     parser.add_argument("student_args", nargs="*")
     args = parser.parse_args()
     if args.student_minutes > args.teacher_minutes:
@@ -79,9 +82,13 @@ def main() -> None:
     results = args.out / "results.jsonl"
     rows = [measure(args.name, student, "gan", nfe, args.num, results) for nfe in (1, 2, 4) if nfe <= args.steps]
     rows.append(measure("teacher", teacher, "ddim", 4, args.num, results))
+    if not args.no_scratch:
+        scratch = train(args.out / "scratch", args.teacher_minutes + args.student_minutes, ["--objective", "hybrid", *seed])
+        rows += [measure("scratch hybrid", scratch, "gan", nfe, args.num, results) for nfe in (1, 4)]
     if not args.skip_teacher_1000:
         rows.append(measure("teacher", teacher, "ddpm", 1000, args.num, results))
-    print(f"\nteacher {args.teacher_minutes:g} min, student {args.student_minutes:g} min, N = {args.num}")
+    print(f"\nteacher {args.teacher_minutes:g} min, student {args.student_minutes:g} min, "
+          f"scratch hybrid {args.teacher_minutes + args.student_minutes:g} min, N = {args.num}")
     keys = [k for k in rows[0] if "/" in k]
     print("| model | sampler | NFE | " + " | ".join(keys) + " |")
     print("|---|---|---|" + "---|" * len(keys))
