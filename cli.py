@@ -149,8 +149,16 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @cli.command(context_settings=CONTEXT)
 @click.option("--data", metavar="NAME|PATH", default="digits", show_default=True,
               help="Dataset name (see `hybrid data list`) or a folder / .zip / .npy path. E.g. --data toy:25gaussians")
-@click.option("--objective", type=click.Choice(["hybrid", "ddgan", "ddpm"]), default="hybrid", show_default=True,
-              help="hybrid: adversarial + denoising; ddgan: adversarial only; ddpm: denoising only.")
+@click.option("--objective", type=click.Choice(["hybrid", "ddgan", "ddpm", "distill"]), default="hybrid", show_default=True,
+              help="hybrid: adversarial + denoising; ddgan: adversarial only; ddpm: denoising only; distill: a "
+                   "--steps-level student of a ddpm --teacher (distribution matching + adversarial).")
+@click.option("--teacher", metavar="PATH", default=None,
+              help="distill: the teacher, a checkpoint of `hybrid train --objective ddpm` on the same data. "
+                   "E.g. --teacher runs/00000-digits-ddpm/checkpoints/checkpoint-000040.pt")
+@click.option("--fake-updates", type=click.IntRange(min=1), default=None, metavar="N",
+              help="distill: fake-denoiser and discriminator updates per student update. [default: 5] E.g. --fake-updates 5")
+@click.option("--gan-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
+              help="distill: weight of the adversarial loss beside distribution matching (0: none). [default: 0.01]")
 @click.option("--run-dir", metavar="DIR", type=click.Path(file_okay=False), default=None,
               help="Run directory. [default: runs/NNNNN-<data>-<objective>] E.g. --run-dir runs/exp1")
 @click.option("--kimg", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="KIMG",
@@ -263,7 +271,7 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
         raise UserError("give --preset or --config, not both")
     base = read_preset(preset) if preset else read_config(config_file) if config_file else TrainConfig()
     cfg = base.replace(**changes)
-    check_objective_options(cfg.objective, given)
+    check_objective_options(cfg.objective, given, resuming=resume is not None)
     args = (cfg, run_dir, resume, changes, model_changes, quiet)
     if gpus == 1:
         from hybridgan.training import train as run_training
@@ -280,7 +288,17 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
 DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
 
 
-def check_objective_options(objective: str, given: set[str]) -> None:
+DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight")
+
+
+def check_objective_options(objective: str, given: set[str], resuming: bool = False) -> None:
+    """Refuse options the objective would ignore (resuming: the run's own objective decides `--teacher`)."""
+    if objective == "distill" and "d_pair" in given:
+        raise UserError("--d-pair: distill's discriminator judges one noised sample, not a pair; drop it")
+    elsewhere = [k for k in DISTILL_OPTIONS if k in given and not (resuming and k == "teacher")] if objective != "distill" else []
+    if elsewhere:
+        flags = ", ".join("--" + k.replace("_", "-") for k in elsewhere)
+        raise UserError(f"{flags}: only --objective distill uses it; --objective {objective} would ignore it; drop it")
     unused = [k for k in DISCRIMINATOR_OPTIONS if k in given] if objective == "ddpm" else []
     if unused:
         flags = ", ".join("--" + k.replace("_", "-") for k in unused)

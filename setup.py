@@ -57,6 +57,8 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6", "scipy>=1.10"],
+        # train --objective distill --teacher FOLDER: a diffusers UNet2DModel as the teacher
+        "diffusers": ["diffusers>=0.25"],
         # bench/peers.py only: the libraries it compares against (not needed by tests or CI)
         "peers": ["diffusers", "denoising-diffusion-pytorch"],
     },

@@ -30,6 +30,8 @@ class ModelConfig:
     steps: int = 4  # T, the number of levels of the forward chain
     schedule: str = "vp"  # linear | cosine | vp | logsnr
     prediction: str = "x0"  # x0 | eps | v: what the generator outputs
+    schedule_steps: int | None = None  # the levels are evenly spaced ones of this long a chain of the schedule (a
+    # distilled student: its teacher's T, so that level k of T sits at the teacher's level k * schedule_steps / T); None: T
     sampler: str | None = None  # gan | ddpm | ddim: how samples are drawn unless asked otherwise (None: by the chain's length)
     generator: NetConfig = field(default_factory=NetConfig)  # the generator network
     discriminator: NetConfig | None = field(default_factory=NetConfig)  # None: no discriminator
@@ -88,7 +90,7 @@ class Model(nn.Module):
         ScheduleKind(cfg.schedule)
         Prediction(cfg.prediction)
         self.cfg = cfg
-        self.schedule = Schedule(cfg.schedule, cfg.steps)
+        self.schedule = Schedule(cfg.schedule, cfg.steps, cfg.schedule_steps)
         self.G = build_generator(cfg)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
         self.D = build_discriminator(cfg) if cfg.discriminator is not None else None

@@ -24,7 +24,11 @@ from hybridgan.hybrid.samplers import Sampler
 class TrainConfig:
     data: str = "digits"  # dataset name or path (see `hybrid data list`)
     resolution: int | None = None  # image side in pixels (None: the dataset's own)
-    objective: str = "hybrid"  # hybrid | ddgan | ddpm
+    objective: str = "hybrid"  # hybrid | ddgan | ddpm | distill
+    teacher: str | None = None  # distill: the teacher, a checkpoint of `hybrid train --objective ddpm`
+    teacher_sha256: str | None = None  # distill: the teacher file's SHA-256 (set by the run; a resumed run checks it)
+    fake_updates: int | None = None  # distill: fake-denoiser (and D) updates per student update (None: 5)
+    gan_weight: float | None = None  # distill: weight of the adversarial loss beside distribution matching (None: ...)
     kimg: float = 40.0  # training length in thousands of real samples shown
     minutes: float = 0.0  # stop after this much training time (summed over resumed sessions); 0: no limit
     batch: int | None = None  # global batch size (None: 16 for images, 128 for vectors)
@@ -108,7 +112,9 @@ def read_preset(name: str) -> TrainConfig:
     return read_config(path)
 
 
-OBJECTIVES_WITH_D = ("hybrid", "ddgan")
+OBJECTIVE_NAMES = ("hybrid", "ddgan", "ddpm", "distill")
+OBJECTIVES_WITH_D = ("hybrid", "ddgan", "distill")
+GAN_CHAINS = ("hybrid", "ddgan")  # objectives whose default chain is a short one of x0-predicting GAN steps
 LR_DECAYS = ("cosine", "constant")
 D_PAIRS = ("x_prev", "x0")
 D_AUGMENTS = ("none", "translate")
@@ -126,7 +132,7 @@ def lr_scale(decay: str, budget_used: float) -> float:
 
 def default_model(shape: tuple[int, ...], objective: str) -> ModelConfig:
     """The network and chain that suit the data shape and objective."""
-    gan = objective in OBJECTIVES_WITH_D
+    gan = objective in GAN_CHAINS
     chain = dict(steps=4, schedule="vp", prediction="x0") if gan else dict(steps=1000, schedule="linear", prediction="eps")
     if len(shape) == 1:
         # Vectors: a log-SNR-uniform chain, whose first step is small enough (alpha_bar_1 = 0.993)
@@ -166,8 +172,10 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
 
     model_changes: chain (steps, schedule) and generator options applied to the default model.
     """
-    if cfg.objective not in ("hybrid", "ddgan", "ddpm"):
-        raise UserError(f"--objective {cfg.objective!r}: choose one of hybrid, ddgan, ddpm")
+    if cfg.objective not in OBJECTIVE_NAMES:
+        raise UserError(f"--objective {cfg.objective!r}: choose one of {', '.join(OBJECTIVE_NAMES)}")
+    if cfg.objective == "distill":
+        check_distill(cfg)
     if cfg.d_pair is not None and cfg.d_pair not in D_PAIRS:
         raise UserError(f"--d-pair {cfg.d_pair!r}: choose one of {', '.join(D_PAIRS)}")
     if isinstance(cfg.mixture, bool) or not isinstance(cfg.mixture, int) or cfg.mixture < 1:
@@ -180,16 +188,18 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         if not is_nonnegative_number(value):
             where = "in a config file" if name.startswith("ema_") else "--" + name.replace("_", "-")  # no EMA flags
             raise UserError(f"{name} {value!r}: expected a finite number >= 0 ({where})")
-    if cfg.d_noise and cfg.objective not in OBJECTIVES_WITH_D:
+    if cfg.d_noise and cfg.objective not in ("hybrid", "ddgan"):
         raise UserError(f"--d-noise {cfg.d_noise}: --objective {cfg.objective} has no discriminator to give noise to")
     if cfg.d_augment not in D_AUGMENTS:
         raise UserError(f"--d-augment {cfg.d_augment!r}: choose one of {', '.join(D_AUGMENTS)}")
-    if cfg.d_augment != "none" and (cfg.objective not in OBJECTIVES_WITH_D or len(data_shape) != 3):
+    if cfg.d_augment != "none" and (cfg.objective not in ("hybrid", "ddgan") or len(data_shape) != 3):
         raise UserError(f"--d-augment {cfg.d_augment}: needs images and a discriminator (--objective hybrid or ddgan)")
     if cfg.lr_decay not in LR_DECAYS:
         raise UserError(f"--lr-decay {cfg.lr_decay!r}: choose one of {', '.join(LR_DECAYS)}")
     image = len(data_shape) == 3
     model = cfg.model or default_model(data_shape, cfg.objective)
+    if model_changes and cfg.objective == "distill" and model_changes.get("schedule") not in (None, model.schedule):
+        raise UserError(f"--schedule {model_changes['schedule']}: a student's levels are its teacher's ({model.schedule}); drop it")
     if model_changes:
         try:
             model = with_model_overrides(model, **model_changes)
@@ -207,6 +217,8 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         raise UserError(f"the model expects samples of shape {tuple(model.shape)}, the data has {tuple(data_shape)}")
     if cfg.objective in OBJECTIVES_WITH_D and model.discriminator is None:
         raise UserError(f"--objective {cfg.objective} needs a discriminator, the model config has none")
+    if cfg.objective == "distill":
+        return resolve_distill(cfg, model)
     return cfg.replace(
         model=model,
         # Small batches: in a fixed training time more steps beat larger batches. On digits at
@@ -248,3 +260,39 @@ def with_model_overrides(model: ModelConfig, **changes: Any) -> ModelConfig:
     generator = dataclasses.replace(model.generator, **net) if net else model.generator
     return dataclasses.replace(model, generator=generator, **chain)
 
+
+
+def check_distill(cfg: TrainConfig) -> None:
+    """What a distillation run cannot take: options of the other objectives' discriminators."""
+    if cfg.model is None:
+        raise UserError("--objective distill needs --teacher PATH: a checkpoint of `hybrid train --objective ddpm`")
+    if cfg.d_noise or cfg.d_augment != "none":
+        raise UserError("--d-noise/--d-augment: distill's discriminator judges noised samples already; drop them")
+    for name in ("fake_updates",):
+        value = getattr(cfg, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"{name} {value!r}: expected a whole number >= 1 (--fake-updates)")
+    if cfg.gan_weight is not None and not is_nonnegative_number(cfg.gan_weight):
+        raise UserError(f"gan_weight {cfg.gan_weight!r}: expected a finite number >= 0 (--gan-weight)")
+
+
+def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
+    """The defaults of a distillation run (training.objectives.Distill) and its chain's checks."""
+    base = model.schedule_steps
+    if base is None or not 1 <= model.steps <= base:
+        raise UserError(f"--steps {model.steps}: a student's chain is 1..{base} of its teacher's levels (e.g. --steps 1, 2 or 4)")
+    image = len(model.shape) == 3
+    return cfg.replace(
+        model=model,
+        batch=cfg.batch or (16 if image else 128),
+        lr_g=cfg.lr_g or 2e-4,
+        lr_d=cfg.lr_d or (2e-3 if image else 1e-3),
+        d_pair=cfg.d_pair or "x0",  # unused: D judges one noised sample (recorded for the config's completeness)
+        denoise_weight=cfg.denoise_weight if cfg.denoise_weight is not None else 0.0,
+        r1_gamma=cfg.r1_gamma if cfg.r1_gamma is not None else 0.02,
+        ema_kimg=cfg.ema_kimg if cfg.ema_kimg is not None else 10.0,
+        # DMD2's ImageNet ratio, and a starting guess for the GAN weight: neither is measured on digits yet
+        # (README, distill).
+        fake_updates=cfg.fake_updates or 5,
+        gan_weight=cfg.gan_weight if cfg.gan_weight is not None else 0.01,
+    )

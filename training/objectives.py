@@ -12,15 +12,20 @@ x'_{t-1} ~ q(x_{t-1} | x_t, x0'). The discriminator judges pairs (x_{t-1}, x_t) 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hybridgan.hybrid.model import Model
+from hybridgan.hybrid.model import Model, ModelConfig
+from hybridgan.training.config import TrainConfig, default_model
 from hybridgan.training.stats import Stats
+from hybridgan.training.teacher import Teacher, load_teacher
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,24 @@ class Objective:
         self.denoise_weight, self.r1_gamma, self.r1_every = denoise_weight, r1_gamma, r1_every
         self.d_pair, self.d_noise, self.d_augment = d_pair, d_noise, d_augment
 
+    @classmethod
+    def prepare(cls, cfg: TrainConfig, data_shape: tuple[int, ...], resumed: bool) -> tuple[TrainConfig, dict[str, Any]]:
+        """Before the run directory exists: read and check what the objective needs besides the
+        data (bad input fails here, as one line), and complete the config with what it implies.
+        Returns the config and the keyword arguments `build` takes beyond it."""
+        return cfg, {}
+
+    @classmethod
+    def build(cls, model: Model, stats: Stats, cfg: TrainConfig, **inputs: Any) -> Objective:
+        """The objective of a run with the resolved `cfg` (inputs: from `prepare`)."""
+        return cls(model, stats, cfg.denoise_weight, cfg.r1_gamma, cfg.r1_every, cfg.d_pair, cfg.d_noise, cfg.d_augment)
+
+    @property
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """Networks the objective trains besides the model's G and D (their phases name them); the
+        trainer gives each an optimiser and keeps it in the checkpoint."""
+        return {}
+
     def draw(self, x0: Tensor, gen: torch.Generator) -> Batch:
         T, B = self.model.cfg.steps, x0.shape[0]
         sched = self.model.schedule
@@ -86,8 +109,9 @@ class Objective:
             shifts = torch.randint(-reach, reach + 1, (2, B, 2), generator=gen, device=x0.device)
         return Batch(x0=x0, t=t, x_prev=x_prev, x_t=x_t, z=z, noise=noise, d_noise=d_noise, shifts=shifts)
 
-    def begin(self, batch: Batch) -> None:
-        """Work shared by the phases of one step (run under autocast, with G trainable)."""
+    def begin(self, batch: Batch, due: tuple[Phase, ...] | None = None) -> None:
+        """Work shared by the phases of one step (run under autocast, with G trainable); due: the
+        phases this step runs (None: all)."""
 
     def loss(self, phase: Phase, batch: Batch) -> Tensor:
         raise NotImplementedError
@@ -129,7 +153,7 @@ class DDGAN(Objective):
     def phases(self) -> tuple[Phase, ...]:  # type: ignore[override]
         return (Phase("D", "D"), Phase("Dreg", "D", self.r1_every), Phase("G", "G"))
 
-    def begin(self, batch: Batch) -> None:
+    def begin(self, batch: Batch, due: tuple[Phase, ...] | None = None) -> None:
         model = self.model
         batch.x0_pred = model.predict_x0(model.G, batch.x_t, batch.t, batch.z)
         batch.fake_prev = model.schedule.posterior_sample(batch.x_t, batch.x0_pred.float(), batch.t, batch.noise)
@@ -204,3 +228,192 @@ def translate(images: Tensor, shift: Tensor) -> Tensor:
     cols = torch.arange(w, device=images.device) + reach - shift[:, 1:]  # [B, W]
     index = torch.arange(b, device=images.device)[:, None, None]
     return padded[index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # [B, H, W, C] -> [B, C, H, W]
+
+
+@dataclass
+class DistillBatch:
+    """The random draws of one distillation step. Tensors are [B, ...] on the training device;
+    levels t_* are the teacher's (1..T, or 0..T-1 for D), `level` the student's (1..K)."""
+
+    x0: Tensor  # real data, for the discriminator
+    level: int  # the student level trained this step (one per step, the same on every rank)
+    chain: Tensor  # [B, K, ...]: the student's starting noise at level K, then its posterior noise per step
+    t_dm: Tensor  # [B] long: where the student's sample is noised for the distribution-matching gradient
+    n_dm: Tensor
+    t_fake: Tensor  # [B] long: where the fake denoiser learns to denoise the student's samples
+    n_fake: Tensor
+    t_d: Tensor  # [B] long: where D judges the real and the student's sample, noised alike
+    n_real: Tensor
+    n_gen: Tensor
+    x0_pred: Tensor | None = None  # the student's sample at `level` (with its graph when G is due)
+
+
+DM_LEVELS = (0.02, 0.98)  # the share of the teacher's chain the DM gradient is taken over (DMD2's range)
+
+
+@register("distill")
+class Distill(Objective):
+    """A few-step student from a diffusion teacher: distribution matching (DMD) plus a GAN (DMD2).
+
+    The student G has K levels, evenly spaced levels of the teacher's chain (ModelConfig.schedule_steps),
+    so level k of K sees the time input the teacher sees at its level k T / K; G predicts x0 there.
+    A step trains G at one of its levels on its own samples ("backward simulation": the input at
+    level k is drawn by running the current student from noise down through the levels above k,
+    as `hybrid sample` does), so training sees what sampling will feed it, which noised real data
+    would not. The student's x0' is noised to a teacher level t; the frozen teacher's x0 estimate
+    ("real") and that of a fake denoiser ("fake": a copy of the teacher trained online by plain
+    denoising of the student's samples) give the gradient (fake - real) / mean|x0' - real|, applied
+    as the MSE to a detached target (DMD). D judges real data and student samples noised alike to a
+    random teacher level (Diffusion-GAN, DMD2's diffusion GAN). The fake denoiser and D update every
+    step, G every `fake_updates` steps (two time-scale).
+    """
+
+    def __init__(self, model: Model, stats: Stats, teacher: Teacher, fake_updates: int = 5, gan_weight: float = 0.0,
+                 r1_gamma: float = 0.0, r1_every: int = 16) -> None:
+        super().__init__(model, stats, r1_gamma=r1_gamma, r1_every=r1_every)
+        self.teacher, self.fake_updates, self.gan_weight = teacher, fake_updates, gan_weight
+        device = next(model.G.parameters()).device
+        teacher.model.to(device)
+        self.fake = copy.deepcopy(teacher.net).requires_grad_(True).train()
+        # The student starts from the teacher's weights where the networks match: its features,
+        # not its function (G predicts x0 where the teacher predicted eps; see README, distill).
+        if model.cfg.generator == teacher.model.cfg.generator and type(teacher.net) is type(model.G):
+            model.G.load_state_dict(teacher.net.state_dict())
+            model.G_ema.load_state_dict(teacher.net.state_dict())
+
+    @classmethod
+    def prepare(cls, cfg: TrainConfig, data_shape: tuple[int, ...], resumed: bool) -> tuple[TrainConfig, dict[str, Any]]:
+        teacher = load_teacher(cfg.teacher, data_shape, cfg.teacher_sha256 if resumed else None)
+        if not resumed:
+            cfg = cfg.replace(teacher_sha256=teacher.sha256, model=cfg.model or student_model(teacher))
+        return cfg, {"teacher": teacher}
+
+    @classmethod
+    def build(cls, model: Model, stats: Stats, cfg: TrainConfig, **inputs: Any) -> Objective:
+        return cls(model, stats, inputs["teacher"], cfg.fake_updates, cfg.gan_weight, cfg.r1_gamma, cfg.r1_every)
+
+    @property
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {"fake": self.fake}
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:  # type: ignore[override]
+        g_and_fake = (Phase("G", "G", self.fake_updates), Phase("fake", "fake"))
+        return g_and_fake + ((Phase("D", "D"), Phase("Dreg", "D", self.r1_every)) if self.gan_weight else ())
+
+    @property
+    def T(self) -> int:
+        return self.teacher.model.cfg.steps
+
+    def draw(self, x0: Tensor, gen: torch.Generator) -> DistillBatch:
+        B, K, T, dev = x0.shape[0], self.model.cfg.steps, self.T, x0.device
+
+        def levels(lo: int, hi: int) -> Tensor:
+            return torch.randint(lo, hi + 1, (B,), generator=gen, device=dev)
+
+        def randn() -> Tensor:
+            return torch.randn(x0.shape, generator=gen, device=dev)
+
+        level = int(torch.randint(1, K + 1, (1,), generator=gen, device=dev))  # a sync on a GPU, once per step
+        chain = torch.randn((B, K, *x0.shape[1:]), generator=gen, device=dev)
+        lo, hi = (max(1, round(share * T)) for share in DM_LEVELS)
+        t_dm, n_dm = levels(lo, hi), randn()
+        t_fake, n_fake = levels(1, T), randn()
+        t_d, n_real, n_gen = levels(0, T - 1), randn(), randn()
+        return DistillBatch(x0=x0, level=level, chain=chain, t_dm=t_dm, n_dm=n_dm, t_fake=t_fake, n_fake=n_fake,
+                            t_d=t_d, n_real=n_real, n_gen=n_gen)
+
+    def begin(self, batch: DistillBatch, due: tuple[Phase, ...] | None = None) -> None:  # type: ignore[override]
+        x = self._student_input(batch)
+        g_due = due is None or any(p.network == "G" for p in due)
+        t = torch.full((len(x),), batch.level, dtype=torch.long, device=x.device)
+        with torch.set_grad_enabled(g_due and torch.is_grad_enabled()):
+            batch.x0_pred = self.model.predict_x0(self.model.G, x, t, None).float()
+
+    @torch.no_grad()
+    def _student_input(self, batch: DistillBatch) -> Tensor:
+        """x at the step's student level: the current student run from its noise at level K down
+        through the levels above, exactly as the `gan` sampler walks them (x0 clamped for images)."""
+        model, K = self.model, self.model.cfg.steps
+        x = batch.chain[:, 0]
+        for j, k in enumerate(range(K, batch.level, -1)):
+            t = torch.full((len(x),), k, dtype=torch.long, device=x.device)
+            x0 = model.predict_x0(model.G, x, t, None).float()
+            if model.cfg.is_image:
+                x0 = x0.clamp(-1, 1)
+            x = model.schedule.posterior_sample(x, x0, t, batch.chain[:, j + 1], t - 1)
+        return x
+
+    def loss(self, phase: Phase, batch: DistillBatch) -> Tensor:  # type: ignore[override]
+        if phase.name == "G":
+            loss = self._dm_loss(batch)
+            if self.gan_weight:
+                adv = F.softplus(-self._d(batch.x0_pred, batch.t_d, batch.n_gen)).mean()
+                self.stats.report("Loss/G/adv", adv)
+                loss = loss + self.gan_weight * adv
+            return loss
+        if phase.name == "fake":
+            return self._fake_loss(batch)
+        if phase.name == "D":
+            real = self._d(batch.x0, batch.t_d, batch.n_real)
+            fake = self._d(batch.x0_pred.detach(), batch.t_d, batch.n_gen)
+            self.stats.report("D/logit/real", real)
+            self.stats.report("D/logit/fake", fake)
+            loss = F.softplus(fake).mean() + F.softplus(-real).mean()
+            self.stats.report("Loss/D/main", loss)
+            return loss
+        return self._r1(batch)
+
+    def _dm_loss(self, batch: DistillBatch) -> Tensor:
+        """DMD's distribution-matching loss, whose gradient in x0' is (fake - real) / mean|x0' - real|
+        per sample (over its elements)."""
+        x0_pred, t = batch.x0_pred, batch.t_dm
+        teacher = self.teacher.model
+        # fp32: eps -> x0 divides by sqrt(alpha_bar), down to 0.007 at 0.98 T of a linear chain;
+        # bf16's three digits of eps would become errors of +-0.5 in x0.
+        with torch.no_grad(), torch.autocast(x0_pred.device.type, enabled=False):
+            x_t = teacher.schedule.q_sample(x0_pred.detach(), t, batch.n_dm)
+            real = teacher.predict_x0(self.teacher.net, x_t, t, None).float()
+            fake = teacher.predict_x0(self.fake, x_t, t, None).float()
+            scale = (x0_pred.detach() - real).abs().flatten(1).mean(1).clamp_min(1e-12)
+            grad = torch.nan_to_num((fake - real) / scale.reshape(-1, *[1] * (real.dim() - 1)))
+        per_sample = 0.5 * (x0_pred - (x0_pred - grad).detach()).square().flatten(1).mean(1)
+        self.stats.report("DM/grad_norm", grad.flatten(1).norm(dim=1))
+        self.stats.report("DM/scale", scale)
+        self.stats.report("Loss/G/dm", per_sample)
+        self.stats.report_per_level("Loss/G/dm", per_sample, t, self.T)
+        return per_sample.mean()
+
+    def _fake_loss(self, batch: DistillBatch) -> Tensor:
+        """Plain denoising of the student's (detached) samples, in the teacher's parameterisation."""
+        teacher, t = self.teacher.model, batch.t_fake
+        x0 = batch.x0_pred.detach()
+        x_t = teacher.schedule.q_sample(x0, t, batch.n_fake)
+        out = self.fake(x_t, t.float() / self.T, None).float()
+        per_sample = (out - teacher.prediction_target(x0, t, batch.n_fake)).square().flatten(1).mean(1)
+        self.stats.report_per_level("Loss/fake/denoise", per_sample, t, self.T)
+        return per_sample.mean()
+
+    def _d(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """D's logits for samples x0 noised to teacher levels t; D's pair is that noised sample twice
+        (Model.D judges a pair; here there is nothing else to set beside it)."""
+        y = self.teacher.model.schedule.q_sample(x0, t, noise)
+        return self.model.D(y, y, t.float() / self.T).float()
+
+    def _r1(self, batch: DistillBatch) -> Tensor:
+        y = self.teacher.model.schedule.q_sample(batch.x0, batch.t_d, batch.n_real).detach().float().requires_grad_(True)
+        with torch.autocast(y.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
+            logits = self.model.D(y, y, batch.t_d.float() / self.T)
+            (grad,) = torch.autograd.grad(logits.sum(), y, create_graph=True)
+        penalty = grad.square().flatten(1).sum(1).mean()
+        self.stats.report("Loss/D/r1", penalty)
+        return 0.5 * self.r1_gamma * self.r1_every * penalty
+
+
+def student_model(teacher: Teacher) -> ModelConfig:
+    """The student of a teacher: its network (it starts from the teacher's weights), predicting x0
+    at levels that are evenly spaced ones of the teacher's chain, sampled through itself (`gan`:
+    the posterior step between levels that training simulates), and a discriminator for the data."""
+    t = teacher.model.cfg
+    d = default_model(tuple(t.shape), "hybrid").discriminator
+    return dataclasses.replace(t, steps=1, schedule_steps=t.steps, prediction="x0", sampler="gan", discriminator=d)

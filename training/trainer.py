@@ -33,7 +33,7 @@ from hybridgan.training.stats import Stats
 
 # Options that may change when a run is resumed; everything else must match the checkpoint.
 RESUMABLE = ("kimg", "minutes", "device", "tick_kimg", "snapshot_kimg", "eval_kimg", "metrics", "eval_num", "precision",
-             "compile")
+             "compile", "teacher")  # a moved teacher: its SHA-256 must still match (training.teacher)
 
 
 def compile_networks(nets: list[torch.nn.Module | None], device: torch.device, console: Console) -> bool:
@@ -76,7 +76,9 @@ class Trainer:
 
     clock = staticmethod(time.perf_counter)  # seconds; the time budget (`minutes`) and img/s read it
 
-    def __init__(self, cfg: TrainConfig, run: RunDir, data: Dataset, console: Console) -> None:
+    def __init__(self, cfg: TrainConfig, run: RunDir, data: Dataset, console: Console,
+                 inputs: Mapping[str, Any] | None = None) -> None:
+        """inputs: what the objective read before the run started (`Objective.prepare`); read here when None."""
         self.run, self.data, self.console = run, data, console
         self.device = distributed.local_device(resolve_device(cfg.device))
         self.cfg = cfg
@@ -91,14 +93,19 @@ class Trainer:
         self.compiled = cfg.compile and compile_networks([self.model.G, self.model.D], self.device, console)
         self._running_buffers = distributed.running_buffers(self.model)
         self.stats = Stats()
-        self.objective: Objective = OBJECTIVES[cfg.objective](
-            self.model, self.stats, cfg.denoise_weight, cfg.r1_gamma, cfg.r1_every, cfg.d_pair, cfg.d_noise,
-            cfg.d_augment)
+        kind = OBJECTIVES[cfg.objective]
+        if inputs is None:
+            inputs = kind.prepare(cfg, tuple(data.shape), resumed=True)[1]
+        self.objective: Objective = kind.build(self.model, self.stats, cfg, **inputs)
+        # The networks phases train: the model's, and the objective's own (distill's fake denoiser).
+        self.nets: dict[str, torch.nn.Module] = {"G": self.model.G}
+        if self.model.D is not None:
+            self.nets["D"] = self.model.D
+        self.nets.update(self.objective.networks)
         # Fused Adam: one kernel for all parameters, also on the CPU (3.7x faster there than
         # the per-parameter loop for the digits generator; same results to float rounding).
-        self.opts = {"G": torch.optim.Adam(self.model.G.parameters(), lr=cfg.lr_g, betas=cfg.betas, fused=True)}
-        if self.model.D is not None:
-            self.opts["D"] = torch.optim.Adam(self.model.D.parameters(), lr=cfg.lr_d, betas=cfg.betas, fused=True)
+        self.opts = {name: torch.optim.Adam(net.parameters(), lr=self._base_lr(name), betas=cfg.betas, fused=True)
+                     for name, net in self.nets.items()}
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.progress = Progress()
@@ -122,6 +129,8 @@ class Trainer:
         }
         if self.model.D is not None:
             state["D"] = self.model.D.state_dict()
+        if self.objective.networks:
+            state["nets"] = {name: net.state_dict() for name, net in self.objective.networks.items()}
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -130,6 +139,8 @@ class Trainer:
         self.model.load_past(state.get("G_past", []))
         if self.model.D is not None:
             self.model.D.load_state_dict(state["D"])
+        for name, net in self.objective.networks.items():
+            net.load_state_dict(state["nets"][name])
         for name, opt in self.opts.items():
             opt.load_state_dict(state["opt"][name])
         self.progress = Progress(**state["progress"])
@@ -220,14 +231,14 @@ class Trainer:
         self._set_learning_rates()
         # Every rank draws the whole global batch from the same generators and keeps its rows.
         batch = distributed.shard(self.objective.draw(x0, self.gen))
+        due = tuple(p for p in self.objective.phases if self.progress.step % p.interval == 0)
         with self._autocast():
-            self.objective.begin(batch)
-        for phase in self.objective.phases:
-            if self.progress.step % phase.interval:
-                continue
-            net, opt = getattr(model, phase.network), self.opts[phase.network]
-            if model.D is not None:
-                model.D.requires_grad_(phase.network == "D")
+            self.objective.begin(batch, due)
+        for phase in due:
+            net, opt = self.nets[phase.network], self.opts[phase.network]
+            for name, other in self.nets.items():  # G's gradients only flow where a phase lets them
+                if name != "G":
+                    other.requires_grad_(name == phase.network)
             with self._autocast():
                 loss = self.objective.loss(phase, batch)
             opt.zero_grad(set_to_none=True)
@@ -247,9 +258,13 @@ class Trainer:
     def _set_learning_rates(self) -> None:
         scale = lr_scale(self.cfg.lr_decay, self.budget_used)
         for name, opt in self.opts.items():
-            base = self.cfg.lr_g if name == "G" else self.cfg.lr_d
             for group in opt.param_groups:
-                group["lr"] = base * scale
+                group["lr"] = self._base_lr(name) * scale
+
+    def _base_lr(self, network: str) -> float:
+        """D's rate for the discriminator, G's for the generator and the objective's own networks
+        (DMD2 trains its fake denoiser at the generator's rate)."""
+        return self.cfg.lr_d if network == "D" else self.cfg.lr_g
 
     def _real_batch(self) -> torch.Tensor:
         index = torch.randint(len(self.data), (self.cfg.batch,), generator=self.data_gen)
@@ -474,6 +489,8 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
 
         # Unknown names, or metrics the data cannot give, fail now, not hours in.
         check_labels(get_metrics(cfg.metrics, kind="image" if data.is_image else "vector"), data.labels, cfg.data, "--metrics")
+    kind = OBJECTIVES.get(cfg.objective)
+    cfg, inputs = kind.prepare(cfg, tuple(data.shape), resumed=state is not None) if kind else (cfg, {})
     if state is None:
         cfg = resolve(cfg, data.shape, model_changes)
     cfg = settled(cfg, data)
@@ -482,7 +499,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
     distributed.on_main(_claim, run, cfg)
     console = Console(run.log if main else None, quiet=quiet or not main)
     try:
-        trainer = Trainer(cfg, run, data, console)
+        trainer = Trainer(cfg, run, data, console, inputs)
         if state is not None:
             trainer.load_state_dict(state)
             console(f"resumed from {ckpt_path} at {trainer.progress.nimg / 1000:.1f} kimg")

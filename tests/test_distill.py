@@ -1,0 +1,218 @@
+"""Distillation: a few-step student from a ddpm teacher (training.objectives.Distill)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_user_error, latest_checkpoint, read_stats, toy_config
+from hybridgan.hybrid.checkpoint import load, load_model
+from hybridgan.hybrid.model import Model
+from hybridgan.hybrid.samplers import sample_batched
+from hybridgan.hybrid.schedule import Schedule
+from hybridgan.metrics.toy import sliced_wasserstein
+from hybridgan.training import train
+from hybridgan.training.config import resolve
+from hybridgan.training.data import load_dataset
+from hybridgan.training.objectives import OBJECTIVES, Distill
+from hybridgan.training.stats import Stats
+from hybridgan.training.teacher import load_teacher
+
+# The teacher: 200 kimg of ddpm on toy:8gaussians with a 32-wide MLP (~8 s on one thread); at 1000
+# ancestral steps it covers all 8 modes, sliced Wasserstein 0.03 to the data (measured, seed 0).
+TEACHER_NET = {"channels": 32}
+
+
+@pytest.fixture(scope="session")
+def teacher(tmp_path_factory) -> str:
+    run_dir = tmp_path_factory.mktemp("teacher") / "run"
+    cfg = toy_config(objective="ddpm", kimg=200, batch=128, lr_g=2e-3, tick_kimg=100, snapshot_kimg=200)
+    train(cfg, run_dir=run_dir, model_changes=TEACHER_NET, quiet=True)
+    return str(latest_checkpoint(run_dir))
+
+
+def distill_config(teacher: str, **changes):
+    base = dict(objective="distill", teacher=teacher, batch=128, kimg=1, tick_kimg=0.512, snapshot_kimg=1)
+    return toy_config(**{**base, **changes})
+
+
+def swd_to_data(model: Model, steps: int, n: int = 2000) -> float:
+    ref = torch.as_tensor(load_dataset("toy:8gaussians").data[:n]).float()
+    return sliced_wasserstein(sample_batched(model, list(range(n)), steps=steps, sampler="gan"), ref)
+
+
+# ------------------------------------------------------------------------------------ the student
+
+
+def test_student_levels_are_evenly_spaced_teacher_levels_with_the_teachers_time_input():
+    teacher = Schedule("linear", 1000)
+    for K in (1, 2, 4):
+        student = Schedule("linear", K, base_steps=1000)
+        levels = [k * 1000 // K for k in range(1, K + 1)]
+        torch.testing.assert_close(student.alpha_bar[1:], teacher.alpha_bar[levels])
+        # The networks see t / T: level k of K and the teacher's level k * 1000 / K alike.
+        assert [k / K for k in range(1, K + 1)] == [t / 1000 for t in levels]
+    assert student.alpha_bar[0] == 1
+
+
+def test_the_student_starts_from_the_teacher_and_the_dm_gradient_is_zero_there(teacher):
+    """At the start the fake denoiser is the teacher, so the distribution-matching loss is 0; the
+    student's network holds the teacher's weights."""
+    t = load_teacher(teacher, (2,))
+    cfg, inputs = Distill.prepare(distill_config(teacher), (2,), resumed=False)
+    cfg = resolve(cfg, (2,))
+    model = Model(cfg.model)
+    objective = OBJECTIVES["distill"].build(model, Stats(), cfg, **inputs)
+    for name, tensor in t.net.state_dict().items():
+        assert torch.equal(model.G.state_dict()[name], tensor), name
+        assert torch.equal(objective.fake.state_dict()[name], tensor), name
+    batch = objective.draw(torch.randn(64, 2), torch.Generator().manual_seed(0))
+    objective.begin(batch)
+    G = next(p for p in objective.phases if p.name == "G")
+    objective.gan_weight = 0.0
+    assert objective.loss(G, batch).item() == 0.0
+
+
+def test_distill_moves_the_student_toward_the_data(teacher, tmp_path):
+    cfg = distill_config(teacher, kimg=100, tick_kimg=25, snapshot_kimg=100, lr_g=1e-3, fake_updates=2)
+    cfg0, inputs = Distill.prepare(cfg, (2,), resumed=False)
+    start = Model(resolve(cfg0, (2,)).model)
+    Distill.build(start, Stats(), resolve(cfg0, (2,)), **inputs)
+    before = swd_to_data(start.eval(), 1)
+    run = train(cfg, run_dir=tmp_path / "run", quiet=True)
+    after = swd_to_data(load_model(latest_checkpoint(run)), 1)
+    # Measured (seed 0, this machine): 0.274 at the start (the teacher's weights, whose x0 at the
+    # top level is about the noise itself), 0.169 after 100 kimg (0.213 with 5 fake updates).
+    assert after < 0.8 * before, (before, after)
+    stats = read_stats(run)
+    for key in ("Loss/G/dm", "Loss/G/adv", "DM/grad_norm", "Loss/fake", "Loss/D", "D/logit/real", "D/logit/fake",
+                "Grad/fake", "LR/fake"):
+        assert key in stats[-1] and np.isfinite(stats[-1][key]), key
+
+
+def test_a_resumed_distill_run_matches_an_uninterrupted_one_bitwise(teacher, tmp_path, hybrid):
+    changes = dict(model_changes={"steps": 2}, quiet=True)
+    whole = train(distill_config(teacher, kimg=2), run_dir=tmp_path / "whole", **changes)
+    part = train(distill_config(teacher, kimg=1), run_dir=tmp_path / "part", **changes)
+    result = hybrid("train", "--run-dir", part, "--resume", "auto", "--kimg", "2", "--quiet")
+    assert result.code == 0, result.err
+    a, b = load(latest_checkpoint(whole)), load(latest_checkpoint(part))
+    assert a["progress"]["nimg"] == b["progress"]["nimg"] == 2048
+    for key in ("G", "G_ema", "D"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    for name, tensor in a["nets"]["fake"].items():
+        assert torch.equal(tensor, b["nets"]["fake"][name]), f"fake.{name} differs after resume"
+    for net in ("G", "D", "fake"):
+        for pid, state in a["opt"][net]["state"].items():
+            for k, v in state.items():
+                assert torch.equal(v, b["opt"][net]["state"][pid][k]), f"opt {net} {pid} {k}"
+    assert a["config"]["teacher_sha256"] == b["config"]["teacher_sha256"] and len(a["config"]["teacher_sha256"]) == 64
+
+
+def test_sample_and_eval_need_only_the_student_checkpoint(teacher, tmp_path, hybrid):
+    run = train(distill_config(teacher), run_dir=tmp_path / "run", model_changes={"steps": 4}, quiet=True)
+    student = tmp_path / "student.pt"
+    shutil.copy(latest_checkpoint(run), student)
+    shutil.rmtree(run)
+    moved = tmp_path / "teacher-elsewhere.pt"
+    shutil.move(teacher, moved)  # the teacher out of reach: sampling must not need it
+    try:
+        result = hybrid("sample", student, "--num", "32", "--out", tmp_path / "x.npy", "--device", "cpu")
+        assert result.code == 0, result.err
+        assert "NFE 4" in result.out and np.load(tmp_path / "x.npy").shape == (32, 2)
+        result = hybrid("sample", student, "--num", "8", "--nfe", "1", "--out", tmp_path / "y.npy", "--device", "cpu")
+        assert result.code == 0, result.err
+        result = hybrid("eval", student, "--metrics", "modes,swd", "--num", "256", "--nfe", "2", "--device", "cpu",
+                        "--json")
+        assert result.code == 0, result.err
+        assert '"swd"' in result.out
+    finally:
+        shutil.move(moved, teacher)
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def test_distill_without_a_teacher_is_one_line(tmp_path, hybrid):
+    result = hybrid("train", "--objective", "distill", "--data", "toy:8gaussians", "--run-dir", tmp_path / "run")
+    assert_user_error(result, "--teacher")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_teacher_that_is_not_a_ddpm_checkpoint_is_one_line(toy_run, tmp_path, hybrid):
+    argv = ["train", "--objective", "distill", "--data", "toy:8gaussians", "--run-dir", tmp_path / "run"]
+    assert_user_error(hybrid(*argv, "--teacher", latest_checkpoint(toy_run)), "--teacher", "--objective hybrid")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    assert_user_error(hybrid(*argv, "--teacher", garbage), "--teacher", str(garbage))
+    assert_user_error(hybrid(*argv, "--teacher", tmp_path / "missing.pt"), "--teacher", "missing.pt")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_teacher_of_other_data_is_one_line(teacher, tmp_path, hybrid):
+    result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "digits", "--run-dir", tmp_path / "run")
+    assert_user_error(result, "--teacher", "(2,)", "(1, 16, 16)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_distill_options_elsewhere_are_one_line(teacher, tmp_path, hybrid):
+    result = hybrid("train", "--data", "toy:8gaussians", "--teacher", teacher, "--run-dir", tmp_path / "run")
+    assert_user_error(result, "--teacher", "--objective hybrid")
+    result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians", "--schedule",
+                    "cosine", "--run-dir", tmp_path / "run")
+    assert_user_error(result, "--schedule")
+
+
+def test_a_resumed_run_refuses_a_changed_teacher(teacher, tmp_path, hybrid):
+    copy = tmp_path / "teacher.pt"
+    shutil.copy(teacher, copy)
+    run = train(distill_config(str(copy), kimg=0.256), run_dir=tmp_path / "run", quiet=True)
+    state = load(copy)
+    state["G_ema"] = {k: v + 1 for k, v in state["G_ema"].items()}
+    torch.save(state, copy)
+    before = latest_checkpoint(run).read_bytes()
+    result = hybrid("train", "--run-dir", run, "--resume", "auto", "--kimg", "0.512")
+    assert_user_error(result, "--teacher", str(copy), "changed")
+    assert latest_checkpoint(run).read_bytes() == before
+    # The teacher moved, unchanged: --teacher says where it is now.
+    shutil.copy(teacher, tmp_path / "moved.pt")
+    result = hybrid("train", "--run-dir", run, "--resume", "auto", "--kimg", "0.512", "--teacher", tmp_path / "moved.pt",
+                    "--quiet")
+    assert result.code == 0, result.err
+    assert load(latest_checkpoint(run))["config"]["teacher"] == str(tmp_path / "moved.pt")
+
+
+# ------------------------------------------------------------------------------------ diffusers
+
+
+def test_a_diffusers_unet_folder_is_a_teacher(tmp_path, hybrid):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                                 block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    folder = tmp_path / "unet"
+    unet.save_pretrained(folder)
+    diffusers.DDPMScheduler(num_train_timesteps=1000).save_pretrained(folder)
+    teacher = load_teacher(str(folder), (1, 8, 8))
+    assert teacher.model.cfg.steps == 1000 and teacher.model.cfg.schedule == "linear"
+    x = torch.randn(4, 1, 8, 8)
+    levels = torch.tensor([1, 10, 500, 1000])
+    with torch.no_grad():
+        ours = teacher.net(x, levels.float() / 1000, None)
+        theirs = unet.eval()(x, levels - 1).sample  # diffusers' timestep k is our level k + 1
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000)
+    torch.testing.assert_close(teacher.model.schedule.alpha_bar[1:].float(), scheduler.alphas_cumprod, atol=1e-6, rtol=0)
+    # It distills: a short run on 8x8 images, and its student samples from its own file.
+    data = tmp_path / "images.npy"
+    np.save(data, np.random.default_rng(0).uniform(-1, 1, (64, 1, 8, 8)).astype(np.float32))
+    result = hybrid("train", "--objective", "distill", "--teacher", folder, "--data", data, "--kimg", "0.064",
+                    "--batch", "16", "--run-dir", tmp_path / "run", "--device", "cpu", "--precision", "fp32", "--quiet")
+    assert result.code == 0, result.err
+    result = hybrid("sample", latest_checkpoint(tmp_path / "run"), "--num", "4", "--out", tmp_path / "x.npy", "--device", "cpu")
+    assert result.code == 0, result.err
