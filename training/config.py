@@ -135,18 +135,16 @@ def default_model(shape: tuple[int, ...], objective: str) -> ModelConfig:
     gan = objective in GAN_CHAINS
     chain = dict(steps=4, schedule="vp", prediction="x0") if gan else dict(steps=1000, schedule="linear", prediction="eps")
     if len(shape) == 1:
-        # Vectors: a log-SNR-uniform chain, whose first step is small enough (alpha_bar_1 = 0.993)
-        # that the last generator step only has to denoise within one mode of a mixture (with
-        # the VP chain alpha_bar_1 = 0.52 and it must pick among modes; toy:25gaussians then
-        # stayed at 0-3 modes). Width 128 runs ~2x more steps per second than 256 on a CPU,
-        # and a GAN on toy data needs thousands of steps.
+        # Vectors: a log-SNR chain, whose small last step leaves the generator one mode to denoise
+        # (vp's must pick among modes); width 128 for the thousands of steps a toy GAN needs.
+        # docs/benchmarks.md#vectors
         if gan:
             chain["schedule"] = "logsnr"
         g = NetConfig(channels=128, num_blocks=3, z_dim=8 if gan else 0, fourier=6)
         d = NetConfig(channels=128, num_blocks=3, act="leaky_relu", fourier=6)
     else:
-        # The hybrid: a cosine chain (alpha_bar 0.85, 0.49, 0.14, 0.0001 at T = 4), whose levels
-        # each keep a different share of the signal; vp's top two are both nearly pure noise.
+        # The hybrid: a cosine chain, whose levels each keep a different share of the signal (vp's
+        # top two are nearly pure noise): docs/benchmarks.md#chain-denoising-weight-and-r1
         if objective == "hybrid":
             chain["schedule"] = "cosine"
         res = shape[1]
@@ -221,31 +219,25 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         return resolve_distill(cfg, model)
     return cfg.replace(
         model=model,
-        # Small batches: in a fixed training time more steps beat larger batches. On digits at
-        # 4 CPU-minutes (FID at NFE 4, seed 0) the hybrid went 147 -> 79 -> 62 at batch 64 -> 32 -> 16,
-        # ddgan 132 -> 104 and ddpm's DDIM-4 182 -> 159 at 64 -> 16 (BENCHMARKS.md). GPU presets set
-        # their own. Vectors: lr_D 5x lr_G; with equal or 2x rates D sat near chance while G drifted.
+        # Small batches: in a fixed training time more steps beat larger batches, for every objective
+        # (GPU presets set their own): docs/benchmarks.md#batch-and-learning-rates
         batch=cfg.batch or (16 if image else 128),
-        # 2e-4: Ho et al.'s CIFAR-10 rate; on digits at batch 16 the hybrid reached FID 47 against
-        # 62 at 1e-4. D learns faster than G moves: on digits with x_{t-1} pairs, 2e-4 / 1e-3 left
-        # D at chance (loss ln 4) for 30 kimg, 1e-4 / 2e-3 did not.
+        # lr_G 2e-4 (Ho et al.'s CIFAR-10 rate), measured best on digits at batch 16; D learns faster than
+        # G moves (10x on images, 5x on vectors): docs/benchmarks.md#batch-and-learning-rates and
+        # docs/benchmarks.md#discriminator-learning-rate
         lr_g=cfg.lr_g or 2e-4,
         lr_d=cfg.lr_d or (2e-3 if image else 1e-3),
-        # The hybrid on images judges the clean estimate: on digits at 4 CPU-minutes and batch 32,
-        # FID 79 and 84 (seeds 0, 1) against 109 and 93 with x_{t-1} pairs, whose levels 2-4 are
-        # mostly noise and left D at chance. ddgan keeps its published pairs. Vectors too: on
-        # toy:25gaussians x0 pairs lost modes (24 and 23 of 25, SWD 0.35 / 0.29 against 25/25, 0.07).
+        # The hybrid on images judges the clean estimate (noisy x_{t-1} pairs left D at chance); ddgan
+        # keeps its published pairs, and vectors too (x0 pairs lost toy modes):
+        # docs/benchmarks.md#what-the-discriminator-judges
         d_pair=cfg.d_pair or ("x0" if image and cfg.objective == "hybrid" else "x_prev"),
-        # The hybrid on digits at 140 kimg (12 CPU-minutes): the cosine chain (default_model),
-        # denoising weight 0.03 and R1 0.005 together gave FID 28.8 +- 1.9 over 10 seeds, against
-        # 31.2 +- 1.5 (4 seeds) with vp / 0.01 / 0.02, better on each of the 4 seeds both ran; each
-        # alone was within the seeds' spread (BENCHMARKS.md). ddgan keeps the published R1.
+        # The hybrid on images: denoising weight 0.03 and R1 0.005 with the cosine chain beat vp / 0.01 /
+        # 0.02 on digits at 140 kimg; ddgan keeps the published R1:
+        # docs/benchmarks.md#chain-denoising-weight-and-r1 (vectors: docs/benchmarks.md#vectors)
         denoise_weight=cfg.denoise_weight if cfg.denoise_weight is not None else (0.03 if image else 0.1),
         r1_gamma=cfg.r1_gamma if cfg.r1_gamma is not None else (0.005 if image and cfg.objective == "hybrid" else 0.02),
-        # The hybrid on digits at 140 kimg: a 5-kimg EMA half-life (capped at 5% of the images seen, so
-        # only runs past 100 kimg differ) scored FID 28.04 +- 1.62 over 10 seeds against 28.79 +- 1.86
-        # with 10 kimg, lower on 9 of 10 and on 9 of 10 again on a second range of eval seeds; 2.5, 14
-        # and 28 kimg were worse (BENCHMARKS.md). ddpm and ddgan keep 10.
+        # The hybrid on images: a 5-kimg EMA half-life beat 10 on digits at 140 kimg (the 5% cap keeps
+        # shorter runs unchanged); ddpm and ddgan keep 10: docs/benchmarks.md#generator-ema
         ema_kimg=cfg.ema_kimg if cfg.ema_kimg is not None else (5.0 if image and cfg.objective == "hybrid" else 10.0),
     )
 
