@@ -224,7 +224,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--mixture", type=click.IntRange(min=1), default=None, metavar="K",
               help="Draw samples from K generators, one each in turn: the EMA generator and its states at the "
                    "K-1 latest multiples of 20 kimg (`mixture_kimg` in a config file) before the checkpoint. "
-                   "For runs past their plateau (BENCHMARKS.md). [default: 1, the EMA generator alone] E.g. --mixture 3")
+                   "For runs past their plateau (docs/benchmarks.md). [default: 1, the EMA generator alone] E.g. --mixture 3")
 @click.option("--xflip/--no-xflip", default=None, help="Random horizontal flips of real images. [default: off]")
 @click.option("--channels", type=click.IntRange(min=8), default=None, metavar="C", help="Generator base width (at least 8).")
 @click.option("--z-dim", type=click.IntRange(min=0), default=None, metavar="N", help="Generator latent size (0: none).")
@@ -532,10 +532,11 @@ def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int | None, seeds: st
 @click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path())
 @click.option("--out", metavar="DIR", type=click.Path(file_okay=False), default="report", show_default=True,
               help="Folder for report.md, report.html and the PNG plots. E.g. --out docs/report")
-@click.option("--title", metavar="TEXT", default="hybrid benchmark report", show_default=True,
-              help="The report's title. E.g. --title 'CIFAR-10, 1 GPU'")
-def report(run_dirs: tuple[str, ...], out: str, title: str) -> None:
-    """Write a benchmark report of runs: Markdown, self-contained HTML and PNG plots.
+@click.option("--title", metavar="TEXT", default=None,
+              help="The report's title. [default: 'hybrid training report' or, with bench records, 'hybrid "
+                   "benchmark report', and the data] E.g. --title 'CIFAR-10, 1 GPU'")
+def report(run_dirs: tuple[str, ...], out: str, title: str | None) -> None:
+    """Write a report of runs: Markdown, self-contained HTML and PNG plots.
 
     Reads each run's config.json, stats.jsonl, metrics.jsonl, bench.jsonl (`hybrid bench`) and
     samples/; several runs are overlaid in each plot. Missing files are noted, not fatal.

@@ -56,7 +56,7 @@ setup(
         "matplotlib>=3.6",
     ],
     extras_require={
-        "dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6", "scipy>=1.10"],
+        "dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6", "scipy>=1.10", "diffusers>=0.25"],  # diffusers: the teacher test
         # train --objective distill --teacher FOLDER: a diffusers UNet2DModel as the teacher
         "diffusers": ["diffusers>=0.25"],
         # bench/peers.py only: the libraries it compares against (not needed by tests or CI)

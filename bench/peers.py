@@ -15,7 +15,7 @@ Peers, at matched parameter count (within ~10%, printed) on the same synthetic 3
   `GaussianDiffusion` with its default loss (v-prediction, MSE), backward, clip_grad_norm_ 1.0,
   Adam(lr 1e-4, betas (0.9, 0.99)) as its Trainer does.
 
-Everything is fp32 (this CPU emulates bf16; see BENCHMARKS.md), models are built from configs
+Everything is fp32 (this CPU emulates bf16; see docs/benchmarks.md), models are built from configs
 (nothing is downloaded), and each measurement runs in its own subprocess so its peak RSS
 (`resource.getrusage(...).ru_maxrss`) is its own; "base MB" is the RSS after imports and
 model construction, before the first step. Training: warm-up steps are not timed, then the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every equal-training-time experiment of BENCHMARKS.md ("Hybrid vs ddgan vs ddpm"), then its tables
+# Every equal-training-time experiment of docs/benchmarks.md ("Digits: hybrid vs ddgan vs ddpm"), then its tables
 # and plots under docs/experiments. About 3 hours on 2 CPU cores (two runs at a time, one thread each).
 #
 #   experiments/run_all.sh                   # runs under runs/experiments, kept and resumed if present
@@ -29,7 +29,7 @@ if [ "$DIGITS_LONGER_MINUTES" != 0 ]; then
     --train-options "--snapshot-every 40" --runs "$RUNS/longer"
 fi
 # Optional (DIGITS_NATIVE=1 adds about 45 minutes): the 12-minute comparison at the digits' native 8x8
-# instead of 16x16, where a sample has no pixel directions that real digits lack (BENCHMARKS.md).
+# instead of 16x16, where a sample has no pixel directions that real digits lack (docs/benchmarks.md).
 DIGITS_NATIVE=${DIGITS_NATIVE:-0}
 if [ "$DIGITS_NATIVE" != 0 ]; then
   run --data digits --minutes "$DIGITS_LONG_MINUTES" --num 200 --objectives hybrid,ddpm \

@@ -77,7 +77,23 @@ def git_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
+def machine() -> str:
+    """The hardware a number was measured on: CPU model and core count, and the GPU if there is one."""
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} CPUs{gpu}"
+
+
 def provenance() -> dict[str, Any]:
-    """Where a record comes from: versions, git commit, the command line and the time (UTC)."""
-    return {"versions": versions(), "git_commit": git_commit(), "command": shlex.join(sys.argv),
+    """Where a record comes from: versions, git commit, machine, the command line and the time (UTC)."""
+    return {"versions": versions(), "git_commit": git_commit(), "machine": machine(), "command": shlex.join(sys.argv),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

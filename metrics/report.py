@@ -51,7 +51,7 @@ class Run:
     stats: list[dict[str, Any]]  # stats.jsonl, one record per tick
     metrics: list[dict[str, Any]]  # metrics.jsonl, one record per metric per evaluation
     bench: list[dict[str, Any]]  # bench.jsonl, one record per checkpoint x sampler x NFE
-    grid: Path | None  # the newest sample grid
+    grids: list[Path]  # the sample grids, oldest first (samples-<kimg>.png)
 
     @property
     def slug(self) -> str:
@@ -72,7 +72,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         raise UserError(f"{files[0]}: not readable JSON ({e}); is this a run directory?") from None
     grids = sorted((path / runfiles.SAMPLES).glob("*.png")) if (path / runfiles.SAMPLES).is_dir() else []
     return Run(path, label or path.name, config if isinstance(config, dict) else {}, read_jsonl(files[1]),
-               read_jsonl(files[2]), read_jsonl(files[3]), grids[-1] if grids else None)
+               read_jsonl(files[2]), read_jsonl(files[3]), grids)
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:
@@ -232,6 +232,36 @@ def summary_section(runs: list[Run]) -> list[Block]:
     return blocks
 
 
+CONFIG_ROWS = ("objective", "data", "resolution", "kimg", "minutes", "batch", "lr_g", "lr_d", "denoise_weight",
+               "r1_gamma", "d_pair", "ema_kimg", "seed", "device", "precision")
+MODEL_ROWS = ("steps", "schedule", "prediction", "sampler")
+
+
+def short_commit(commit: Any) -> str:
+    """0123456789ab, or 0123456789ab+dirty."""
+    if not isinstance(commit, str):
+        return "–"
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
+def config_section(runs: list[Run]) -> list[Block]:
+    """The options each run trained with (config.json) and where it ran (its "_run" record)."""
+    if not any(run.config for run in runs):
+        return []
+    rows = [[key] + [fmt(run.config.get(key)) for run in runs] for key in CONFIG_ROWS]
+    rows += [[f"model {key}"] + [fmt((run.config.get("model") or {}).get(key)) for run in runs] for key in MODEL_ROWS]
+    rows += [["generator channels"] + [fmt(((run.config.get("model") or {}).get("generator") or {}).get("channels"))
+                                       for run in runs]]
+    provenance = [run.config.get("_run") or {} for run in runs]
+    rows += [["machine"] + [fmt(p.get("machine")) for p in provenance],
+             ["versions"] + [", ".join(f"{k} {v}" for k, v in (p.get("versions") or {}).items()) or "–" for p in provenance],
+             ["git commit"] + [short_commit(p.get("git_commit")) for p in provenance],
+             ["started (UTC)"] + [fmt(p.get("started")) for p in provenance],
+             ["command"] + [f"`{p['command']}`" if p.get("command") else "–" for p in provenance]]
+    rows = [row for row in rows if any(cell != "–" for cell in row[1:])]
+    return [Heading(2, "Configuration"), Table(["option", *[run.label for run in runs]], rows)]
+
+
 def bench_points(run: Run) -> dict[str, list[tuple[float, float, Any]]]:
     """Value key -> [(kimg, mean, nfe)] over every bench.jsonl setting of the run."""
     points: dict[str, list[tuple[float, float, Any]]] = {}
@@ -292,7 +322,8 @@ def training_section(runs: list[Run], out: Path) -> list[Block]:
     styles = styles_by_run(runs)
     losses = {k: {run.label: stat_series(run, k) for run in runs if stat_series(run, k)[0]} for k in LOSS_KEYS}
     losses = {k: v for k, v in losses.items() if v}
-    if losses and plot_lines(out / "losses.png", losses, "kimg", "stats.jsonl: losses per tick", styles):
+    chance = {"Loss/D": (math.log(4), "ln 4: D at chance, learning nothing")}
+    if losses and plot_lines(out / "losses.png", losses, "kimg", "stats.jsonl: losses per tick", styles, chance):
         blocks.append(Image("losses.png", "losses against kimg"))
         if len({run.config.get("objective") for run in runs}) > 1:
             blocks.append(Para("Loss/G is each objective's own generator loss (ddpm: the denoising loss; hybrid, ddgan: "
@@ -388,18 +419,30 @@ def bench_row(run: Run, r: dict[str, Any], keys: list[str]) -> list[str]:
     return cells
 
 
+GRIDS_PER_RUN = 4  # sample grids shown per run, evenly spaced over training, the newest last
+
+
 def samples_section(runs: list[Run], out: Path) -> list[Block]:
-    """The newest sample grid of each run, copied beside the report."""
-    blocks: list[Block] = [Heading(2, "Newest samples")]
-    gallery = Gallery()
+    """Sample grids of each run over training (its first, evenly spaced ones, its newest), copied beside the report."""
+    blocks: list[Block] = [Heading(2, "Samples over training")]
     for run in runs:
-        if run.grid is None:
+        if not run.grids:
             blocks.append(Para(f"{run.label}: no sample grid in {run.path / 'samples'}.", note=True))
             continue
-        name = f"samples-{run.slug}.png"
-        shutil.copyfile(run.grid, out / name)
-        gallery.images.append(Image(name, f"{run.label}: {run.grid.name}"))
-    return blocks + ([gallery] if gallery.images else [])
+        picks = sorted({round(i * (len(run.grids) - 1) / max(GRIDS_PER_RUN - 1, 1)) for i in range(GRIDS_PER_RUN)})
+        gallery = Gallery()
+        for grid in (run.grids[i] for i in picks):
+            name = f"samples-{run.slug}-{grid.stem}.png"
+            shutil.copyfile(grid, out / name)
+            gallery.images.append(Image(name, f"{run.label}, {grid_kimg(grid)}"))
+        blocks.append(gallery)
+    return blocks
+
+
+def grid_kimg(grid: Path) -> str:
+    """'40 kimg' for samples-000040.png; the file name otherwise."""
+    match = re.fullmatch(r"samples-(\d+)", grid.stem)
+    return f"{int(match.group(1))} kimg" if match else grid.name
 
 
 def short(digest: Any) -> str:
@@ -441,7 +484,7 @@ def protocol_section(runs: list[Run]) -> list[Block]:
                if r.get("metric") and r.get("detail")}
     if details:
         blocks += [Heading(3, "Metric definitions"), Table(["metric", "how it is computed"], [[k, v] for k, v in details.items()])]
-    return blocks
+    return blocks if len(blocks) > 1 else []  # no heading over nothing
 
 
 def metric_records_of_bench(run: Run) -> list[dict[str, Any]]:
@@ -485,9 +528,10 @@ def to_markdown(blocks: list[Block]) -> str:
             lines.append("")
         elif isinstance(b, Image):
             lines += [f"![{b.alt}]({b.file})", ""]
-        elif isinstance(b, Gallery):
-            lines += [" ".join(f"![{i.alt}]({i.file})" for i in b.images), "",
-                      "; ".join(f"{n + 1}: {i.alt}" for n, i in enumerate(b.images)), ""]
+        elif isinstance(b, Gallery):  # captions over the pictures, side by side
+            lines.append("| " + " | ".join(md_cell(i.alt) for i in b.images) + " |")
+            lines.append("|" + "---|" * len(b.images))
+            lines += ["| " + " | ".join(f"![{i.alt}]({i.file})" for i in b.images) + " |", ""]
     return "\n".join(lines)
 
 
@@ -565,14 +609,22 @@ def prepare_out(out: str | Path) -> Path:
     return out
 
 
-def report_blocks(runs: list[Run], out: Path, title: str) -> list[Block]:
+def report_blocks(runs: list[Run], out: Path, title: str | None) -> list[Block]:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     intro = Para(f"Runs: {', '.join(f'{r.label} ({r.path})' for r in runs)}. Written {now} by `hybrid report`.")
-    return [Heading(1, title), intro, *summary_section(runs), *bench_section(runs, out), *curves_section(runs, out),
-            *training_section(runs, out), *samples_section(runs, out), *protocol_section(runs)]
+    return [Heading(1, title or default_title(runs)), intro, *summary_section(runs), *config_section(runs),
+            *bench_section(runs, out), *curves_section(runs, out), *training_section(runs, out),
+            *samples_section(runs, out), *protocol_section(runs)]
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "hybrid benchmark report") -> ReportPaths:
+def default_title(runs: list[Run]) -> str:
+    """What the report holds: a benchmark where a run has `hybrid bench` records, else training."""
+    what = "benchmark" if any(run.bench for run in runs) else "training"
+    names = ", ".join(sorted({str(run.config.get("data")) for run in runs if run.config.get("data")}))
+    return f"hybrid {what} report" + (f": {names}" if names else "")
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path, title: str | None = None) -> ReportPaths:
     """Read the runs and write out/report.md, out/report.html and the PNGs beside them."""
     if not run_dirs:
         raise UserError("give at least one run directory")
@@ -585,5 +637,5 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "hybr
     images = [out / i.file for b in blocks for i in (b.images if isinstance(b, Gallery) else [b] if isinstance(b, Image) else [])]
     md, page = out / "report.md", out / "report.html"
     md.write_text(to_markdown(blocks))
-    page.write_text(to_html(blocks, out, title))
+    page.write_text(to_html(blocks, out, blocks[0].text))  # the title: given, or by what the report holds
     return ReportPaths(md, page, images)

@@ -55,9 +55,16 @@ def panels(path: Path, names: list[str], draw: DrawPanel, title: str) -> bool:
 
 
 def plot_lines(path: Path, series: dict[str, dict[str, tuple[list[float], list[float]]]], xlabel: str,
-               title: str, styles: dict[str, dict[str, Any]]) -> bool:
-    """series: panel name -> curve label -> (x, y). styles: curve label -> matplotlib kwargs."""
+               title: str, styles: dict[str, dict[str, Any]],
+               marks: dict[str, tuple[float, str]] | None = None) -> bool:
+    """series: panel name -> curve label -> (x, y). styles: curve label -> matplotlib kwargs.
+    marks: panel name -> (y, label) of a dashed horizontal reference line."""
     def draw(ax: Axes, name: str) -> bool:
+        if marks and name in marks:
+            y, label = marks[name]
+            ax.axhline(y, color="#888", linestyle="--", linewidth=1)
+            ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), fontsize=7, color="#555",
+                        va="bottom")
         for label, (x, y) in series[name].items():
             ax.plot(x, y, label=label, marker="o" if len(x) < 30 else None, markersize=3, linewidth=1.3,
                     **styles.get(label, {}))

@@ -48,7 +48,11 @@ def make_run(root: Path, name: str, objective: str, swd: list[float], full: bool
     """A run directory written by hand: config, three ticks, three evaluations, bench, two grids."""
     run = root / name
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"data": "toy:8gaussians", "objective": objective}))
+    (run / "config.json").write_text(json.dumps({
+        "data": "toy:8gaussians", "objective": objective, "batch": 64, "lr_g": 2e-4, "model": {"steps": 4},
+        "_run": {"machine": "Test CPU, 2 CPUs", "versions": {"torch": "2.14.1", "hybridgan": "0.1.0"},
+                 "git_commit": "0123456789abcdef", "command": "hybrid train --data toy:8gaussians",
+                 "started": "2026-12-06T03:00:00+00:00"}}))
     if not full:
         return run
     d = {"D/logit/real": 0.5, "D/logit/fake": -0.5, "Loss/D": 1.2} if objective != "ddpm" else {}
@@ -76,11 +80,17 @@ def test_report_of_two_runs(tmp_path):
     assert "0.15 ± 0.071 (0.1)" in md  # bench: mean ± std (best)
     assert "No discriminator logits for ddpm" in md
     names = {p.name for p in paths.images}
-    assert {"metrics-vs-kimg.png", "metrics-vs-nfe.png", "losses.png", "d-logits.png", "samples-hybrid.png"} <= names
+    grids = ["samples-hybrid-samples-000001.png", "samples-hybrid-samples-000003.png"]  # over training, oldest first
+    assert {"metrics-vs-kimg.png", "metrics-vs-nfe.png", "losses.png", "d-logits.png", *grids} <= names
     for image in paths.images:
         assert image.is_file() and f"]({image.name})" in md
-    newest = Image.open(paths.markdown.parent / "samples-hybrid.png").convert("RGB").getpixel((0, 0))
-    assert newest == (0, 0, 255)
+    first, newest = (Image.open(paths.markdown.parent / g).convert("RGB").getpixel((0, 0)) for g in grids)
+    assert (first, newest) == ((255, 0, 0), (0, 0, 255))
+    assert "| hybrid, 1 kimg | hybrid, 3 kimg |" in md and "1: " not in md, "grids captioned by kimg, no stray lines"
+    assert "\n# hybrid benchmark report: toy:8gaussians\n" in md, "a title by what the report holds"
+    assert "## Configuration" in md and "| lr_g | 0.0002 | 0.0002 |" in md and "| model steps | 4 | 4 |" in md
+    assert "| git commit | 0123456789ab | 0123456789ab |" in md
+    assert "| machine | Test CPU, 2 CPUs | Test CPU, 2 CPUs |" in md and "`hybrid train --data toy:8gaussians`" in md
     check_self_contained(paths.html.read_text(), len(paths.images))
 
 
@@ -116,6 +126,8 @@ def test_missing_files_are_noted(tmp_path):
     md = paths.markdown.read_text()
     for note in ("no metrics.jsonl or bench.jsonl records yet", "No bench.jsonl in any run", "no sample grid", "No run has loss records"):
         assert note in md
+    assert "# hybrid training report: toy:8gaussians" in md, "no bench records: not called a benchmark"
+    assert "## Protocol" not in md, "no heading over nothing"
     assert paths.images == [] and "<img" not in paths.html.read_text()
 
 
@@ -127,7 +139,8 @@ def test_report_of_a_trained_and_benchmarked_run(toy_run, tmp_path):
     md = paths.markdown.read_text()
     assert "| run | kimg | sampler | NFE | modes_covered ↑ | swd ↓ | high_quality ↑ |" in md
     assert "200 × 2 seeds" in md and "toy:8gaussians" in md
-    assert (paths.markdown.parent / "metrics-vs-nfe.png").is_file() and (paths.markdown.parent / "samples-run.png").is_file()
+    assert (paths.markdown.parent / "metrics-vs-nfe.png").is_file()
+    assert (paths.markdown.parent / "samples-run-samples-000001.png").is_file()
 
 
 def test_cli_report_and_bad_input(hybrid, tmp_path):
@@ -168,6 +181,9 @@ def test_html_renders_in_a_headless_browser(tmp_path):
     colourful = (pixels.max(axis=2) - pixels.min(axis=2)) > 80  # plot lines and sample grids; text is grey
     rows = np.nonzero(colourful.any(axis=1))[0]
     assert colourful.sum() > 2000 and rows.max() - rows.min() > 500, "no coloured plots in the screenshot"
+    dom = subprocess.run([*cmd[:-3], "--dump-dom", paths.html.as_uri()], capture_output=True, text=True, timeout=90).stdout
+    for heading in ("Summary", "Configuration", "Training curves", "Samples over training", "Protocol"):
+        assert f"<h2>{heading}</h2>" in dom, heading
 
 
 def test_class_balance_keys_order_and_direction():

@@ -320,6 +320,21 @@ def test_tensorboard_has_the_scalars_and_sample_grids(toy_run):
     assert len(grids) == 1 and grids[0].step == 1024 and grids[0].width > 100
 
 
+def test_tensorboard_shows_gan_health_on_shared_charts_with_readable_grids_and_hparams(digits_run):
+    events = EventAccumulator(str(digits_run), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    for t in range(1, 5):
+        assert f"D/logit/real/t{t}" in tags["scalars"] and f"D/logit/fake/t{t}" in tags["scalars"], t
+    (layout,) = events.Tensors("custom_scalars__config__")  # the Custom Scalars tab's layout, a serialised proto
+    charts = layout.tensor_proto.string_val[0]
+    assert b"D logits: real vs fake" in charts and b"^D/logit/fake$" in charts, "real and fake logits share a chart"
+    assert events.PluginTagToContent("hparams"), "the run's options and final values in the HParams tab"
+    assert "final/Loss/G" in tags["scalars"]
+    grid = events.Images("Samples")[-1]
+    assert grid.width >= 512 and grid.width == grid.height, "a readable grid: 2x2 digits enlarged to >= 512 px"
+
+
 def test_config_json_reproduces_the_run(toy_run, tmp_path, hybrid):
     new = tmp_path / "again"
     result = hybrid("train", "--config", toy_run / "config.json", "--run-dir", new, "--quiet")

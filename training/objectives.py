@@ -180,6 +180,7 @@ class DDGAN(Objective):
             self.stats.report("D/logit/real", real)
             self.stats.report("D/logit/fake", fake)
             self.stats.report_per_level("D/logit/real", real, batch.t, self.model.cfg.steps)
+            self.stats.report_per_level("D/logit/fake", fake, batch.t, self.model.cfg.steps)
             loss = F.softplus(fake).mean() + F.softplus(-real).mean()
             self.stats.report("Loss/D/main", loss)
             return loss

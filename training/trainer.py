@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hybridgan.hybrid import checkpoint as ckpt_io
@@ -113,6 +114,7 @@ class Trainer:
         self.signal_received: int | None = None  # set by the signal handler, at any moment
         self.stop_signal: int | None = None  # the signal all ranks agreed to stop on
         self._writer = None
+        self._final_values: dict[str, float] | None = None  # the last metrics, else the last tick's losses
 
     # ----------------------------------------------------------------------------- state
 
@@ -189,7 +191,20 @@ class Trainer:
                     next_eval = self._next_multiple(cfg.eval_kimg) if cfg.eval_kimg > 0 else math.inf
                 if self.stop_signal:
                     raise Interrupted(self.stop_signal)
+        distributed.on_main(self._write_hparams)
         self.console(f"done: {self.progress.nimg / 1000:.1f} kimg in {self.progress.seconds:.0f} s; run directory {self.run.path}")
+
+    def _write_hparams(self) -> None:
+        """TensorBoard's HParams tab: the run's main options beside its final metrics (or losses)."""
+        cfg = self.cfg
+        options = {"objective": cfg.objective, "data": cfg.data, "batch": cfg.batch, "lr_g": cfg.lr_g, "lr_d": cfg.lr_d,
+                   "kimg": cfg.kimg, "steps": cfg.model.steps, "schedule": cfg.model.schedule,
+                   "denoise_weight": cfg.denoise_weight, "r1_gamma": cfg.r1_gamma, "ema_kimg": cfg.ema_kimg,
+                   "seed": cfg.seed, "precision": cfg.precision}
+        final = self._final_values or {}
+        if final:
+            self.writer().add_hparams({k: v for k, v in options.items() if v is not None},
+                                      {f"final/{k}": v for k, v in final.items() if math.isfinite(v)}, run_name=".")
 
     def _finished(self) -> bool:
         """`kimg` images shown, or `minutes` of training time spent."""
@@ -299,6 +314,8 @@ class Trainer:
         stats["Memory/peak_mb"] = _peak_memory_mb(self.device)  # rank 0's
         if distributed.is_main():
             self._write_stats(stats)
+            if not self.cfg.metrics:
+                self._final_values = {k: v for k, v in stats.items() if k in ("Loss/G", "Loss/D")}
         losses = "  ".join(f"{k.removeprefix('Loss/')} {v:.3f}" for k, v in stats.items() if k.count("/") == 1 and k.startswith("Loss/"))
         used = min(self.budget_used, 1.0)  # of kimg or minutes: the time left follows the pace so far
         left = duration(p.seconds * (1 - used) / used) if used > 0 else "?"
@@ -328,6 +345,7 @@ class Trainer:
 
             self._writer = SummaryWriter(str(self.run.path))
             self._writer.add_text("config", "```\n" + json.dumps(self.cfg.to_dict(), indent=2) + "\n```", 0)
+            self._writer.add_custom_scalars(TENSORBOARD_LAYOUT)
         return self._writer
 
     def snapshot(self) -> Path:
@@ -360,7 +378,7 @@ class Trainer:
         if model.cfg.is_image:
             grid = image_grid(x)
             save_png(grid, path, scale=max(1, 128 // model.cfg.shape[-1]))
-            self.writer().add_image("Samples", grid, step, dataformats="HWC")
+            self.writer().add_image("Samples", upscaled(grid, 512), step, dataformats="HWC")
         else:
             ref = self.data.data[:2000]
             scatter_png(x, path, reference=ref, title=f"{self.cfg.objective}, {step / 1000:.0f} kimg, NFE {steps}")
@@ -388,6 +406,7 @@ class Trainer:
         except UserError as e:
             self.console(f"evaluation skipped: {e}")
             return
+        self._final_values = dict(result.values)
         for record in result.records(kimg=nimg / 1000):
             append_jsonl(self.run.metrics, record)
         writer = self.writer()
@@ -428,6 +447,23 @@ class Trainer:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+# TensorBoard's "Custom Scalars" tab: what the README's health advice compares, on shared axes.
+TENSORBOARD_LAYOUT = {
+    "GAN health": {
+        "D logits: real vs fake": ["Multiline", [r"^D/logit/real$", r"^D/logit/fake$"]],
+        "D logits per level": ["Multiline", [r"^D/logit/(real|fake)/t\d+$"]],
+        "losses (D at chance: ln 4 = 1.386)": ["Multiline", [r"^Loss/D$", r"^Loss/G$"]],
+    },
+    "Metrics": {"all": ["Multiline", [r"^Metrics/"]]},
+}
+
+
+def upscaled(image: np.ndarray, side: int) -> np.ndarray:
+    """An [H, W, C] image enlarged by a whole factor (nearest) to at least `side` pixels wide."""
+    factor = max(1, -(-side // image.shape[1]))
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
 def duration(seconds: float) -> str:
