@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from hybridgan.hybrid.errors import UserError
-from hybridgan.training.config import preset_names
+from hybridgan.training import preset_names
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -379,14 +379,18 @@ def sample(checkpoint: str, out: str, num: int | None, seeds: str | None, nfe: i
       hybrid sample CKPT --seeds 0-63 --out folder/     # the training grids' seeds, one PNG each
       hybrid sample CKPT --levels 4,1 --out grid.png  # NFE 2 that ends at level 1
     """
-    import hybridgan
-    from hybridgan.hybrid.images import check_output, write_samples
-    from hybridgan.hybrid.samplers import mixture_text, resolve_sampling
+    from hybridgan.hybrid.outputs import check_output
 
     nfe = nfe_of(nfe, old_steps)
     seed_ids = seed_list(num, seeds, 64)
+    check_output(out, seed_ids, overwrite)  # before torch loads (a second) and any sampling
+
+    import hybridgan
+    from hybridgan.hybrid.images import write_samples
+    from hybridgan.hybrid.samplers import mixture_text, resolve_sampling
+
     model = hybridgan.load(checkpoint)
-    check_output(out, model.cfg.is_image, seed_ids, overwrite)  # before any sampling
+    check_output(out, seed_ids, overwrite, image=model.cfg.is_image)
     chain = parse_levels(path, model.cfg.steps) if path is not None else None
     x = hybridgan.sample(model, seed_ids, nfe=nfe, sampler=sampler, levels=chain, device=device, batch=batch,
                          mixture=mixture, progress=not quiet)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from hybridgan.hybrid.errors import UserError
+from hybridgan.hybrid.outputs import check_output, seed_file
 
 
 def to_uint8(x: Tensor) -> Tensor:
@@ -81,53 +79,13 @@ def read_png(path: str | Path) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def seed_file(seed: int) -> str:
-    """The file name of one seed's image in a folder output: seed000123.png."""
-    return f"seed{seed:06d}.png"
-
-
-def check_output(out: str | Path, image: bool, seeds: list[int], overwrite: bool = False) -> Path:
-    """Refuse, before any sampling, an output `write_samples` could not write: a wrong suffix,
-    vectors to a folder, a place that is not a writable folder, or files already there (unless
-    `overwrite`). Raises UserError naming --out."""
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in ("", ".png", ".npy"):
-        raise UserError(f"--out {out}: use a .png (grid), a .npy (raw samples) or a folder name")
-    if not suffix and not image:
-        raise UserError(f"--out {out}: vector samples go to a .npy or a .png scatter plot, not a folder")
-    if (suffix and out.is_dir()) or (not suffix and out.exists() and not out.is_dir()):
-        raise UserError(f"--out {out}: exists as a {'folder' if out.is_dir() else 'file'}; give another name")
-    targets = [out] if suffix else [out / seed_file(s) for s in seeds]
-    existing = [t for t in targets if t.exists()]
-    if existing and not overwrite:
-        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise UserError(f"--out {out}: {existing[0]}{more} exist(s); pass --overwrite to replace, or choose another name")
-    _check_writable(out if not suffix else out.parent, out)
-    return out
-
-
-def _check_writable(folder: Path, out: Path) -> None:
-    """Create and remove a file in `folder`, or in its nearest existing ancestor when it is yet to be made."""
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UserError(f"--out {out}: {folder} is a file, not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".hybrid-write-test-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot write in {folder} ({e.strerror or e}); choose another place") from None
-
-
 def write_samples(x: Tensor, out: str | Path, image: bool, seeds: list[int] | None = None) -> Path:
     """Save samples by the form of `out`: .png a grid (or a scatter for vectors), .npy the raw
     float32 array, anything else a folder with one PNG per image, named by its seed
     (`seed_file`; seeds default 0..N-1). Check `out` first with `check_output`."""
     out = Path(out)
     suffix = out.suffix.lower()
-    check_output(out, image, [], overwrite=True)  # the form of `out`; existing files are the caller's to refuse
+    check_output(out, [], overwrite=True, image=image)  # the form of `out`; existing files are the caller's to refuse
     if suffix == ".npy":
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, x.float().numpy())

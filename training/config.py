@@ -18,6 +18,7 @@ from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import ModelConfig
 from hybridgan.hybrid.nets import NetConfig, check_net_config
 from hybridgan.hybrid.samplers import Sampler
+from hybridgan.training import PRESETS, preset_names
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,6 @@ def read_config(path: str | Path) -> TrainConfig:
     return config_from_dict(d, source=f"--config {path}")
 
 
-PRESETS = Path(__file__).with_name("presets")
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS.glob("*.json"))
 
 
 def read_preset(name: str) -> TrainConfig:
