@@ -126,13 +126,20 @@ def train(config: TrainConfig | None = None, run_dir: str | Path | None = None, 
 
     config: a TrainConfig (default: the embedded digits run); options: fields of it to change,
     e.g. train(data="toy:25gaussians", kimg=50). resume: "auto" (the newest checkpoint in
-    run_dir) or a checkpoint path. Bad options raise hybridgan.hybrid.errors.UserError.
+    run_dir) or a checkpoint path, continued with `options` as the changes (e.g. kimg=200). Bad
+    options raise hybridgan.hybrid.errors.UserError.
     """
+    from hybridgan.hybrid.errors import UserError
     from hybridgan.training import TrainConfig
     from hybridgan.training import train as run_training
 
-    cfg = (config or TrainConfig()).replace(**options) if options else (config or TrainConfig())
-    return run_training(cfg, run_dir=run_dir, resume=resume, quiet=quiet)
+    cfg = config or TrainConfig()
+    try:
+        cfg = cfg.replace(**options)
+    except TypeError as e:  # an option TrainConfig does not have
+        raise UserError(f"train: {e}") from None
+    # A resumed run takes its config from the checkpoint; `options` are then the changes asked for (kimg, ...).
+    return run_training(cfg, run_dir=run_dir, resume=resume, changes=options, quiet=quiet)
 
 
 def _device(device: str | torch.device) -> torch.device:

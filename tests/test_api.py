@@ -14,6 +14,7 @@ from PIL import Image
 
 import hybridgan
 from conftest import latest_checkpoint, toy_config
+from hybridgan.hybrid.checkpoint import load
 from hybridgan.hybrid.errors import UserError
 from hybridgan.training.data import load_dataset
 
@@ -88,3 +89,7 @@ def test_train_writes_the_run_directory_the_command_line_writes(tmp_path):
     assert hybridgan.load(latest_checkpoint(run)).cfg.shape == (2,)
     with pytest.raises(UserError, match="--objective"):
         hybridgan.train(toy_config(kimg=0.128), run_dir=tmp_path / "bad", objective="gan")
+    with pytest.raises(UserError, match="kimgs"):
+        hybridgan.train(toy_config(kimg=0.128), run_dir=tmp_path / "bad", kimgs=3)
+    longer = hybridgan.train(run_dir=run, resume="auto", kimg=0.256)  # a resumed run takes the changes asked for
+    assert longer == run and load(latest_checkpoint(run))["progress"]["nimg"] == 256
