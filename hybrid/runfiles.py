@@ -26,6 +26,15 @@ SAMPLES = "samples"  # PNG grids from fixed seeds, one per snapshot
 CHECKPOINTS = "checkpoints"  # checkpoint-<kimg:06d>.pt
 
 
+def duration(seconds: float | None) -> str:
+    """A run's time as the log and reports show it: 42s, 3m 05s, 1h 02m; – when unknown."""
+    if seconds is None:
+        return "–"
+    minutes, s = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {s:02d}s" if minutes else f"{s}s"
+
+
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON object as a line."""
     with open(path, "a") as f:

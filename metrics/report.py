@@ -26,7 +26,7 @@ from typing import Any
 
 from hybridgan.hybrid import runfiles
 from hybridgan.hybrid.errors import UserError
-from hybridgan.hybrid.runfiles import read_jsonl
+from hybridgan.hybrid.runfiles import duration, read_jsonl
 
 MARKER = "<!-- written by `hybrid report`; regenerating it replaces this file -->"
 HIGHER_IS_BETTER = {"modes_covered", "high_quality", "is", "precision", "recall", "class_min_ratio"}
@@ -139,14 +139,6 @@ def fmt(value: Any, digits: int = 4) -> str:
             return "nan"
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"
     return "–" if value is None else str(value)
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    minutes, s = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {s:02d}s" if minutes else f"{s}s"
 
 
 def median(values: list[float]) -> float | None:

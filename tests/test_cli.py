@@ -103,6 +103,13 @@ def test_bad_train_input_exits_2_with_one_line(kind, tmp_path, hybrid):
     assert not run_dir.exists(), "a failed start left a run directory behind (a retry would then be refused)"
 
 
+def test_the_command_line_starts_without_torch():
+    """--help and the checks before any work (a bad --out) do not wait for torch to load."""
+    code = "import sys, hybridgan.cli, hybridgan.hybrid.outputs; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stdout + done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("kind", ["missing-path", "corrupt-png"])
 def test_bad_input_in_a_real_process(kind, tmp_path):
     """The console script itself: exit status 2 and one line, as a shell user sees it."""

@@ -23,7 +23,7 @@ from hybridgan.hybrid.devices import check_precision, resolve_device, resolve_pr
 from hybridgan.hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
 from hybridgan.hybrid.images import image_grid, save_png, scatter_png
 from hybridgan.hybrid.model import Model
-from hybridgan.hybrid.runfiles import append_jsonl, provenance
+from hybridgan.hybrid.runfiles import append_jsonl, duration, provenance
 from hybridgan.hybrid.samplers import default_sampling, sample_batched
 from hybridgan.training import distributed
 from hybridgan.training.config import TrainConfig, config_from_dict, lr_scale, resolve, with_model_overrides
@@ -464,14 +464,6 @@ def upscaled(image: np.ndarray, side: int) -> np.ndarray:
     """An [H, W, C] image enlarged by a whole factor (nearest) to at least `side` pixels wide."""
     factor = max(1, -(-side // image.shape[1]))
     return image.repeat(factor, axis=0).repeat(factor, axis=1)
-
-
-def duration(seconds: float) -> str:
-    """42s, 3m05s, 1h02m."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s // 60 % 60:02d}m"
 
 
 def _count(net: torch.nn.Module) -> int:
