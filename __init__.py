@@ -54,7 +54,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Model:
 
 def sample(model: Model | str | Path, seeds: Iterable[int] | None = None, *, num: int = 64, nfe: int | None = None,
            sampler: str | None = None, levels: list[int] | None = None, device: str | torch.device = "auto", batch: int = 64,
-           mixture: int | None = None, progress: bool = False) -> torch.Tensor:
+           mixture: int | None = None, labels: int | Iterable[int] | None = None,
+           progress: bool = False) -> torch.Tensor:
     """One sample per seed: float32 [N, C, H, W] images in [-1, 1], or [N, D] vectors, on the CPU.
 
     model: a Model or a checkpoint path. seeds: default 1000000..1000000+num-1, the seeds `hybrid
@@ -63,10 +64,12 @@ def sample(model: Model | str | Path, seeds: Iterable[int] | None = None, *, num
     T). sampler: gan | ddpm | ddim (default: the model's own). levels: the levels the chain
     visits, from T down (instead of `nfe` evenly spaced ones). batch: samples per network call
     (does not change the samples). mixture: how many of the model's generators to draw from
-    (default all). progress: a bar on stderr where it is a terminal.
+    (default all). labels: a class-conditional model's class for every sample (an int) or for
+    each (one per seed); default: each seed draws its class from the training data's class
+    shares. progress: a bar on stderr where it is a terminal.
     """
     from hybridgan.hybrid.errors import UserError
-    from hybridgan.hybrid.samplers import SEED_BASE, resolve_sampling, sample_batched
+    from hybridgan.hybrid.samplers import SEED_BASE, resolve_sampling, sample_batched, sample_labels
 
     model = load(model, "cpu") if isinstance(model, (str, Path)) else model
     seeds = list(range(SEED_BASE, SEED_BASE + num)) if seeds is None else [int(s) for s in seeds]
@@ -75,9 +78,12 @@ def sample(model: Model | str | Path, seeds: Iterable[int] | None = None, *, num
             raise UserError(f"NFE {nfe} and the levels {levels} ({len(levels)} of them) disagree; give one of them")
         nfe = len(levels)
     sampler, nfe = resolve_sampling(model.cfg, sampler, nfe)
+    if isinstance(labels, int):
+        labels = [labels] * len(seeds)
+    y = sample_labels(model.cfg, None if labels is None else list(labels), seeds)
     dev = _device(device)
     return sample_batched(model.to(dev), seeds, batch=batch, steps=nfe, path=levels, sampler=sampler, device=dev,
-                          mixture=mixture, progress=progress)
+                          mixture=mixture, labels=y, progress=progress)
 
 
 def evaluate(samples: Any, ref: str | Path | torch.Tensor | None = None, *, metrics: Iterable[str] = (),

@@ -25,19 +25,19 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-63' or '1,5,10-12' -> a list of seeds."""
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """'0-63' or '1,5,10-12' -> a list of whole numbers (seeds, or classes for `option` --classes)."""
     seeds: list[int] = []
     try:
         for part in text.split(","):
             lo, _, hi = part.strip().partition("-")
             if hi and int(hi) < int(lo):
-                raise UserError(f"--seeds {text!r}: the range {part.strip()} runs backwards; write {hi}-{lo}")
+                raise UserError(f"{option} {text!r}: the range {part.strip()} runs backwards; write {hi}-{lo}")
             seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
     except ValueError:
-        raise UserError(f"--seeds {text!r}: expected seeds >= 0 and ranges such as 0-63 or 1,5,10-12") from None
+        raise UserError(f"{option} {text!r}: expected whole numbers >= 0 and ranges such as 0-63 or 1,5,10-12") from None
     if not seeds or len(seeds) > 10_000_000:
-        raise UserError(f"--seeds {text!r}: expected 1 to 10000000 seeds such as 0-63")
+        raise UserError(f"{option} {text!r}: expected 1 to 10000000 numbers such as 0-63")
     return seeds
 
 
@@ -123,6 +123,19 @@ def nfe_of(nfe: int | None, old_steps: int | None) -> int | None:
         raise UserError(f"--steps {old_steps} and --nfe {nfe} disagree; give --nfe alone")
     click.echo("hybrid: note: --steps here is deprecated (train's --steps is the chain length); use --nfe", err=True)
     return old_steps
+
+
+def class_rows(seeds: list[int], label: int | None, classes: str | None) -> tuple[list[int], list[int] | None]:
+    """(seeds, labels) of `sample --class K` (every seed of class K) or `--classes LIST` (the seeds
+    once per class, class by class); labels None when neither is given."""
+    if label is not None and classes is not None:
+        raise UserError(f"--class {label} and --classes {classes}: give one of them")
+    if label is not None:
+        return seeds, [label] * len(seeds)
+    if classes is None:
+        return seeds, None
+    rows = parse_seeds(classes, "--classes")
+    return seeds * len(rows), [k for k in rows for _ in seeds]
 
 
 def seed_list(num: int | None, seeds: str | None, default_num: int | None) -> list[int] | None:
@@ -226,6 +239,10 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
                    "K-1 latest multiples of 20 kimg (`mixture_kimg` in a config file) before the checkpoint. "
                    "For runs past their plateau (docs/benchmarks.md). [default: 1, the EMA generator alone] E.g. --mixture 3")
 @click.option("--xflip/--no-xflip", default=None, help="Random horizontal flips of real images. [default: off]")
+@click.option("--cond/--no-cond", default=None,
+              help="Class-conditional: the generator and discriminator take each sample's class (labelled data: "
+                   "digits, mnist, fashion-mnist, cifar10, or a folder with one sub-folder per class); "
+                   "`hybrid sample --class K` then draws class K. [default: off] E.g. --cond")
 @click.option("--channels", type=click.IntRange(min=8), default=None, metavar="C", help="Generator base width (at least 8).")
 @click.option("--z-dim", type=click.IntRange(min=0), default=None, metavar="N", help="Generator latent size (0: none).")
 @click.option("--norm", type=click.Choice(["group", "batch"]), default=None, help="Generator normalisation. [default: group]")
@@ -365,11 +382,17 @@ def train_worker(*args) -> int:
 @BATCH_OPTION
 @MIXTURE_OPTION
 @DEVICE_OPTION
+@click.option("--class", "label", type=click.IntRange(min=0), default=None, metavar="K",
+              help="A class-conditional model (train --cond): draw every sample of class K. [default: each seed "
+                   "draws its class from the training data's class shares] E.g. --class 3")
+@click.option("--classes", metavar="LIST", default=None,
+              help="A class-conditional model: the same seeds once per class, a grid row (or a sub-folder of "
+                   "--out) per class. E.g. --classes 0-9 --num 8")
 @click.option("--overwrite", is_flag=True, help="Replace files that --out would overwrite. [default: refuse]")
 @QUIET_OPTION
 def sample(checkpoint: str, out: str, num: int | None, seeds: str | None, nfe: int | None, old_steps: int | None,
-           path: str | None, sampler: str | None, batch: int, mixture: int | None, device: str, overwrite: bool,
-           quiet: bool) -> None:
+           path: str | None, sampler: str | None, batch: int, mixture: int | None, device: str, label: int | None,
+           classes: str | None, overwrite: bool, quiet: bool) -> None:
     """Draw samples from a checkpoint file (nothing else is needed).
 
     \b
@@ -378,23 +401,26 @@ def sample(checkpoint: str, out: str, num: int | None, seeds: str | None, nfe: i
       hybrid sample CKPT --num 10000 --nfe 1 --out samples.npy
       hybrid sample CKPT --seeds 0-63 --out folder/     # the training grids' seeds, one PNG each
       hybrid sample CKPT --levels 4,1 --out grid.png  # NFE 2 that ends at level 1
+      hybrid sample CKPT --classes 0-9 --num 8 --out grid.png  # a class-conditional model: a row per class
     """
     from hybridgan.hybrid.outputs import check_output
 
     nfe = nfe_of(nfe, old_steps)
-    seed_ids = seed_list(num, seeds, 64)
-    check_output(out, seed_ids, overwrite)  # before torch loads (a second) and any sampling
+    seed_ids, labels = class_rows(seed_list(num, seeds, 8 if classes else 64), label, classes)
+    by_class = labels if classes else None  # --classes: a sub-folder per class
+    check_output(out, seed_ids, overwrite, labels=by_class)  # before torch loads (a second) and any sampling
 
     import hybridgan
     from hybridgan.hybrid.images import write_samples
     from hybridgan.hybrid.samplers import mixture_text, resolve_sampling
 
     model = hybridgan.load(checkpoint)
-    check_output(out, seed_ids, overwrite, image=model.cfg.is_image)
+    check_output(out, seed_ids, overwrite, image=model.cfg.is_image, labels=by_class)
     chain = parse_levels(path, model.cfg.steps) if path is not None else None
     x = hybridgan.sample(model, seed_ids, nfe=nfe, sampler=sampler, levels=chain, device=device, batch=batch,
-                         mixture=mixture, progress=not quiet)
-    written = write_samples(x, out, model.cfg.is_image, seed_ids)
+                         mixture=mixture, labels=labels, progress=not quiet)
+    cols = len(seed_ids) // len(parse_seeds(classes, "--classes")) if classes else None  # a row per class
+    written = write_samples(x, out, model.cfg.is_image, seed_ids, labels=by_class, cols=cols)
     sampler, nfe = resolve_sampling(model.cfg, sampler, len(chain) if chain else nfe)
     visited = f", levels {','.join(map(str, chain))}" if chain else ""
     click.echo(f"wrote {len(seed_ids)} samples ({sampler}, NFE {nfe}{visited}{mixture_text(model, mixture)}) to {written}")

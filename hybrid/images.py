@@ -79,10 +79,12 @@ def read_png(path: str | Path) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def write_samples(x: Tensor, out: str | Path, image: bool, seeds: list[int] | None = None) -> Path:
-    """Save samples by the form of `out`: .png a grid (or a scatter for vectors), .npy the raw
-    float32 array, anything else a folder with one PNG per image, named by its seed
-    (`seed_file`; seeds default 0..N-1). Check `out` first with `check_output`."""
+def write_samples(x: Tensor, out: str | Path, image: bool, seeds: list[int] | None = None,
+                  labels: list[int] | None = None, cols: int | None = None) -> Path:
+    """Save samples by the form of `out`: .png a grid of `cols` columns (default: square; a scatter
+    for vectors), .npy the raw float32 array, anything else a folder with one PNG per image, named
+    by its seed (`seed_file`; seeds default 0..N-1), in a sub-folder per class where `labels` gives
+    each sample's. Check `out` first with `check_output`."""
     out = Path(out)
     suffix = out.suffix.lower()
     check_output(out, [], overwrite=True, image=image)  # the form of `out`; existing files are the caller's to refuse
@@ -92,12 +94,14 @@ def write_samples(x: Tensor, out: str | Path, image: bool, seeds: list[int] | No
     elif suffix == ".png":
         out.parent.mkdir(parents=True, exist_ok=True)
         if image:
-            save_png(image_grid(x), out, scale=max(1, 128 // x.shape[-1]))
+            save_png(image_grid(x, cols), out, scale=max(1, 128 // x.shape[-1]))
         else:
             scatter_png(x, out)
     else:
         out.mkdir(parents=True, exist_ok=True)
         seeds = list(range(len(x))) if seeds is None else seeds
-        for seed, img in zip(seeds, to_uint8(x).permute(0, 2, 3, 1).numpy()):
-            save_png(img, out / seed_file(seed))
+        labels = [None] * len(x) if labels is None else labels
+        for seed, label, img in zip(seeds, labels, to_uint8(x).permute(0, 2, 3, 1).numpy()):
+            (out / seed_file(seed, label)).parent.mkdir(exist_ok=True)
+            save_png(img, out / seed_file(seed, label))
     return out

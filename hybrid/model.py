@@ -33,12 +33,18 @@ class ModelConfig:
     schedule_steps: int | None = None  # the levels are evenly spaced ones of this long a chain of the schedule (a
     # distilled student: its teacher's T, so that level k of T sits at the teacher's level k * schedule_steps / T); None: T
     sampler: str | None = None  # gan | ddpm | ddim: how samples are drawn unless asked otherwise (None: by the chain's length)
+    classes: tuple[float, ...] = ()  # a class-conditional model: each class's share of its training data; (): unconditional
     generator: NetConfig = field(default_factory=NetConfig)  # the generator network
     discriminator: NetConfig | None = field(default_factory=NetConfig)  # None: no discriminator
 
     @property
     def is_image(self) -> bool:
         return len(self.shape) == 3
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes of a class-conditional model (0: unconditional)."""
+        return len(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +53,7 @@ class ModelConfig:
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         d = dict(d)
         d["shape"] = tuple(d["shape"])
+        d["classes"] = tuple(d.get("classes", ()))
         d["generator"] = net_config_from_dict(d["generator"])
         if d.get("discriminator") is not None:
             d["discriminator"] = net_config_from_dict(d["discriminator"])
@@ -67,15 +74,21 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
         c, h, w = cfg.shape
         if h != w:
             raise ValueError(f"images must be square, got {h}x{w}")
-        return UNetGenerator(c, h, cfg.generator)
-    return MLPGenerator(cfg.shape[0], cfg.generator)
+        return UNetGenerator(c, h, cfg.generator, cfg.num_classes)
+    return MLPGenerator(cfg.shape[0], cfg.generator, cfg.num_classes)
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module:
     assert cfg.discriminator is not None
     if cfg.is_image:
-        return ConvDiscriminator(cfg.shape[0], cfg.shape[1], cfg.discriminator)
-    return MLPDiscriminator(cfg.shape[0], cfg.discriminator)
+        return ConvDiscriminator(cfg.shape[0], cfg.shape[1], cfg.discriminator, cfg.num_classes)
+    return MLPDiscriminator(cfg.shape[0], cfg.discriminator, cfg.num_classes)
+
+
+def run_generator(net: nn.Module, x_t: Tensor, time: Tensor, z: Tensor | None, y: Tensor | None) -> Tensor:
+    """net(x_t, time, z), and y where there is a class: networks of unconditional models (a
+    diffusers teacher among them) take no class argument."""
+    return net(x_t, time, z) if y is None else net(x_t, time, z, y)
 
 
 class Model(nn.Module):
@@ -100,9 +113,10 @@ class Model(nn.Module):
     def z_dim(self) -> int:
         return self.cfg.generator.z_dim
 
-    def predict_x0(self, net: nn.Module, x_t: Tensor, t: Tensor, z: Tensor | None) -> Tensor:
-        """The generator's estimate of x_0 from x_t at levels t ([B] long, 1..T)."""
-        out = net(x_t, t.float() / self.cfg.steps, z)
+    def predict_x0(self, net: nn.Module, x_t: Tensor, t: Tensor, z: Tensor | None, y: Tensor | None = None) -> Tensor:
+        """The generator's estimate of x_0 from x_t at levels t ([B] long, 1..T), of class y ([B] long)
+        for a class-conditional model."""
+        out = run_generator(net, x_t, t.float() / self.cfg.steps, z, y)
         if self.cfg.prediction == Prediction.EPS:
             return self.schedule.eps_to_x0(x_t, t, out.float())
         if self.cfg.prediction == Prediction.V:

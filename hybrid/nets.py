@@ -1,10 +1,14 @@
-"""Time-conditioned networks: generators G(x_t, t, z) and discriminators D(x, x_t, t), where x is
-x_{t-1} or x_0 (what the discriminator judges beside x_t: training.objectives, d_pair).
+"""Time-conditioned networks: generators G(x_t, t, z, y) and discriminators D(x, x_t, t, y), where x
+is x_{t-1} or x_0 (what the discriminator judges beside x_t: training.objectives, d_pair) and y
+the class of a class-conditional model ([B] long; None for unconditional ones).
 
 Images use a UNet generator and a convolutional discriminator; vectors ([B, D]) use MLPs.
 The latent z enters the generator through adaptive normalisation: a mapping network turns it
 into an embedding that is added to the time embedding, and every block scales and shifts its
-normalised activations by a projection of that embedding.
+normalised activations by a projection of that embedding. A class enters the same way, as a
+learned embedding added to it. Discriminators take the class through a projection head (Miyato
+& Koyama, cGANs with projection discriminator): the logit gains the inner product of the class's
+embedding with D's last features.
 """
 
 from __future__ import annotations
@@ -87,9 +91,9 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
 
 
 class Embedding(nn.Module):
-    """Time (and, for generators, latent) embedding: [B] time, [B, z_dim] z -> [B, dim]."""
+    """Time (and, for generators, latent and class) embedding: [B] time, [B, z_dim] z, [B] class -> [B, dim]."""
 
-    def __init__(self, channels: int, dim: int, z_dim: int, act: str) -> None:
+    def __init__(self, channels: int, dim: int, z_dim: int, act: str, num_classes: int = 0) -> None:
         super().__init__()
         self.channels = channels
         self.time = nn.Sequential(nn.Linear(channels, dim), activation(act), nn.Linear(dim, dim))
@@ -99,12 +103,14 @@ class Embedding(nn.Module):
             for _ in range(2):
                 layers += [nn.Linear(dim, dim), activation(act)]
             self.mapping = nn.Sequential(*layers)
+        if num_classes:
+            self.label = nn.Embedding(num_classes, dim)
 
-    def forward(self, t: Tensor, z: Tensor | None) -> Tensor:
+    def forward(self, t: Tensor, z: Tensor | None, y: Tensor | None = None) -> Tensor:
         emb = self.time(timestep_embedding(t, self.channels))
         if self.z_dim:
             emb = emb + self.mapping(z)
-        return emb
+        return emb + self.label(y) if y is not None else emb
 
 
 class AdaptiveNorm(nn.Module):
@@ -169,13 +175,13 @@ class Attention(nn.Module):
 
 
 class UNetGenerator(nn.Module):
-    """G(x_t, t, z): [B, C, R, R], [B] in [0, 1], [B, z_dim] -> [B, C, R, R]."""
+    """G(x_t, t, z, y): [B, C, R, R], [B] in [0, 1], [B, z_dim], [B] class -> [B, C, R, R]."""
 
-    def __init__(self, in_channels: int, resolution: int, cfg: NetConfig) -> None:
+    def __init__(self, in_channels: int, resolution: int, cfg: NetConfig, num_classes: int = 0) -> None:
         super().__init__()
         check_net_config(cfg)
         emb_dim = 4 * cfg.channels
-        self.embed = Embedding(cfg.channels, emb_dim, cfg.z_dim, cfg.act)
+        self.embed = Embedding(cfg.channels, emb_dim, cfg.z_dim, cfg.act, num_classes)
         self.stem = nn.Conv2d(in_channels, cfg.channels, 3, padding=1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         widths, c, res = [cfg.channels], cfg.channels, resolution
@@ -208,8 +214,8 @@ class UNetGenerator(nn.Module):
             return _Sequential(block, Attention(c_out))
         return block
 
-    def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None) -> Tensor:
-        emb = self.embed(t, z)
+    def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None, y: Tensor | None = None) -> Tensor:
+        emb = self.embed(t, z, y)
         h = self.stem(x)
         skips = [h]
         for layer in self.down:
@@ -256,13 +262,13 @@ class FourierFeatures(nn.Module):
 
 
 class MLPGenerator(nn.Module):
-    """G(x_t, t, z) for vectors: [B, D], [B], [B, z_dim] -> [B, D]."""
+    """G(x_t, t, z, y) for vectors: [B, D], [B], [B, z_dim], [B] class -> [B, D]."""
 
-    def __init__(self, dim: int, cfg: NetConfig) -> None:
+    def __init__(self, dim: int, cfg: NetConfig, num_classes: int = 0) -> None:
         super().__init__()
         check_net_config(cfg)
         width = cfg.channels
-        self.embed = Embedding(width, width, cfg.z_dim, cfg.act)
+        self.embed = Embedding(width, width, cfg.z_dim, cfg.act, num_classes)
         self.features = FourierFeatures(dim, cfg.fourier)
         self.inp = nn.Linear(self.features.out_dim, width)
         self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(cfg.num_blocks))
@@ -272,8 +278,8 @@ class MLPGenerator(nn.Module):
         self.out = nn.Linear(width, dim)
         init_weights(self, cfg.init)
 
-    def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None) -> Tensor:
-        emb = self.embed(t, z)
+    def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None, y: Tensor | None = None) -> Tensor:
+        emb = self.embed(t, z, y)
         h = self.inp(self.features(x)) + emb
         for layer, norm in zip(self.layers, self.norms):
             h = h + layer(self.dropout(self.act(norm(h, emb))))
@@ -281,14 +287,14 @@ class MLPGenerator(nn.Module):
 
 
 class ConvDiscriminator(nn.Module):
-    """D(x, x_t, t) for images: two [B, C, R, R] and [B] in [0, 1] -> logits [B].
+    """D(x, x_t, t, y) for images: two [B, C, R, R], [B] in [0, 1] and [B] class -> logits [B].
 
     With mbstd_group, the last features gain one channel: how much they vary across a group of
     samples (Karras et al., Progressive GANs), which lets D see a generator that makes too
     little variety.
     """
 
-    def __init__(self, in_channels: int, resolution: int, cfg: NetConfig) -> None:
+    def __init__(self, in_channels: int, resolution: int, cfg: NetConfig, num_classes: int = 0) -> None:
         super().__init__()
         check_net_config(cfg)
         self.t_channels = cfg.channels
@@ -303,10 +309,11 @@ class ConvDiscriminator(nn.Module):
         self.act = activation(cfg.act)
         self.mbstd_group = cfg.mbstd_group
         self.head = nn.Linear(c + (1 if cfg.mbstd_group else 0), 1)
+        self.label = label_projection(num_classes, self.head.in_features)
         self.t_embed = nn.Sequential(nn.Linear(cfg.channels, cfg.channels), activation(cfg.act))
         init_weights(self, cfg.init)
 
-    def forward(self, x: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         emb = self.t_embed(timestep_embedding(t, self.t_channels))
         h = self.stem(torch.cat([x, x_t], dim=1))
         for block, proj in zip(self.blocks, self.t_proj):
@@ -314,7 +321,25 @@ class ConvDiscriminator(nn.Module):
         h = self.act(h)
         if self.mbstd_group:
             h = torch.cat([h, minibatch_std(h, self.mbstd_group)], dim=1)
-        return self.head(h.sum(dim=(2, 3))).squeeze(1)
+        return projection_logits(h.sum(dim=(2, 3)), self.head, self.label, y)
+
+
+def label_projection(num_classes: int, features: int) -> nn.Embedding | None:
+    """A class-conditional discriminator's class embeddings, as wide as its last features (None: unconditional)."""
+    if not num_classes:
+        return None
+    label = nn.Embedding(num_classes, features)
+    nn.init.normal_(label.weight, std=features**-0.5)
+    return label
+
+
+def projection_logits(h: Tensor, head: nn.Linear, label: nn.Embedding | None, y: Tensor | None) -> Tensor:
+    """Logits [B] from D's last features h [B, F]: the linear head, plus for a class y [B] the inner
+    product of h with the class's embedding (the projection discriminator)."""
+    out = head(h).squeeze(1)
+    if label is None or y is None:
+        return out
+    return out + (label(y).to(h.dtype) * h).sum(1)
 
 
 def minibatch_std(h: Tensor, group: int) -> Tensor:
@@ -344,13 +369,13 @@ class _DownBlock(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """D(x, x_t, t) for vectors: two [B, D] and [B] in [0, 1] -> logits [B].
+    """D(x, x_t, t, y) for vectors: two [B, D], [B] in [0, 1] and [B] class -> logits [B].
 
     The time embedding is projected and added to the first hidden layer, so the few input
     coordinates are not drowned among the embedding's many dimensions.
     """
 
-    def __init__(self, dim: int, cfg: NetConfig) -> None:
+    def __init__(self, dim: int, cfg: NetConfig, num_classes: int = 0) -> None:
         super().__init__()
         check_net_config(cfg)
         width = cfg.channels
@@ -361,10 +386,11 @@ class MLPDiscriminator(nn.Module):
         layers: list[nn.Module] = [activation(cfg.act)]
         for _ in range(cfg.num_blocks - 1):
             layers += [nn.Linear(width, width), activation(cfg.act)]
-        self.net = nn.Sequential(*layers, nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers, nn.Linear(width, 1))  # the last layer is the head
+        self.label = label_projection(num_classes, width)
         init_weights(self, cfg.init)
 
-    def forward(self, x: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         h = self.inp(torch.cat([self.features(x), self.features(x_t)], dim=1))
         h = h + self.t_proj(timestep_embedding(t, self.t_channels))
-        return self.net(h).squeeze(1)
+        return projection_logits(self.net[:-1](h), self.net[-1], self.label, y)

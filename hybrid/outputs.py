@@ -10,15 +10,18 @@ from pathlib import Path
 from hybridgan.hybrid.errors import UserError
 
 
-def seed_file(seed: int) -> str:
-    """The file name of one seed's image in a folder output: seed000123.png."""
-    return f"seed{seed:06d}.png"
+def seed_file(seed: int, label: int | None = None) -> str:
+    """The file name of one seed's image in a folder output: seed000123.png, or 3/seed000123.png for
+    class 3 (one sub-folder per class, the layout `--data FOLDER` reads as labelled)."""
+    name = f"seed{seed:06d}.png"
+    return name if label is None else f"{label}/{name}"
 
 
-def check_output(out: str | Path, seeds: list[int], overwrite: bool = False, image: bool | None = None) -> Path:
+def check_output(out: str | Path, seeds: list[int], overwrite: bool = False, image: bool | None = None,
+                 labels: list[int] | None = None) -> Path:
     """Refuse an output that `write_samples` could not write: a wrong suffix, a place that is not a
     writable folder, files already there (unless `overwrite`), and, once `image` is known, vectors
-    to a folder. Raises UserError naming --out."""
+    to a folder. labels: each seed's class, for sub-folders per class. Raises UserError naming --out."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in ("", ".png", ".npy"):
@@ -27,7 +30,8 @@ def check_output(out: str | Path, seeds: list[int], overwrite: bool = False, ima
         raise UserError(f"--out {out}: vector samples go to a .npy or a .png scatter plot, not a folder")
     if (suffix and out.is_dir()) or (not suffix and out.exists() and not out.is_dir()):
         raise UserError(f"--out {out}: exists as a {'folder' if out.is_dir() else 'file'}; give another name")
-    targets = [out] if suffix else [out / seed_file(s) for s in seeds]
+    labels = [None] * len(seeds) if labels is None else labels
+    targets = [out] if suffix else [out / seed_file(s, k) for s, k in zip(seeds, labels)]
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""

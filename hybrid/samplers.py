@@ -9,6 +9,10 @@ Every random number of sample i comes from its own generator seeded with seeds[i
 the CPU in a fixed order, so a sample depends only on its seed: not on the batch it is drawn
 in, nor on the device. A model that keeps earlier states of its generator (`Model.past`) draws
 sample i with generator seeds[i] mod K of its K generators: a mixture in equal shares.
+
+A class-conditional model draws sample i of the class labels[i]; without labels, each seed picks
+its class from the training data's class shares (`seed_classes`), from a random stream of its
+own, so the noise of a seed is the same whichever class it is drawn with.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import math
 from enum import Enum
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,6 +28,7 @@ from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import Model, ModelConfig
 
 SEED_BASE = 1_000_000  # default seeds of sample, eval and bench start here, apart from the training grids' 0..63
+CLASS_STREAM = 1  # a seed's class is drawn from numpy's stream (seed, CLASS_STREAM), apart from its noise
 
 
 class Sampler(str, Enum):
@@ -94,6 +100,31 @@ def check_path(path: list[int], top: int) -> list[int]:
     return list(path)
 
 
+def seed_classes(shares: tuple[float, ...] | list[float], seeds: list[int]) -> Tensor:
+    """[N] long: the class of each seed, drawn with probabilities `shares` (a conditional model's
+    training-data frequencies) from the seed's own stream; depends on the seed alone."""
+    cdf = np.cumsum(np.asarray(shares, dtype=np.float64))
+    u = [np.random.default_rng([int(s), CLASS_STREAM]).random() * cdf[-1] for s in seeds]
+    return torch.as_tensor(np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1), dtype=torch.long)
+
+
+def sample_labels(cfg: ModelConfig, labels: Tensor | list[int] | None, seeds: list[int]) -> Tensor | None:
+    """The class of each sample as a [N] long tensor: `labels` checked against the model (a UserError
+    names what is wrong), drawn by seed for a conditional model without them, None for an
+    unconditional model."""
+    if labels is None:
+        return seed_classes(cfg.classes, seeds) if cfg.num_classes else None
+    if not cfg.num_classes:
+        raise UserError("--class: the model is not class-conditional (train it with --cond)")
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if len(labels) != len(seeds):
+        raise ValueError(f"{len(labels)} labels for {len(seeds)} seeds")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < cfg.num_classes:
+        bad = int(labels.max()) if int(labels.max()) >= cfg.num_classes else int(labels.min())
+        raise UserError(f"--class {bad}: the model has classes 0..{cfg.num_classes - 1}")
+    return labels
+
+
 @torch.no_grad()
 def sample(
     model: Model,
@@ -105,6 +136,7 @@ def sample(
     start: tuple[int, Tensor] | None = None,
     path: list[int] | None = None,
     mixture: int | None = None,
+    labels: Tensor | list[int] | None = None,
 ) -> Tensor:
     """Draw one sample per seed. Returns [N, *shape] float32 on the CPU.
 
@@ -115,17 +147,20 @@ def sample(
     of from pure noise at level T (the seeds then give only the latents and posterior noise).
     path: the levels to visit, from the start down (e.g. [4, 1]: NFE 2 that ends at level 1);
     default: `steps` levels evenly spaced (`levels`).
+    labels: a class-conditional model's class of each sample ([N]; default: drawn by seed, `seed_classes`).
     """
     nets = [net] if net is not None else model.generators(mixture)
     sampler, device = Sampler(sampler), torch.device(device)
+    labels = sample_labels(model.cfg, labels, seeds)
     if len(nets) == 1:
-        return _chain(model, nets[0], seeds, steps, sampler, device, start, path)
+        return _chain(model, nets[0], seeds, steps, sampler, device, start, path, labels)
     out = torch.empty(len(seeds), *model.cfg.shape)
     for k, member in enumerate(nets):
         rows = [i for i, seed in enumerate(seeds) if seed % len(nets) == k]
         if rows:
             part = None if start is None else (start[0], start[1][rows])
-            out[rows] = _chain(model, member, [seeds[i] for i in rows], steps, sampler, device, part, path)
+            y = None if labels is None else labels[rows]
+            out[rows] = _chain(model, member, [seeds[i] for i in rows], steps, sampler, device, part, path, y)
     return out
 
 
@@ -136,7 +171,8 @@ def mixture_text(model: Model, mixture: int | None = None) -> str:
 
 
 def _chain(model: Model, net: torch.nn.Module, seeds: list[int], steps: int | None, sampler: Sampler,
-           device: torch.device, start: tuple[int, Tensor] | None, path: list[int] | None) -> Tensor:
+           device: torch.device, start: tuple[int, Tensor] | None, path: list[int] | None,
+           labels: Tensor | None = None) -> Tensor:
     """`sample` with one generator."""
     shape = model.cfg.shape
     noise = SeedNoise(seeds)
@@ -148,11 +184,12 @@ def _chain(model: Model, net: torch.nn.Module, seeds: list[int], steps: int | No
     if path is not None and steps is not None and steps != len(path):
         raise ValueError(f"steps {steps} and the {len(path)} levels {path} disagree")
     path = (check_path(path, top) if path is not None else levels(top, steps or top)) + [0]
+    y = None if labels is None else labels.to(device)
     for t_level, s_level in zip(path[:-1], path[1:]):
         z = noise.randn(model.z_dim).to(device) if model.z_dim else None
         t = torch.full((len(seeds),), t_level, dtype=torch.long, device=device)
         s = torch.full_like(t, s_level)
-        x0 = model.predict_x0(net, x, t, z).float()
+        x0 = model.predict_x0(net, x, t, z, y).float()
         if model.cfg.is_image:  # images live in [-1, 1]; clipping the estimate helps eps models
             x0 = x0.clamp(-1, 1)
         if sampler == Sampler.DDIM:
@@ -169,9 +206,12 @@ def sample_batched(model: Model, seeds: list[int], batch: int = 256, start: tupl
     tqdm bar on stderr (samples, rate, time left) where stderr is a terminal."""
     from tqdm import tqdm
 
+    labels = kwargs.pop("labels", None)
+
     def chunk(i: int) -> Tensor:
         part = None if start is None else (start[0], start[1][i : i + batch])
-        return sample(model, seeds[i : i + batch], start=part, **kwargs)
+        y = None if labels is None else labels[i : i + batch]
+        return sample(model, seeds[i : i + batch], start=part, labels=y, **kwargs)
 
     with tqdm(total=len(seeds), desc="sampling", unit="img", disable=None if progress else True, leave=False) as bar:
         parts = []

@@ -26,6 +26,7 @@ class TrainConfig:
     data: str = "digits"  # dataset name or path (see `hybrid data list`)
     resolution: int | None = None  # image side in pixels (None: the dataset's own)
     objective: str = "hybrid"  # hybrid | ddgan | ddpm | distill
+    cond: bool = False  # class-conditional: G and D take each sample's class (labelled data only)
     teacher: str | None = None  # distill: the teacher, a checkpoint of `hybrid train --objective ddpm`
     teacher_sha256: str | None = None  # distill: the teacher file's SHA-256 (set by the run; a resumed run checks it)
     fake_updates: int | None = None  # distill: fake-denoiser (and D) updates per student update (None: 5)
@@ -161,10 +162,12 @@ def is_nonnegative_number(value: Any) -> bool:
         return False
 
 
-def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[str, Any] | None = None) -> TrainConfig:
+def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[str, Any] | None = None,
+            classes: tuple[float, ...] | None = None) -> TrainConfig:
     """Fill every None with its value for this data; check the combination.
 
     model_changes: chain (steps, schedule) and generator options applied to the default model.
+    classes: with cond, each class's share of the data (training.data.class_shares).
     """
     if cfg.objective not in OBJECTIVE_NAMES:
         raise UserError(f"--objective {cfg.objective!r}: choose one of {', '.join(OBJECTIVE_NAMES)}")
@@ -199,6 +202,7 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
             model = with_model_overrides(model, **model_changes)
         except TypeError as e:
             raise UserError(f"bad network option: {e}") from None
+    model = conditioned(model, cfg, classes)
     for net in (model.generator, model.discriminator):
         if net is not None:
             try:
@@ -236,6 +240,19 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         # shorter runs unchanged); ddpm and ddgan keep 10: docs/benchmarks.md#generator-ema
         ema_kimg=cfg.ema_kimg if cfg.ema_kimg is not None else (5.0 if image and cfg.objective == "hybrid" else 10.0),
     )
+
+
+def conditioned(model: ModelConfig, cfg: TrainConfig, classes: tuple[float, ...] | None) -> ModelConfig:
+    """The model with the data's classes when cfg.cond. A distilled student is conditional when its
+    teacher is, on the teacher's number of classes."""
+    if cfg.objective == "distill" and bool(model.classes) != cfg.cond:
+        state = "class-conditional: pass --cond" if model.classes else "unconditional: drop --cond"
+        raise UserError(f"--teacher {cfg.teacher}: the teacher is {state}")
+    if not cfg.cond or classes is None:
+        return model
+    if model.classes and len(model.classes) != len(classes):
+        raise UserError(f"--cond: the data has {len(classes)} classes, the model {len(model.classes)}")
+    return dataclasses.replace(model, classes=classes)
 
 
 CHAIN_OPTIONS = ("steps", "schedule", "prediction", "sampler")  # ModelConfig fields; the other model options are the generator's

@@ -160,7 +160,7 @@ def _torchvision(name: str, cls_name: str, default_res: int, **kwargs) -> Loader
                 f"dataset {name!r} is not in {root / name} and could not be downloaded ({type(e).__name__}); "
                 f"put torchvision's {cls_name} files there (or set HYBRID_DATA), or give a folder of images"
             ) from None
-        dataset = _images_dataset(name, ((f"{name}[{i}]", ds[i][0]) for i in range(len(ds))), resolution or default_res)
+        dataset = _images_dataset(name, ((f"{name}[{i}]", ds[i][0], str(i)) for i in range(len(ds))), resolution or default_res)
         if hasattr(ds, "targets"):  # MNIST, Fashion-MNIST, CIFAR-10 (CelebA has attributes instead)
             dataset.labels = torch.as_tensor(ds.targets, dtype=torch.long)
         return dataset
@@ -177,15 +177,15 @@ for _name, _cls, _res, _kw, _help in (
     register(_name, _help)(_torchvision(_name, _cls, _res, **_kw))
 
 
-def _folder_images(folder: Path) -> Iterable[tuple[str, object]]:
+def _folder_images(folder: Path) -> Iterable[tuple[str, object, str]]:
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise UserError(f"--data {folder}: no images found (png, jpg, webp, bmp in any subfolder)")
     for p in files:
-        yield str(p), p
+        yield str(p), p, p.relative_to(folder).as_posix()
 
 
-def _zip_images(path: Path) -> Iterable[tuple[str, object]]:
+def _zip_images(path: Path) -> Iterable[tuple[str, object, str]]:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
@@ -195,7 +195,7 @@ def _zip_images(path: Path) -> Iterable[tuple[str, object]]:
         if not names:
             raise UserError(f"--data {path}: the zip holds no images (png, jpg, webp, bmp)")
         for n in names:
-            yield f"{path}:{n}", io.BytesIO(zf.read(n))
+            yield f"{path}:{n}", io.BytesIO(zf.read(n)), n
 
 
 def _to_array(name: str, source: object, resolution: int | None) -> np.ndarray:
@@ -241,11 +241,12 @@ def _center_crop_resize(img, resolution: int):
     return img.resize((resolution, resolution), Image.Resampling.BICUBIC if side < resolution else Image.Resampling.LANCZOS)
 
 
-def _images_dataset(name: str, items: Iterable[tuple[str, object]], resolution: int | None) -> Dataset:
-    arrays, names = [], []
-    for item_name, source in items:
+def _images_dataset(name: str, items: Iterable[tuple[str, object, str]], resolution: int | None) -> Dataset:
+    """items: (name for messages, file or path, path inside the folder or zip) of each image."""
+    arrays, paths = [], []
+    for item_name, source, relative in items:
         arrays.append(_to_array(item_name, source, resolution))
-        names.append(item_name)
+        paths.append(relative)
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
         raise UserError(f"--data {name}: images have different sizes {sorted(sizes)[:3]}; pass --resolution R")
@@ -255,7 +256,21 @@ def _images_dataset(name: str, items: Iterable[tuple[str, object]], resolution: 
     if channels == 3:  # grayscale among colour images becomes grey RGB
         arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
     data = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return Dataset(name, data)
+    return Dataset(name, data, labels=folder_labels(paths))
+
+
+def folder_labels(paths: list[str]) -> Tensor | None:
+    """Classes by torchvision's ImageFolder convention: when every image lies under a first-level
+    sub-folder and there are two or more, class k is the k-th sub-folder name in sorted order.
+    paths: each image's path inside the folder or zip, "/"-separated. None: not labelled."""
+    parts = [p.split("/") for p in paths]
+    if any(len(p) < 2 for p in parts):
+        return None
+    names = sorted({p[0] for p in parts})
+    if len(names) < 2:
+        return None
+    index = {n: k for k, n in enumerate(names)}
+    return torch.tensor([index[p[0]] for p in parts], dtype=torch.long)
 
 
 def _npy_dataset(path: Path, resolution: int | None) -> Dataset:
@@ -288,6 +303,16 @@ def _npy_images(path: Path, arr: np.ndarray, resolution: int | None) -> Dataset:
     if resolution is not None:
         data = resize_uint8(data, resolution)
     return Dataset(path.name, data)
+
+
+def class_shares(ds: Dataset, source: str) -> tuple[float, ...]:
+    """Each class's share of labelled data (class k: labels == k), what a class-conditional model
+    is trained on and draws classes from; unlabelled data is a UserError naming --cond."""
+    if ds.labels is None:
+        raise UserError(f"--cond: {source} has no class labels (labelled: digits, mnist, fashion-mnist, cifar10, "
+                        "or a folder with one sub-folder of images per class)")
+    counts = torch.bincount(ds.labels)
+    return tuple(round(float(c) / len(ds.labels), 6) for c in counts)
 
 
 def describe(ds: Dataset) -> dict[str, object]:

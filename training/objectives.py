@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hybridgan.hybrid.model import Model, ModelConfig
+from hybridgan.hybrid.model import Model, ModelConfig, run_generator
 from hybridgan.training.config import TrainConfig, default_model
 from hybridgan.training.stats import Stats
 from hybridgan.training.teacher import Teacher, load_teacher
@@ -49,6 +49,7 @@ class Batch:
     shifts: Tensor | None = None  # [2, B, 2] long: (dy, dx) of the real and the fake pair D judges (None: off)
     x0_pred: Tensor | None = None
     fake_prev: Tensor | None = None
+    y: Tensor | None = None  # [B] long: the class of each real sample (class-conditional models; None: off)
 
 
 OBJECTIVES: dict[str, type[Objective]] = {}
@@ -93,7 +94,8 @@ class Objective:
         trainer gives each an optimiser and keeps it in the checkpoint."""
         return {}
 
-    def draw(self, x0: Tensor, gen: torch.Generator) -> Batch:
+    def draw(self, x0: Tensor, gen: torch.Generator, y: Tensor | None = None) -> Batch:
+        """The step's random draws for real data x0 [B, ...] of classes y ([B] long, or None)."""
         T, B = self.model.cfg.steps, x0.shape[0]
         sched = self.model.schedule
         t = torch.randint(1, T + 1, (B,), generator=gen, device=x0.device)
@@ -107,7 +109,7 @@ class Objective:
         if self.d_augment == "translate":
             reach = max(1, x0.shape[-1] // 8)  # an eighth of the side (DiffAugment's translation)
             shifts = torch.randint(-reach, reach + 1, (2, B, 2), generator=gen, device=x0.device)
-        return Batch(x0=x0, t=t, x_prev=x_prev, x_t=x_t, z=z, noise=noise, d_noise=d_noise, shifts=shifts)
+        return Batch(x0=x0, t=t, x_prev=x_prev, x_t=x_t, z=z, noise=noise, d_noise=d_noise, shifts=shifts, y=y)
 
     def begin(self, batch: Batch, due: tuple[Phase, ...] | None = None) -> None:
         """Work shared by the phases of one step (run under autocast, with G trainable); due: the
@@ -123,16 +125,16 @@ class DDPM(Objective):
 
     phases = (Phase("G", "G"),)
 
-    def draw(self, x0: Tensor, gen: torch.Generator) -> Batch:
+    def draw(self, x0: Tensor, gen: torch.Generator, y: Tensor | None = None) -> Batch:
         T, B = self.model.cfg.steps, x0.shape[0]
         t = torch.randint(1, T + 1, (B,), generator=gen, device=x0.device)
         noise = torch.randn(x0.shape, generator=gen, device=x0.device)
         x_t = self.model.schedule.q_sample(x0, t, noise)
-        return Batch(x0=x0, t=t, x_prev=x_t, x_t=x_t, z=None, noise=noise)
+        return Batch(x0=x0, t=t, x_prev=x_t, x_t=x_t, z=None, noise=noise, y=y)
 
     def loss(self, phase: Phase, batch: Batch) -> Tensor:
         model = self.model
-        out = model.G(batch.x_t, batch.t.float() / model.cfg.steps, None).float()
+        out = model.G(batch.x_t, batch.t.float() / model.cfg.steps, None, batch.y).float()
         target = model.prediction_target(batch.x0, batch.t, batch.noise)
         per_sample = (out - target).square().flatten(1).mean(1)
         self.stats.report_per_level("Loss/G/denoise", per_sample, batch.t, model.cfg.steps)
@@ -155,11 +157,11 @@ class DDGAN(Objective):
 
     def begin(self, batch: Batch, due: tuple[Phase, ...] | None = None) -> None:
         model = self.model
-        batch.x0_pred = model.predict_x0(model.G, batch.x_t, batch.t, batch.z)
+        batch.x0_pred = model.predict_x0(model.G, batch.x_t, batch.t, batch.z, batch.y)
         batch.fake_prev = model.schedule.posterior_sample(batch.x_t, batch.x0_pred.float(), batch.t, batch.noise)
 
     def _d(self, x: Tensor, x_t: Tensor, batch: Batch) -> Tensor:
-        return self.model.D(x, x_t, batch.t.float() / self.model.cfg.steps).float()
+        return self.model.D(x, x_t, batch.t.float() / self.model.cfg.steps, batch.y).float()
 
     def _pair(self, batch: Batch) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """The real and the fake sample D judges, each beside its x_t: both samples plus the same
@@ -199,7 +201,7 @@ class DDGAN(Objective):
         # The penalty backpropagates through a gradient (double backward), which compiled graphs
         # (aot_autograd) do not support: under --compile, D runs eagerly here.
         with torch.autocast(x.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
-            logits = self.model.D(x, real_xt.float(), batch.t.float() / self.model.cfg.steps)
+            logits = self.model.D(x, real_xt.float(), batch.t.float() / self.model.cfg.steps, batch.y)
             (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
         penalty = grad.square().flatten(1).sum(1).mean()
         self.stats.report("Loss/D/r1", penalty)
@@ -247,6 +249,7 @@ class DistillBatch:
     n_real: Tensor
     n_gen: Tensor
     x0_pred: Tensor | None = None  # the student's sample at `level` (with its graph when G is due)
+    y: Tensor | None = None  # [B] long: the class of each real sample, which the student's sample takes too (None: off)
 
 
 DM_LEVELS = (0.02, 0.98)  # the share of the teacher's chain the DM gradient is taken over (DMD2's range)
@@ -306,7 +309,7 @@ class Distill(Objective):
     def T(self) -> int:
         return self.teacher.model.cfg.steps
 
-    def draw(self, x0: Tensor, gen: torch.Generator) -> DistillBatch:
+    def draw(self, x0: Tensor, gen: torch.Generator, y: Tensor | None = None) -> DistillBatch:  # type: ignore[override]
         B, K, T, dev = x0.shape[0], self.model.cfg.steps, self.T, x0.device
 
         def levels(lo: int, hi: int) -> Tensor:
@@ -322,14 +325,14 @@ class Distill(Objective):
         t_fake, n_fake = levels(1, T), randn()
         t_d, n_real, n_gen = levels(0, T - 1), randn(), randn()
         return DistillBatch(x0=x0, level=level, chain=chain, t_dm=t_dm, n_dm=n_dm, t_fake=t_fake, n_fake=n_fake,
-                            t_d=t_d, n_real=n_real, n_gen=n_gen)
+                            t_d=t_d, n_real=n_real, n_gen=n_gen, y=y)
 
     def begin(self, batch: DistillBatch, due: tuple[Phase, ...] | None = None) -> None:  # type: ignore[override]
         x = self._student_input(batch)
         g_due = due is None or any(p.network == "G" for p in due)
         t = torch.full((len(x),), batch.level, dtype=torch.long, device=x.device)
         with torch.set_grad_enabled(g_due and torch.is_grad_enabled()):
-            batch.x0_pred = self.model.predict_x0(self.model.G, x, t, None).float()
+            batch.x0_pred = self.model.predict_x0(self.model.G, x, t, None, batch.y).float()
 
     @torch.no_grad()
     def _student_input(self, batch: DistillBatch) -> Tensor:
@@ -339,7 +342,7 @@ class Distill(Objective):
         x = batch.chain[:, 0]
         for j, k in enumerate(range(K, batch.level, -1)):
             t = torch.full((len(x),), k, dtype=torch.long, device=x.device)
-            x0 = model.predict_x0(model.G, x, t, None).float()
+            x0 = model.predict_x0(model.G, x, t, None, batch.y).float()
             if model.cfg.is_image:
                 x0 = x0.clamp(-1, 1)
             x = model.schedule.posterior_sample(x, x0, t, batch.chain[:, j + 1], t - 1)
@@ -349,15 +352,15 @@ class Distill(Objective):
         if phase.name == "G":
             loss = self._dm_loss(batch)
             if self.gan_weight:
-                adv = F.softplus(-self._d(batch.x0_pred, batch.t_d, batch.n_gen)).mean()
+                adv = F.softplus(-self._d(batch.x0_pred, batch.t_d, batch.n_gen, batch.y)).mean()
                 self.stats.report("Loss/G/adv", adv)
                 loss = loss + self.gan_weight * adv
             return loss
         if phase.name == "fake":
             return self._fake_loss(batch)
         if phase.name == "D":
-            real = self._d(batch.x0, batch.t_d, batch.n_real)
-            fake = self._d(batch.x0_pred.detach(), batch.t_d, batch.n_gen)
+            real = self._d(batch.x0, batch.t_d, batch.n_real, batch.y)
+            fake = self._d(batch.x0_pred.detach(), batch.t_d, batch.n_gen, batch.y)
             self.stats.report("D/logit/real", real)
             self.stats.report("D/logit/fake", fake)
             loss = F.softplus(fake).mean() + F.softplus(-real).mean()
@@ -374,8 +377,8 @@ class Distill(Objective):
         # bf16's three digits of eps would become errors of +-0.5 in x0.
         with torch.no_grad(), torch.autocast(x0_pred.device.type, enabled=False):
             x_t = teacher.schedule.q_sample(x0_pred.detach(), t, batch.n_dm)
-            real = teacher.predict_x0(self.teacher.net, x_t, t, None).float()
-            fake = teacher.predict_x0(self.fake, x_t, t, None).float()
+            real = teacher.predict_x0(self.teacher.net, x_t, t, None, batch.y).float()
+            fake = teacher.predict_x0(self.fake, x_t, t, None, batch.y).float()
             scale = (x0_pred.detach() - real).abs().flatten(1).mean(1).clamp_min(1e-12)
             grad = torch.nan_to_num((fake - real) / scale.reshape(-1, *[1] * (real.dim() - 1)))
         per_sample = 0.5 * (x0_pred - (x0_pred - grad).detach()).square().flatten(1).mean(1)
@@ -390,22 +393,22 @@ class Distill(Objective):
         teacher, t = self.teacher.model, batch.t_fake
         x0 = batch.x0_pred.detach()
         x_t = teacher.schedule.q_sample(x0, t, batch.n_fake)
-        out = self.fake(x_t, t.float() / self.T, None).float()
+        out = run_generator(self.fake, x_t, t.float() / self.T, None, batch.y).float()
         per_sample = (out - teacher.prediction_target(x0, t, batch.n_fake)).square().flatten(1).mean(1)
         self.stats.report_per_level("Loss/fake/denoise", per_sample, t, self.T)
         return per_sample.mean()
 
-    def _d(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    def _d(self, x0: Tensor, t: Tensor, noise: Tensor, y: Tensor | None) -> Tensor:
         """D's logits for samples x0 noised to teacher levels t; D's pair is that noised sample twice
         (Model.D judges a pair; here there is nothing else to set beside it)."""
-        y = self.teacher.model.schedule.q_sample(x0, t, noise)
-        return self.model.D(y, y, t.float() / self.T).float()
+        x_t = self.teacher.model.schedule.q_sample(x0, t, noise)
+        return self.model.D(x_t, x_t, t.float() / self.T, y).float()
 
     def _r1(self, batch: DistillBatch) -> Tensor:
-        y = self.teacher.model.schedule.q_sample(batch.x0, batch.t_d, batch.n_real).detach().float().requires_grad_(True)
-        with torch.autocast(y.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
-            logits = self.model.D(y, y, batch.t_d.float() / self.T)
-            (grad,) = torch.autograd.grad(logits.sum(), y, create_graph=True)
+        x_t = self.teacher.model.schedule.q_sample(batch.x0, batch.t_d, batch.n_real).detach().float().requires_grad_(True)
+        with torch.autocast(x_t.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
+            logits = self.model.D(x_t, x_t, batch.t_d.float() / self.T, batch.y)
+            (grad,) = torch.autograd.grad(logits.sum(), x_t, create_graph=True)
         penalty = grad.square().flatten(1).sum(1).mean()
         self.stats.report("Loss/D/r1", penalty)
         return 0.5 * self.r1_gamma * self.r1_every * penalty

@@ -27,7 +27,7 @@ from hybridgan.hybrid.runfiles import append_jsonl, duration, provenance
 from hybridgan.hybrid.samplers import default_sampling, sample_batched
 from hybridgan.training import distributed
 from hybridgan.training.config import TrainConfig, config_from_dict, lr_scale, resolve, with_model_overrides
-from hybridgan.training.data import Dataset, load_dataset
+from hybridgan.training.data import Dataset, class_shares, load_dataset
 from hybridgan.training.objectives import OBJECTIVES, Objective
 from hybridgan.training.rundir import Console, RunDir, next_run_dir
 from hybridgan.training.stats import Stats
@@ -242,10 +242,10 @@ class Trainer:
     def step(self) -> None:
         cfg, model = self.cfg, self.model
         t0 = self.clock()
-        x0 = self._real_batch()
+        x0, y = self._real_batch()
         self._set_learning_rates()
         # Every rank draws the whole global batch from the same generators and keeps its rows.
-        batch = distributed.shard(self.objective.draw(x0, self.gen))
+        batch = distributed.shard(self.objective.draw(x0, self.gen, y))
         due = tuple(p for p in self.objective.phases if self.progress.step % p.interval == 0)
         with self._autocast():
             self.objective.begin(batch, due)
@@ -281,13 +281,15 @@ class Trainer:
         (DMD2 trains its fake denoiser at the generator's rate)."""
         return self.cfg.lr_d if network == "D" else self.cfg.lr_g
 
-    def _real_batch(self) -> torch.Tensor:
+    def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A global batch of real samples [B, ...] and, for a class-conditional model, their classes [B]."""
         index = torch.randint(len(self.data), (self.cfg.batch,), generator=self.data_gen)
         x0 = self.data.batch(index)
         if self.cfg.xflip and self.data.is_image:
             flip = torch.rand(self.cfg.batch, generator=self.data_gen) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-        return x0.to(self.device, non_blocking=True)
+        y = self.data.labels[index].to(self.device, non_blocking=True) if self.model.cfg.num_classes else None
+        return x0.to(self.device, non_blocking=True), y
 
     def _ema_decay(self) -> float:
         half_life = self.cfg.ema_kimg * 1000
@@ -512,6 +514,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
     resolve_device(cfg.device)
     check_precision(cfg.precision)
     data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
+    classes = class_shares(data, cfg.data) if cfg.cond and state is None else None
     if cfg.metrics:
         from hybridgan.metrics.registry import check_labels, get_metrics
 
@@ -520,7 +523,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
     kind = OBJECTIVES.get(cfg.objective)
     cfg, inputs = kind.prepare(cfg, tuple(data.shape), resumed=state is not None) if kind else (cfg, {})
     if state is None:
-        cfg = resolve(cfg, data.shape, model_changes)
+        cfg = resolve(cfg, data.shape, model_changes, classes)
     cfg = settled(cfg, data)
     distributed.check_batch(cfg.batch)
     main = distributed.is_main()
