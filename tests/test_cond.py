@@ -135,3 +135,19 @@ def test_a_conditional_run_resumes_bitwise(tmp_path, hybrid):
         assert any("label" in name for name in a[key]), f"{key} has class embeddings"
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+
+
+def test_a_student_of_a_conditional_teacher_is_conditional_and_says_so(tmp_path, hybrid):
+    teacher_run = train(digits_config(objective="ddpm", cond=True), run_dir=tmp_path / "teacher", model_changes=TINY_UNET,
+                        quiet=True)
+    teacher = latest_checkpoint(teacher_run)
+    common = ("train", "--objective", "distill", "--teacher", teacher, "--steps", "1", "--batch", "32", "--kimg", "0.064",
+              "--device", "cpu", "--quiet")
+    result = hybrid(*common, "--run-dir", tmp_path / "plain")
+    assert result.code == 2 and "the teacher is class-conditional: pass --cond" in result.err
+    assert not (tmp_path / "plain").exists()
+    assert hybrid(*common, "--cond", "--run-dir", tmp_path / "student").code == 0
+    student = hybridgan.load(latest_checkpoint(tmp_path / "student"))
+    assert student.cfg.classes == hybridgan.load(teacher).cfg.classes
+    x = hybridgan.sample(student, range(4), labels=[3, 3, 5, 5])
+    assert x.shape == (4, 1, 16, 16) and torch.isfinite(x).all()
