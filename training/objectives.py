@@ -134,7 +134,7 @@ class DDPM(Objective):
 
     def loss(self, phase: Phase, batch: Batch) -> Tensor:
         model = self.model
-        out = model.G(batch.x_t, batch.t.float() / model.cfg.steps, None, batch.y).float()
+        out = run_generator(model.G, batch.x_t, batch.t.float() / model.cfg.steps, None, batch.y).float()
         target = model.prediction_target(batch.x0, batch.t, batch.noise)
         per_sample = (out - target).square().flatten(1).mean(1)
         self.stats.report_per_level("Loss/G/denoise", per_sample, batch.t, model.cfg.steps)
