@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +94,14 @@ class Objective:
         trainer gives each an optimiser and keeps it in the checkpoint."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the objective itself changes while training, besides its networks (plain numbers and
+        tensors): the trainer keeps it in the checkpoint, so a resumed run continues exactly. {}: none."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
     def draw(self, x0: Tensor, gen: torch.Generator, y: Tensor | None = None) -> Batch:
         """The step's random draws for real data x0 [B, ...] of classes y ([B] long, or None)."""
         T, B = self.model.cfg.steps, x0.shape[0]
@@ -117,6 +125,12 @@ class Objective:
 
     def loss(self, phase: Phase, batch: Batch) -> Tensor:
         raise NotImplementedError
+
+    def _lazy_r1(self, penalty: Tensor) -> Tensor:
+        """The loss of the Dreg phase from an R1 penalty (`r1_penalty`), reported as Loss/D/r1. Lazy
+        regularisation: applied every r1_every steps with the weight scaled to match."""
+        self.stats.report("Loss/D/r1", penalty)
+        return 0.5 * self.r1_gamma * self.r1_every * penalty
 
 
 @register("ddpm")
@@ -197,16 +211,8 @@ class DDGAN(Objective):
         return batch.x0.new_zeros(())
 
     def _r1(self, real_x: Tensor, real_xt: Tensor, batch: Batch) -> Tensor:
-        x = real_x.detach().float().requires_grad_(True)
-        # The penalty backpropagates through a gradient (double backward), which compiled graphs
-        # (aot_autograd) do not support: under --compile, D runs eagerly here.
-        with torch.autocast(x.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
-            logits = self.model.D(x, real_xt.float(), batch.t.float() / self.model.cfg.steps, batch.y)
-            (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
-        penalty = grad.square().flatten(1).sum(1).mean()
-        self.stats.report("Loss/D/r1", penalty)
-        # Lazy regularisation: applied every r1_every steps with the weight scaled to match.
-        return 0.5 * self.r1_gamma * self.r1_every * penalty
+        t_in = batch.t.float() / self.model.cfg.steps
+        return self._lazy_r1(r1_penalty(self.model.D, real_x, real_xt, t_in, batch.y))
 
 
 @register("hybrid")
@@ -217,6 +223,24 @@ class Hybrid(DDGAN):
         per_sample = (batch.x0_pred.float() - batch.x0).square().flatten(1).mean(1)
         self.stats.report_per_level("Loss/G/denoise", per_sample, batch.t, self.model.cfg.steps)
         return self.denoise_weight * per_sample.mean()
+
+
+def r1_penalty(D: torch.nn.Module, x: Tensor, x_t: Tensor | None, t_in: Tensor, y: Tensor | None = None) -> Tensor:
+    """R1: the mean over the batch of |grad_x D(x, x_t, t_in, y)|^2 at real samples x [B, ...] of classes y,
+    in fp32. x_t None: D judges x beside itself (`noised_logits`), and the gradient is taken through both."""
+    x = x.detach().float().requires_grad_(True)
+    # The penalty backpropagates through a gradient (double backward), which compiled graphs
+    # (aot_autograd) do not support: under --compile, D runs eagerly here.
+    with torch.autocast(x.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
+        logits = D(x, x if x_t is None else x_t.float(), t_in, y)
+        (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    return grad.square().flatten(1).sum(1).mean()
+
+
+def noised_logits(D: torch.nn.Module, x_t: Tensor, t_in: Tensor, y: Tensor | None = None) -> Tensor:
+    """D's logits [B] for noised samples x_t [B, ...] of classes y at time inputs t_in [B]: D judges a pair,
+    and here the pair is x_t twice (there is nothing else to set beside it: Diffusion-GAN's D sees x_t and t)."""
+    return D(x_t, x_t, t_in, y).float()
 
 
 def translate(images: Tensor, shift: Tensor) -> Tensor:
@@ -399,19 +423,13 @@ class Distill(Objective):
         return per_sample.mean()
 
     def _d(self, x0: Tensor, t: Tensor, noise: Tensor, y: Tensor | None) -> Tensor:
-        """D's logits for samples x0 noised to teacher levels t; D's pair is that noised sample twice
-        (Model.D judges a pair; here there is nothing else to set beside it)."""
+        """D's logits for samples x0 of classes y noised to teacher levels t (`noised_logits`)."""
         x_t = self.teacher.model.schedule.q_sample(x0, t, noise)
-        return self.model.D(x_t, x_t, t.float() / self.T, y).float()
+        return noised_logits(self.model.D, x_t, t.float() / self.T, y)
 
     def _r1(self, batch: DistillBatch) -> Tensor:
-        x_t = self.teacher.model.schedule.q_sample(batch.x0, batch.t_d, batch.n_real).detach().float().requires_grad_(True)
-        with torch.autocast(x_t.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
-            logits = self.model.D(x_t, x_t, batch.t_d.float() / self.T, batch.y)
-            (grad,) = torch.autograd.grad(logits.sum(), x_t, create_graph=True)
-        penalty = grad.square().flatten(1).sum(1).mean()
-        self.stats.report("Loss/D/r1", penalty)
-        return 0.5 * self.r1_gamma * self.r1_every * penalty
+        x_t = self.teacher.model.schedule.q_sample(batch.x0, batch.t_d, batch.n_real)
+        return self._lazy_r1(r1_penalty(self.model.D, x_t, None, batch.t_d.float() / self.T, batch.y))
 
 
 def student_model(teacher: Teacher) -> ModelConfig:

@@ -133,6 +133,9 @@ class Trainer:
             state["D"] = self.model.D.state_dict()
         if self.objective.networks:
             state["nets"] = {name: net.state_dict() for name, net in self.objective.networks.items()}
+        objective_state = self.objective.state_dict()
+        if objective_state:
+            state["objective"] = objective_state
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -143,6 +146,7 @@ class Trainer:
             self.model.D.load_state_dict(state["D"])
         for name, net in self.objective.networks.items():
             net.load_state_dict(state["nets"][name])
+        self.objective.load_state_dict(state.get("objective", {}))
         for name, opt in self.opts.items():
             opt.load_state_dict(state["opt"][name])
         self.progress = Progress(**state["progress"])
