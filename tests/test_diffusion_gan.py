@@ -13,6 +13,7 @@ from conftest import TINY_NET, assert_user_error, latest_checkpoint, read_stats,
 from hybridgan.hybrid.checkpoint import load, load_model
 from hybridgan.hybrid.model import Model
 from hybridgan.hybrid.samplers import sample
+from hybridgan.metrics.report import write_report
 from hybridgan.training import train
 from hybridgan.training.config import TrainConfig, resolve
 from hybridgan.training.objectives import DG_INTERVAL, DiffusionGAN, diffusion_gan_alpha_bar, diffusion_gan_level_weights
@@ -141,15 +142,24 @@ def test_a_resumed_run_matches_an_uninterrupted_one_bitwise(tmp_path, hybrid):
     assert [r["DiffusionGAN/T"] for r in read_stats(part)] == [r["DiffusionGAN/T"] for r in read_stats(whole)]
 
 
-def test_stats_show_t_and_r_d_and_the_checkpoint_samples_at_nfe_1(tmp_path, hybrid):
-    run = train(dgan_config(kimg=1, dg_kimg=1.0), run_dir=tmp_path / "run", model_changes=TINY_NET, quiet=True)
+def test_stats_tensorboard_and_report_show_t_and_r_d_and_the_checkpoint_samples_at_nfe_1(tmp_path, hybrid, toy_run):
+    run = train(dgan_config(kimg=1, dg_kimg=1.0, dg_target=0.3), run_dir=tmp_path / "run", model_changes=TINY_NET,
+                quiet=True)
     stats = read_stats(run)
     assert all(10 <= r["DiffusionGAN/T"] <= 1000 and -1 <= r["DiffusionGAN/r_d"] <= 1 for r in stats), stats
-    assert stats[-1]["DiffusionGAN/T"] != 10, "T never moved at dg_kimg 1"
+    assert stats[-1]["DiffusionGAN/T"] > 10, "T never moved at dg_kimg 1 and target 0.3"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run)).Reload()
     assert {"DiffusionGAN/T", "DiffusionGAN/r_d"} <= set(events.Tags()["scalars"])
+    (layout,) = events.Tensors("custom_scalars__config__")
+    assert b"^DiffusionGAN/T$" in layout.tensor_proto.string_val[0], "a chart of T in the Custom Scalars tab"
+    paths = write_report([run, toy_run], tmp_path / "report")
+    md = paths.markdown.read_text()
+    assert "](diffusion-gan.png)" in md and (paths.markdown.parent / "diffusion-gan.png").stat().st_size > 1000
+    assert "| dg_target | 0.3 | – |" in md and "| dg_t_max | 1000 | – |" in md
+    alone = write_report([toy_run], tmp_path / "hybrid-report")
+    assert "diffusion-gan" not in alone.markdown.read_text(), "no diffusion-gan plot or rows without a diffusion-gan run"
 
     ckpt = latest_checkpoint(run)
     model = load_model(ckpt)

@@ -461,6 +461,8 @@ TENSORBOARD_LAYOUT = {
         "D logits: real vs fake": ["Multiline", [r"^D/logit/real$", r"^D/logit/fake$"]],
         "D logits per level": ["Multiline", [r"^D/logit/(real|fake)/t\d+$"]],
         "losses (D at chance: ln 4 = 1.386)": ["Multiline", [r"^Loss/D$", r"^Loss/G$"]],
+        "diffusion-gan: T": ["Multiline", [r"^DiffusionGAN/T$"]],
+        "diffusion-gan: r_d = E[sign(D(real))]": ["Multiline", [r"^DiffusionGAN/r_d$"]],
     },
     "Metrics": {"all": ["Multiline", [r"^Metrics/"]]},
 }
