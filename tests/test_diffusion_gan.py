@@ -88,6 +88,21 @@ def test_r_d_pools_every_d_step_since_the_last_adjustment():
     assert objective.p == pytest.approx(0.5 - 0.256) and objective.T == 10 + round((0.5 - 0.256) * 90)
 
 
+def test_r_d_pools_the_signs_of_every_rank(monkeypatch):
+    """Each rank counts sign(D(real)) over its own rows; T moves by the sums over all ranks, so every
+    rank moves it alike. Here a second rank whose D says -1 everywhere pulls r_d from 1 to 0."""
+    from hybridgan.training import distributed
+
+    def with_a_second_rank(sums, counts):
+        return {k: float(v) - float(counts[k]) for k, v in sums.items()}, {k: 2 * float(v) for k, v in counts.items()}
+
+    monkeypatch.setattr(distributed, "sum_named", with_a_second_rank)
+    objective, _ = scripted_objective(1.0, target=0.6, t_min=10, t_max=100, ada_kimg=1)
+    objective.p = 0.5
+    d_steps(objective, DG_INTERVAL)
+    assert objective.p == pytest.approx(0.5 - 0.256), "T rose on this rank's signs alone"
+
+
 def test_d_judges_real_and_fake_diffused_alike_at_t_over_t_max():
     objective, model = scripted_objective(1.0, t_min=10, t_max=100, noise=0.5)
     gen = torch.Generator().manual_seed(0)
