@@ -324,11 +324,12 @@ DIFFUSION_GAN_OPTIONS = ("dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noi
 
 
 def check_objective_options(objective: str, given: set[str], resuming: bool = False) -> None:
-    """Refuse options the objective would ignore (resuming: the run's own objective decides `--teacher`)."""
+    """Refuse options the objective would ignore (resuming: the run's own objective decides its options; the
+    resumed run refuses changes to them)."""
     if objective in ("distill", "diffusion-gan") and "d_pair" in given:
         raise UserError(f"--d-pair: {objective}'s discriminator judges one noised sample, not a pair; drop it")
     for owner, names in (("distill", DISTILL_OPTIONS), ("diffusion-gan", DIFFUSION_GAN_OPTIONS)):
-        elsewhere = [k for k in names if k in given and not (resuming and k == "teacher")] if objective != owner else []
+        elsewhere = [k for k in names if k in given] if objective != owner and not resuming else []
         if elsewhere:
             flags = ", ".join("--" + k.replace("_", "-") for k in elsewhere)
             raise UserError(f"{flags}: only --objective {owner} uses it; --objective {objective} would ignore it; drop it")

@@ -145,6 +145,8 @@ def test_a_resumed_run_matches_an_uninterrupted_one_bitwise(tmp_path, hybrid):
     part = train(dgan_config(kimg=1, **options), run_dir=tmp_path / "part", model_changes=TINY_NET, quiet=True)
     middle = load(latest_checkpoint(part))["objective"]
     assert middle["count"] == 3 * 96 and middle["p"] > 0, middle
+    result = hybrid("train", "--run-dir", part, "--resume", "auto", "--kimg", "2", "--dg-target", "0.5")
+    assert_user_error(result, "cannot change dg_target of a run")
     result = hybrid("train", "--run-dir", part, "--resume", "auto", "--kimg", "2", "--quiet")
     assert result.code == 0, result.err
 
