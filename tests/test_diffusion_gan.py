@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_NET, assert_user_error, latest_checkpoint, read_stats, toy_config
+from conftest import TINY_NET, TINY_UNET, assert_user_error, digits_config, latest_checkpoint, read_stats, toy_config
 from hybridgan.hybrid.checkpoint import load, load_model
 from hybridgan.hybrid.model import Model
 from hybridgan.hybrid.samplers import sample
@@ -122,6 +122,22 @@ def test_d_judges_real_and_fake_diffused_alike_at_t_over_t_max():
     torch.testing.assert_close(batch.x0_pred, model.G(batch.x_T, torch.ones(64), batch.z))
 
 
+def test_the_class_reaches_the_generator_and_the_discriminator_of_a_conditional_run():
+    cfg = resolve(dgan_config(cond=True), (2,), TINY_NET, classes=(0.5, 0.5))
+    model = Model(cfg.model)
+    model.D = ScriptedD(1.0)
+    objective = DiffusionGAN(model, Stats(), batch=64)
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (64,), generator=gen)
+    batch = objective.draw(torch.randn(64, 2, generator=gen), gen, y)
+    objective.begin(batch)
+    for phase in objective.phases:
+        objective.loss(phase, batch)
+    assert len(model.D.calls) == 4 and all(call[3] is y for call in model.D.calls), "D phase (2), Dreg, G"
+    torch.testing.assert_close(batch.x0_pred, model.G(batch.x_T, torch.ones(64), batch.z, y))
+    assert not torch.allclose(batch.x0_pred, model.G(batch.x_T, torch.ones(64), batch.z, 1 - y))
+
+
 def test_the_chain_and_the_levels_are_the_papers():
     # Ho et al.'s chain at T = 1000 (alpha_bar_T 4e-5); the same betas over 10 steps keep most of the signal.
     assert diffusion_gan_alpha_bar(1000)[-1].item() == pytest.approx(4.04e-5, rel=0.01)
@@ -185,6 +201,13 @@ def test_stats_tensorboard_and_report_show_t_and_r_d_and_the_checkpoint_samples_
     assert result.code == 0 and "NFE 1" in result.out, result.err
     result = hybrid("sample", ckpt, "--num", "8", "--nfe", "2", "--out", tmp_path / "s2.npy")
     assert_user_error(result, "NFE 2", "T = 1")
+
+
+def test_a_conditional_image_run_samples_a_row_per_class(tmp_path, hybrid):
+    run = train(digits_config(objective="diffusion-gan", cond=True), run_dir=tmp_path / "run", model_changes=TINY_UNET,
+                quiet=True)
+    result = hybrid("sample", latest_checkpoint(run), "--classes", "0-9", "--num", "2", "--out", tmp_path / "grid.png")
+    assert result.code == 0 and "20 samples (gan, NFE 1)" in result.out, result.err
 
 
 def test_diffusion_gan_moves_the_generator_toward_the_data(tmp_path):
