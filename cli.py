@@ -162,9 +162,11 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @cli.command(context_settings=CONTEXT)
 @click.option("--data", metavar="NAME|PATH", default="digits", show_default=True,
               help="Dataset name (see `hybrid data list`) or a folder / .zip / .npy path. E.g. --data toy:25gaussians")
-@click.option("--objective", type=click.Choice(["hybrid", "ddgan", "ddpm", "distill"]), default="hybrid", show_default=True,
+@click.option("--objective", type=click.Choice(["hybrid", "ddgan", "ddpm", "distill", "diffusion-gan"]), default="hybrid",
+              show_default=True,
               help="hybrid: adversarial + denoising; ddgan: adversarial only; ddpm: denoising only; distill: a "
-                   "--steps-level student of a ddpm --teacher (distribution matching + adversarial).")
+                   "--steps-level student of a ddpm --teacher (distribution matching + adversarial); diffusion-gan: "
+                   "a one-step generator, its discriminator judging diffused samples at an adaptive T.")
 @click.option("--teacher", metavar="PATH", default=None,
               help="distill: the teacher, a checkpoint of `hybrid train --objective ddpm` on the same data. "
                    "E.g. --teacher runs/00000-digits-ddpm/checkpoints/checkpoint-000040.pt")
@@ -172,6 +174,18 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="distill: fake-denoiser and discriminator updates per student update. [default: 5] E.g. --fake-updates 5")
 @click.option("--gan-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
               help="distill: weight of the adversarial loss beside distribution matching (0: none). [default: 0.01]")
+@click.option("--dg-target", type=FiniteFloatRange(0, 1), default=None, metavar="R",
+              help="diffusion-gan: the r_d = E[sign(D(real))] that T is adjusted toward (above it T grows). "
+                   "[default: 0.6] E.g. --dg-target 0.45")
+@click.option("--dg-t-min", type=click.IntRange(1, 10_000), default=None, metavar="T",
+              help="diffusion-gan: the shortest diffusion chain for the discriminator, where T starts. [default: 10]")
+@click.option("--dg-t-max", type=click.IntRange(1, 10_000), default=None, metavar="T",
+              help="diffusion-gan: the longest diffusion chain for the discriminator. [default: 1000] E.g. --dg-t-max 500")
+@click.option("--dg-kimg", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="KIMG",
+              help="diffusion-gan: kimg for T to cross from --dg-t-min to --dg-t-max at the fastest. [default: 100]")
+@click.option("--dg-noise", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="STD",
+              help="diffusion-gan: the standard deviation of the diffusion noise, relative to the data. "
+                   "[default: 0.05] E.g. --dg-noise 0.5")
 @click.option("--run-dir", metavar="DIR", type=click.Path(file_okay=False), default=None,
               help="Run directory. [default: runs/NNNNN-<data>-<objective>] E.g. --run-dir runs/exp1")
 @click.option("--kimg", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="KIMG",
@@ -306,16 +320,19 @@ DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
 
 
 DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight")
+DIFFUSION_GAN_OPTIONS = ("dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")
 
 
 def check_objective_options(objective: str, given: set[str], resuming: bool = False) -> None:
-    """Refuse options the objective would ignore (resuming: the run's own objective decides `--teacher`)."""
-    if objective == "distill" and "d_pair" in given:
-        raise UserError("--d-pair: distill's discriminator judges one noised sample, not a pair; drop it")
-    elsewhere = [k for k in DISTILL_OPTIONS if k in given and not (resuming and k == "teacher")] if objective != "distill" else []
-    if elsewhere:
-        flags = ", ".join("--" + k.replace("_", "-") for k in elsewhere)
-        raise UserError(f"{flags}: only --objective distill uses it; --objective {objective} would ignore it; drop it")
+    """Refuse options the objective would ignore (resuming: the run's own objective decides its options; the
+    resumed run refuses changes to them)."""
+    if objective in ("distill", "diffusion-gan") and "d_pair" in given:
+        raise UserError(f"--d-pair: {objective}'s discriminator judges one noised sample, not a pair; drop it")
+    for owner, names in (("distill", DISTILL_OPTIONS), ("diffusion-gan", DIFFUSION_GAN_OPTIONS)):
+        elsewhere = [k for k in names if k in given] if objective != owner and not resuming else []
+        if elsewhere:
+            flags = ", ".join("--" + k.replace("_", "-") for k in elsewhere)
+            raise UserError(f"{flags}: only --objective {owner} uses it; --objective {objective} would ignore it; drop it")
     unused = [k for k in DISCRIMINATOR_OPTIONS if k in given] if objective == "ddpm" else []
     if unused:
         flags = ", ".join("--" + k.replace("_", "-") for k in unused)

@@ -50,7 +50,8 @@ def metrics_for(data: str) -> str:
 def hybrid(*args: str) -> None:
     cmd = [sys.executable, str(ROOT / "cli.py"), *args]
     print("$ hybrid " + " ".join(shlex.quote(a) for a in args), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))  # the caller's is kept
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path})
 
 
 def final_checkpoint(run: Path) -> Path:

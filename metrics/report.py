@@ -35,6 +35,7 @@ PRIMARY_ORDER = ("fid", "kid", "modes_covered", "swd", "mmd", "is", "precision",
                  "class_min_ratio")
 LOSS_KEYS = ("Loss/D", "Loss/G")
 LOGIT_KEYS = ("D/logit/real", "D/logit/fake")
+DIFFUSION_GAN_KEYS = ("DiffusionGAN/T", "DiffusionGAN/r_d")  # the adaptive diffusion of --objective diffusion-gan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +226,8 @@ def summary_section(runs: list[Run]) -> list[Block]:
 
 
 CONFIG_ROWS = ("objective", "data", "resolution", "kimg", "minutes", "batch", "lr_g", "lr_d", "denoise_weight",
-               "r1_gamma", "d_pair", "ema_kimg", "seed", "device", "precision")
+               "r1_gamma", "d_pair", "ema_kimg", "seed", "device", "precision",
+               "dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")  # rows no run has are left out
 MODEL_ROWS = ("steps", "schedule", "prediction", "sampler")
 
 
@@ -331,7 +333,23 @@ def training_section(runs: list[Run], out: Path) -> list[Block]:
     if without:
         blocks.append(Para(f"No discriminator logits for {', '.join(without)} (no discriminator, e.g. ddpm, "
                            "or no stats.jsonl).", note=True))
-    return blocks
+    return blocks + diffusion_gan_blocks(runs, out, styles)
+
+
+def diffusion_gan_blocks(runs: list[Run], out: Path, styles: dict[str, dict[str, Any]]) -> list[Block]:
+    """diffusion-gan's T and r_d against kimg, with the target r_d where the runs share one; [] when no run has them."""
+    from hybridgan.metrics.report_plots import plot_lines
+
+    series = {k: {run.label: stat_series(run, k) for run in runs if stat_series(run, k)[0]} for k in DIFFUSION_GAN_KEYS}
+    series = {k: v for k, v in series.items() if v}
+    targets = {run.config.get("dg_target") for run in runs if run.label in series.get("DiffusionGAN/r_d", {})}
+    marks = {"DiffusionGAN/r_d": (targets.pop(), "target")} if len(targets) == 1 and None not in targets else None
+    if not series or not plot_lines(out / "diffusion-gan.png", series, "kimg",
+                                    "stats.jsonl: diffusion-gan's adaptive T and r_d = E[sign(D(real))]", styles, marks):
+        return []
+    return [Image("diffusion-gan.png", "diffusion-gan's T and r_d against kimg"),
+            Para("diffusion-gan: T, the length of the chain the discriminator's inputs are diffused along, grows "
+                 "while r_d is above its target (D overconfident on real data) and shrinks while it is below.")]
 
 
 def newest_bench(run: Run) -> list[dict[str, Any]]:

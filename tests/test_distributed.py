@@ -106,6 +106,26 @@ def test_one_process_resumes_a_two_process_checkpoint(two_process_run, tmp_path)
         assert_close(resumed[net], straight[net], ATOL)
 
 
+def test_diffusion_gan_adapts_one_t_over_the_processes_as_one_process_does(tmp_path):
+    """r_d pools the real logits of every rank: each rank adjusts T alike, as one process on the same
+    global batch does (a low target and dg_kimg 0.5 move T at each of the run's adjustments)."""
+    dgan = ["--objective", "diffusion-gan", "--dg-target", "0.3", "--dg-kimg", "0.5"]
+    dump = tmp_path / "ranks"
+    dump.mkdir()
+    paths = [str(REPO / "tests" / "rank_dump"), str(REPO), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HYBRID_RANK_DUMP=str(dump), PYTHONPATH=os.pathsep.join(filter(None, paths)))
+    proc = subprocess.run([sys.executable, "-m", "hybridgan.cli", "train", *OPTIONS, *dgan, "--gpus", "2",
+                           "--run-dir", str(tmp_path / "run")], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(dump / f"rank{r}.pt", weights_only=True)["objective"] for r in range(2)]
+    single = train(config(objective="diffusion-gan", dg_target=0.3, dg_kimg=0.5), run_dir=tmp_path / "single",
+                   model_changes=TINY_NET, quiet=True)
+    one = load(latest_checkpoint(single))["objective"]
+    assert ranks[0]["p"] == ranks[1]["p"] == one["p"] > 0, (ranks, one)
+    assert [r["DiffusionGAN/T"] for r in read_stats(tmp_path / "run")] == [r["DiffusionGAN/T"] for r in read_stats(single)]
+
+
 def test_a_batch_that_does_not_split_over_the_processes_is_a_user_error(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     options = [o if o != "64" else "63" for o in OPTIONS]

@@ -25,12 +25,17 @@ from hybridgan.training import PRESETS, preset_names
 class TrainConfig:
     data: str = "digits"  # dataset name or path (see `hybrid data list`)
     resolution: int | None = None  # image side in pixels (None: the dataset's own)
-    objective: str = "hybrid"  # hybrid | ddgan | ddpm | distill
+    objective: str = "hybrid"  # hybrid | ddgan | ddpm | distill | diffusion-gan
     cond: bool = False  # class-conditional: G and D take each sample's class (labelled data only)
     teacher: str | None = None  # distill: the teacher, a checkpoint of `hybrid train --objective ddpm`
     teacher_sha256: str | None = None  # distill: the teacher file's SHA-256 (set by the run; a resumed run checks it)
     fake_updates: int | None = None  # distill: fake-denoiser (and D) updates per student update (None: 5)
     gan_weight: float | None = None  # distill: weight of the adversarial loss beside distribution matching (None: ...)
+    dg_target: float | None = None  # diffusion-gan: the r_d = E[sign(D(real))] that T is adjusted toward (None: 0.6)
+    dg_t_min: int | None = None  # diffusion-gan: the shortest chain D's inputs are diffused along, where T starts (None: 10)
+    dg_t_max: int | None = None  # diffusion-gan: the longest (None: 1000); D is told t / dg_t_max
+    dg_kimg: float | None = None  # diffusion-gan: kimg for T to cross from dg_t_min to dg_t_max at the fastest (None: 100)
+    dg_noise: float | None = None  # diffusion-gan: the std sigma of the diffusion noise, relative to the data (None: 0.05)
     kimg: float = 40.0  # training length in thousands of real samples shown
     minutes: float = 0.0  # stop after this much training time (summed over resumed sessions); 0: no limit
     batch: int | None = None  # global batch size (None: 16 for images, 128 for vectors)
@@ -109,8 +114,8 @@ def read_preset(name: str) -> TrainConfig:
     return read_config(path)
 
 
-OBJECTIVE_NAMES = ("hybrid", "ddgan", "ddpm", "distill")
-OBJECTIVES_WITH_D = ("hybrid", "ddgan", "distill")
+OBJECTIVE_NAMES = ("hybrid", "ddgan", "ddpm", "distill", "diffusion-gan")
+OBJECTIVES_WITH_D = ("hybrid", "ddgan", "distill", "diffusion-gan")
 GAN_CHAINS = ("hybrid", "ddgan")  # objectives whose default chain is a short one of x0-predicting GAN steps
 LR_DECAYS = ("cosine", "constant")
 D_PAIRS = ("x_prev", "x0")
@@ -129,6 +134,10 @@ def lr_scale(decay: str, budget_used: float) -> float:
 
 def default_model(shape: tuple[int, ...], objective: str) -> ModelConfig:
     """The network and chain that suit the data shape and objective."""
+    if objective == "diffusion-gan":
+        # ddgan's networks (with a latent z) at one level: x_T is pure noise there, so the generator
+        # maps noise to a sample in one evaluation and the chain's schedule never enters.
+        return dataclasses.replace(default_model(shape, "ddgan"), steps=1, sampler="gan")
     gan = objective in GAN_CHAINS
     chain = dict(steps=4, schedule="vp", prediction="x0") if gan else dict(steps=1000, schedule="linear", prediction="eps")
     if len(shape) == 1:
@@ -173,6 +182,8 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         raise UserError(f"--objective {cfg.objective!r}: choose one of {', '.join(OBJECTIVE_NAMES)}")
     if cfg.objective == "distill":
         check_distill(cfg)
+    if cfg.objective == "diffusion-gan":
+        check_diffusion_gan(cfg, model_changes or {})
     if cfg.d_pair is not None and cfg.d_pair not in D_PAIRS:
         raise UserError(f"--d-pair {cfg.d_pair!r}: choose one of {', '.join(D_PAIRS)}")
     if isinstance(cfg.mixture, bool) or not isinstance(cfg.mixture, int) or cfg.mixture < 1:
@@ -217,7 +228,7 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         raise UserError(f"--objective {cfg.objective} needs a discriminator, the model config has none")
     if cfg.objective == "distill":
         return resolve_distill(cfg, model)
-    return cfg.replace(
+    resolved = cfg.replace(
         model=model,
         # Small batches: in a fixed training time more steps beat larger batches, for every objective
         # (GPU presets set their own): docs/benchmarks.md#batch-and-learning-rates
@@ -240,6 +251,7 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         # shorter runs unchanged); ddpm and ddgan keep 10: docs/benchmarks.md#generator-ema
         ema_kimg=cfg.ema_kimg if cfg.ema_kimg is not None else (5.0 if image and cfg.objective == "hybrid" else 10.0),
     )
+    return resolve_diffusion_gan(resolved) if cfg.objective == "diffusion-gan" else resolved
 
 
 def conditioned(model: ModelConfig, cfg: TrainConfig, classes: tuple[float, ...] | None) -> ModelConfig:
@@ -300,4 +312,49 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
         # (README, distill).
         fake_updates=cfg.fake_updates or 5,
         gan_weight=cfg.gan_weight if cfg.gan_weight is not None else 0.01,
+    )
+
+
+def check_diffusion_gan(cfg: TrainConfig, model_changes: dict[str, Any]) -> None:
+    """What a Diffusion-GAN run cannot take: a chain for its one-step generator, the other
+    objectives' discriminator options, and out-of-range options of its own."""
+    for name in ("steps", "schedule", "prediction"):
+        if model_changes.get(name) is not None:
+            raise UserError(f"--{name} {model_changes[name]}: diffusion-gan's generator maps noise to a sample in one "
+                            "step (NFE 1; its x0 is the sample), so it has no chain to set; drop it")
+    if cfg.d_noise or cfg.d_augment != "none":
+        raise UserError("--d-noise/--d-augment: diffusion-gan's discriminator judges diffused samples already; drop them")
+    if cfg.dg_target is not None and (not is_nonnegative_number(cfg.dg_target) or cfg.dg_target > 1):
+        raise UserError(f"dg_target {cfg.dg_target!r}: expected a number in 0..1 (--dg-target)")
+    for name in ("dg_t_min", "dg_t_max"):
+        value = getattr(cfg, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000):
+            raise UserError(f"{name} {value!r}: expected a whole number of levels in 1..10000 (--{name.replace('_', '-')})")
+    t_min, t_max = cfg.dg_t_min or DG_T_RANGE[0], cfg.dg_t_max or DG_T_RANGE[1]
+    if t_min > t_max:
+        raise UserError(f"--dg-t-min {t_min} above --dg-t-max {t_max}: T adapts between them; give t_min <= t_max")
+    for name in ("dg_kimg", "dg_noise"):
+        value = getattr(cfg, name)
+        if value is not None and (not is_nonnegative_number(value) or value == 0):
+            raise UserError(f"{name} {value!r}: expected a finite number > 0 (--{name.replace('_', '-')})")
+
+
+DG_T_RANGE = (10, 1000)  # Diffusion-GAN's T_min..T_max with StyleGAN2 (its CIFAR-10 and image defaults)
+
+
+def resolve_diffusion_gan(cfg: TrainConfig) -> TrainConfig:
+    """The defaults of a Diffusion-GAN run (training.objectives.DiffusionGAN): the paper's settings
+    of its StyleGAN2 variant (target 0.6, T in 10..1000, 100 kimg to cross it, noise std 0.05); the
+    networks, rates, batch, R1 and EMA those of ddgan here."""
+    if cfg.model.steps != 1 or cfg.model.prediction != "x0":
+        raise UserError(f"the model config has a {cfg.model.steps}-level chain predicting {cfg.model.prediction}: "
+                        "diffusion-gan's generator maps noise to a sample in one step (steps 1, prediction x0)")
+    return cfg.replace(
+        d_pair="x0",  # unused: D judges one diffused sample (recorded for the config's completeness)
+        denoise_weight=0.0,
+        dg_target=cfg.dg_target if cfg.dg_target is not None else 0.6,
+        dg_t_min=cfg.dg_t_min or DG_T_RANGE[0],
+        dg_t_max=cfg.dg_t_max or DG_T_RANGE[1],
+        dg_kimg=cfg.dg_kimg or 100.0,
+        dg_noise=cfg.dg_noise or 0.05,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hybridgan.hybrid.model import Model, ModelConfig, run_generator
+from hybridgan.training import distributed
 from hybridgan.training.config import TrainConfig, default_model
 from hybridgan.training.stats import Stats
 from hybridgan.training.teacher import Teacher, load_teacher
@@ -94,6 +95,14 @@ class Objective:
         trainer gives each an optimiser and keeps it in the checkpoint."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the objective itself changes while training, besides its networks (plain numbers and
+        tensors): the trainer keeps it in the checkpoint, so a resumed run continues exactly. {}: none."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
     def draw(self, x0: Tensor, gen: torch.Generator, y: Tensor | None = None) -> Batch:
         """The step's random draws for real data x0 [B, ...] of classes y ([B] long, or None)."""
         T, B = self.model.cfg.steps, x0.shape[0]
@@ -117,6 +126,12 @@ class Objective:
 
     def loss(self, phase: Phase, batch: Batch) -> Tensor:
         raise NotImplementedError
+
+    def _lazy_r1(self, penalty: Tensor) -> Tensor:
+        """The loss of the Dreg phase from an R1 penalty (`r1_penalty`), reported as Loss/D/r1. Lazy
+        regularisation: applied every r1_every steps with the weight scaled to match."""
+        self.stats.report("Loss/D/r1", penalty)
+        return 0.5 * self.r1_gamma * self.r1_every * penalty
 
 
 @register("ddpm")
@@ -197,16 +212,8 @@ class DDGAN(Objective):
         return batch.x0.new_zeros(())
 
     def _r1(self, real_x: Tensor, real_xt: Tensor, batch: Batch) -> Tensor:
-        x = real_x.detach().float().requires_grad_(True)
-        # The penalty backpropagates through a gradient (double backward), which compiled graphs
-        # (aot_autograd) do not support: under --compile, D runs eagerly here.
-        with torch.autocast(x.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
-            logits = self.model.D(x, real_xt.float(), batch.t.float() / self.model.cfg.steps, batch.y)
-            (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
-        penalty = grad.square().flatten(1).sum(1).mean()
-        self.stats.report("Loss/D/r1", penalty)
-        # Lazy regularisation: applied every r1_every steps with the weight scaled to match.
-        return 0.5 * self.r1_gamma * self.r1_every * penalty
+        t_in = batch.t.float() / self.model.cfg.steps
+        return self._lazy_r1(r1_penalty(self.model.D, real_x, real_xt, t_in, batch.y))
 
 
 @register("hybrid")
@@ -217,6 +224,24 @@ class Hybrid(DDGAN):
         per_sample = (batch.x0_pred.float() - batch.x0).square().flatten(1).mean(1)
         self.stats.report_per_level("Loss/G/denoise", per_sample, batch.t, self.model.cfg.steps)
         return self.denoise_weight * per_sample.mean()
+
+
+def r1_penalty(D: torch.nn.Module, x: Tensor, x_t: Tensor | None, t_in: Tensor, y: Tensor | None = None) -> Tensor:
+    """R1: the mean over the batch of |grad_x D(x, x_t, t_in, y)|^2 at real samples x [B, ...] of classes y,
+    in fp32. x_t None: D judges x beside itself (`noised_logits`), and the gradient is taken through both."""
+    x = x.detach().float().requires_grad_(True)
+    # The penalty backpropagates through a gradient (double backward), which compiled graphs
+    # (aot_autograd) do not support: under --compile, D runs eagerly here.
+    with torch.autocast(x.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
+        logits = D(x, x if x_t is None else x_t.float(), t_in, y)
+        (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    return grad.square().flatten(1).sum(1).mean()
+
+
+def noised_logits(D: torch.nn.Module, x_t: Tensor, t_in: Tensor, y: Tensor | None = None) -> Tensor:
+    """D's logits [B] for noised samples x_t [B, ...] of classes y at time inputs t_in [B]: D judges a pair,
+    and here the pair is x_t twice (there is nothing else to set beside it: Diffusion-GAN's D sees x_t and t)."""
+    return D(x_t, x_t, t_in, y).float()
 
 
 def translate(images: Tensor, shift: Tensor) -> Tensor:
@@ -399,19 +424,13 @@ class Distill(Objective):
         return per_sample.mean()
 
     def _d(self, x0: Tensor, t: Tensor, noise: Tensor, y: Tensor | None) -> Tensor:
-        """D's logits for samples x0 noised to teacher levels t; D's pair is that noised sample twice
-        (Model.D judges a pair; here there is nothing else to set beside it)."""
+        """D's logits for samples x0 of classes y noised to teacher levels t (`noised_logits`)."""
         x_t = self.teacher.model.schedule.q_sample(x0, t, noise)
-        return self.model.D(x_t, x_t, t.float() / self.T, y).float()
+        return noised_logits(self.model.D, x_t, t.float() / self.T, y)
 
     def _r1(self, batch: DistillBatch) -> Tensor:
-        x_t = self.teacher.model.schedule.q_sample(batch.x0, batch.t_d, batch.n_real).detach().float().requires_grad_(True)
-        with torch.autocast(x_t.device.type, enabled=False), torch.compiler.set_stance("force_eager"):
-            logits = self.model.D(x_t, x_t, batch.t_d.float() / self.T, batch.y)
-            (grad,) = torch.autograd.grad(logits.sum(), x_t, create_graph=True)
-        penalty = grad.square().flatten(1).sum(1).mean()
-        self.stats.report("Loss/D/r1", penalty)
-        return 0.5 * self.r1_gamma * self.r1_every * penalty
+        x_t = self.teacher.model.schedule.q_sample(batch.x0, batch.t_d, batch.n_real)
+        return self._lazy_r1(r1_penalty(self.model.D, x_t, None, batch.t_d.float() / self.T, batch.y))
 
 
 def student_model(teacher: Teacher) -> ModelConfig:
@@ -421,3 +440,151 @@ def student_model(teacher: Teacher) -> ModelConfig:
     t = teacher.model.cfg
     d = default_model(tuple(t.shape), "hybrid").discriminator
     return dataclasses.replace(t, steps=1, schedule_steps=t.steps, prediction="x0", sampler="gan", discriminator=d)
+
+
+@dataclass
+class DiffusionGANBatch:
+    """The random draws of one Diffusion-GAN step. Tensors are [B, ...] on the training device."""
+
+    x0: Tensor  # real data
+    t: Tensor  # [B] long in 0..T: where D judges the real and the fake sample, diffused alike (0: as they are)
+    alpha_bar: Tensor  # [B]: alpha_bar_t of the chain of this step's T (T may change within the step, after D)
+    x_T: Tensor  # the generator's input noise (what `hybrid sample` draws from the seed at the chain's one level)
+    z: Tensor | None
+    n_real: Tensor  # the diffusion noise of the real sample
+    n_fake: Tensor  # and of the fake one
+    x0_pred: Tensor | None = None  # the generator's sample
+    y: Tensor | None = None  # [B] long: the class of each real sample, which the generated one takes too (None: off)
+
+
+DG_BETAS = (1e-4, 2e-2)  # the linear chain D's inputs are diffused along: beta_1 .. beta_T, whatever T is
+DG_INTERVAL = 4  # D steps between adjustments of T (the paper's ada_interval)
+
+
+def diffusion_gan_alpha_bar(T: int) -> Tensor:
+    """alpha_bar[0..T] ([T + 1] float64, alpha_bar[0] = 1) of Diffusion-GAN's chain of T steps: betas
+    linear in DG_BETAS, not rescaled with T (unlike `hybrid.schedule`'s linear chain), so a longer
+    chain ends in more noise; this is what makes adapting T adapt the noise."""
+    betas = torch.linspace(*DG_BETAS, T, dtype=torch.float64)
+    return torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
+
+
+def diffusion_gan_level_weights(T: int) -> Tensor:
+    """Probabilities [T + 1] of the levels 0..T where D judges a sample: half at 0 (the samples as
+    they are), half spread over 1..T in proportion to t (the paper's "priority" pi(t), which favours
+    the noisier levels). The paper draws a table of 32 such levels (and 32 zeros) at each change of T
+    and picks from it; drawing every level afresh keeps the same distribution without that state."""
+    levels = torch.arange(T + 1, dtype=torch.float64)
+    weights = 0.5 * levels / levels.sum()
+    weights[0] = 0.5
+    return weights
+
+
+@register("diffusion-gan")
+class DiffusionGAN(Objective):
+    """Diffusion-GAN (Wang et al. 2023): a one-step generator, and a discriminator that judges real
+    and generated samples diffused alike, y = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) sigma eps,
+    at levels t in 0..T (`diffusion_gan_level_weights`), told t / t_max.
+
+    The chain's length T adapts to how well D tells real from fake: every DG_INTERVAL D steps,
+    r_d = E[sign(D(real))] over those steps is set against a target; above it (D is overconfident on
+    real data: overfitting) T grows, below it T shrinks, each time by (batch * DG_INTERVAL) /
+    (ada_kimg * 1000) of the range t_min..t_max, so going the whole range takes ada_kimg kimg. T
+    starts at t_min. The generator is the model's G at its one level: pure noise x_T and a latent z in,
+    a sample out, as `hybrid sample` runs it (NFE 1).
+    """
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:  # type: ignore[override]
+        return (Phase("D", "D"), Phase("Dreg", "D", self.r1_every), Phase("G", "G"))
+
+    def __init__(self, model: Model, stats: Stats, r1_gamma: float = 0.02, r1_every: int = 16, target: float = 0.6,
+                 t_min: int = 10, t_max: int = 1000, ada_kimg: float = 100.0, noise: float = 0.05,
+                 batch: int = 64) -> None:
+        super().__init__(model, stats, r1_gamma=r1_gamma, r1_every=r1_every)
+        self.target, self.t_min, self.t_max, self.noise = target, t_min, t_max, noise
+        self.step_size = batch * DG_INTERVAL / (ada_kimg * 1000)  # of p, per adjustment
+        self.device = next(model.G.parameters()).device
+        self.p = 0.0  # where T stands in t_min..t_max, 0 to 1
+        # sign(D(real)) summed since the last adjustment (on the device: no sync per step) and its count
+        self.signs, self.count, self.d_steps = torch.zeros((), device=self.device), 0, 0
+        self._set_T()
+
+    @classmethod
+    def build(cls, model: Model, stats: Stats, cfg: TrainConfig, **inputs: Any) -> Objective:
+        return cls(model, stats, cfg.r1_gamma, cfg.r1_every, cfg.dg_target, cfg.dg_t_min, cfg.dg_t_max, cfg.dg_kimg,
+                   cfg.dg_noise, cfg.batch)
+
+    def _set_T(self) -> None:
+        self.T = min(self.t_max, max(self.t_min, self.t_min + round(self.p * (self.t_max - self.t_min))))
+        self.alpha_bar = diffusion_gan_alpha_bar(self.T).float().to(self.device)
+        self.level_weights = diffusion_gan_level_weights(self.T).float().to(self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"p": self.p, "signs": self.signs.detach().cpu(), "count": self.count, "d_steps": self.d_steps}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.p, self.count, self.d_steps = float(state["p"]), int(state["count"]), int(state["d_steps"])
+        self.signs = state["signs"].to(self.device)
+        self._set_T()
+
+    def draw(self, x0: Tensor, gen: torch.Generator, y: Tensor | None = None) -> DiffusionGANBatch:  # type: ignore[override]
+        B, dev = x0.shape[0], x0.device
+
+        def randn() -> Tensor:
+            return torch.randn(x0.shape, generator=gen, device=dev)
+
+        t = torch.multinomial(self.level_weights, B, replacement=True, generator=gen)
+        x_T = randn()
+        zd = self.model.z_dim
+        z = torch.randn((B, zd), generator=gen, device=dev) if zd else None
+        return DiffusionGANBatch(x0=x0, t=t, alpha_bar=self.alpha_bar[t], x_T=x_T, z=z, n_real=randn(), n_fake=randn(),
+                                 y=y)
+
+    def begin(self, batch: DiffusionGANBatch, due: tuple[Phase, ...] | None = None) -> None:  # type: ignore[override]
+        top = torch.ones(len(batch.x_T), dtype=torch.long, device=batch.x_T.device)  # the chain's one level
+        batch.x0_pred = self.model.predict_x0(self.model.G, batch.x_T, top, batch.z, batch.y).float()
+
+    def diffuse(self, x: Tensor, batch: DiffusionGANBatch, noise: Tensor) -> Tensor:
+        """y ~ q(y_t | x): x [B, ...] diffused to the step's levels, noise of std sigma."""
+        a = batch.alpha_bar.reshape(-1, *[1] * (x.dim() - 1))
+        return a.sqrt() * x + (1 - a).sqrt() * (self.noise * noise)
+
+    def _d(self, x: Tensor, batch: DiffusionGANBatch, noise: Tensor) -> Tensor:
+        return noised_logits(self.model.D, self.diffuse(x, batch, noise), batch.t.float() / self.t_max, batch.y)
+
+    def loss(self, phase: Phase, batch: DiffusionGANBatch) -> Tensor:  # type: ignore[override]
+        if phase.name == "D":
+            real = self._d(batch.x0, batch, batch.n_real)
+            fake = self._d(batch.x0_pred.detach(), batch, batch.n_fake)
+            self.stats.report("D/logit/real", real)
+            self.stats.report("D/logit/fake", fake)
+            loss = F.softplus(fake).mean() + F.softplus(-real).mean()
+            self.stats.report("Loss/D/main", loss)
+            self._observe(real)
+            return loss
+        if phase.name == "Dreg":
+            x_t = self.diffuse(batch.x0, batch, batch.n_real)
+            return self._lazy_r1(r1_penalty(self.model.D, x_t, None, batch.t.float() / self.t_max, batch.y))
+        loss = F.softplus(-self._d(batch.x0_pred, batch, batch.n_fake)).mean()
+        self.stats.report("Loss/G/adv", loss)
+        return loss
+
+    def _observe(self, real_logits: Tensor) -> None:
+        """Count sign(D(real)) toward r_d; every DG_INTERVAL D steps, adjust T (a sync with the device,
+        and a collective over ranks, so every rank keeps the same T)."""
+        signs = real_logits.detach().sign()
+        self.stats.report("DiffusionGAN/T", float(self.T))
+        self.stats.report("DiffusionGAN/r_d", signs)
+        self.signs, self.count = self.signs + signs.sum(), self.count + len(signs)
+        self.d_steps += 1
+        if self.d_steps % DG_INTERVAL == 0:
+            sums, counts = distributed.sum_named({"r_d": self.signs}, {"r_d": torch.tensor(float(self.count))})
+            self.adjust(sums["r_d"] / counts["r_d"])
+            self.signs, self.count = torch.zeros((), device=self.device), 0
+
+    def adjust(self, r_d: float) -> None:
+        """Move T toward more noise when r_d exceeds the target, toward less when it falls short."""
+        direction = (r_d > self.target) - (r_d < self.target)
+        self.p = min(1.0, max(0.0, self.p + direction * self.step_size))
+        self._set_T()

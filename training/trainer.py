@@ -133,6 +133,9 @@ class Trainer:
             state["D"] = self.model.D.state_dict()
         if self.objective.networks:
             state["nets"] = {name: net.state_dict() for name, net in self.objective.networks.items()}
+        objective_state = self.objective.state_dict()
+        if objective_state:
+            state["objective"] = objective_state
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -143,6 +146,7 @@ class Trainer:
             self.model.D.load_state_dict(state["D"])
         for name, net in self.objective.networks.items():
             net.load_state_dict(state["nets"][name])
+        self.objective.load_state_dict(state.get("objective", {}))
         for name, opt in self.opts.items():
             opt.load_state_dict(state["opt"][name])
         self.progress = Progress(**state["progress"])
@@ -457,6 +461,8 @@ TENSORBOARD_LAYOUT = {
         "D logits: real vs fake": ["Multiline", [r"^D/logit/real$", r"^D/logit/fake$"]],
         "D logits per level": ["Multiline", [r"^D/logit/(real|fake)/t\d+$"]],
         "losses (D at chance: ln 4 = 1.386)": ["Multiline", [r"^Loss/D$", r"^Loss/G$"]],
+        "diffusion-gan: T": ["Multiline", [r"^DiffusionGAN/T$"]],
+        "diffusion-gan: r_d = E[sign(D(real))]": ["Multiline", [r"^DiffusionGAN/r_d$"]],
     },
     "Metrics": {"all": ["Multiline", [r"^Metrics/"]]},
 }

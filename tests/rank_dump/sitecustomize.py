@@ -15,7 +15,7 @@ if os.environ.get("HYBRID_RANK_DUMP"):
     _close = trainer.Trainer.close
 
     def close(self) -> None:
-        state = {k: v for k, v in self.state_dict().items() if k in ("G", "G_ema", "D", "rng", "progress", "opt")}
+        state = {k: v for k, v in self.state_dict().items() if k in ("G", "G_ema", "D", "rng", "progress", "opt", "objective")}
         torch.save(state, os.path.join(os.environ["HYBRID_RANK_DUMP"], f"rank{os.environ.get('RANK', '0')}.pt"))
         _close(self)
 
