@@ -29,8 +29,7 @@ from hybridgan.hybrid import runfiles
 from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.runfiles import append_jsonl, versions
 from hybridgan.metrics.evaluate import HELD_OUT_SEED, SEED_BASE, EvalConfig, EvalResult, LoadData, Log, evaluate, model_samples, stderr_log
-from hybridgan.metrics.features import metric_layer
-from hybridgan.metrics.reference import cache_path, data_digest, reference_key, reference_subset
+from hybridgan.metrics.reference import data_digest, reference_subset
 
 MIN_TIMING_SECONDS = 0.5  # time sampler calls for at least this long in all ...
 MAX_TIMING_CALLS = 1000  # ... unless this many calls were timed
@@ -113,15 +112,10 @@ def time_sampling(model, sampler: str, nfe: int, device: torch.device, batch: in
 def reference_protocol(ref_name: str, ref_data: Any, cfg: EvalConfig, result: EvalResult) -> dict[str, Any]:
     """What the numbers were compared with: name, size, sha256 of the (subset of) reference data,
     and for images the reference-feature cache file, whose name ends with the digest of its key."""
-    subset = reference_subset(ref_data.data, cfg.ref_num)
-    digest = data_digest(subset)
+    digest = data_digest(reference_subset(ref_data.data, cfg.ref_num))
     out: dict[str, Any] = {"ref": ref_name, "ref_description": result.ref, "num_ref": result.num_ref, "ref_sha256": digest}
-    if subset.dim() == 4 and result.extractor:
-        from hybridgan.metrics.evaluate import extractor_spec
-
-        spec = extractor_spec(cfg)
-        key = reference_key(ref_name, digest, subset.shape[-1], len(subset), spec, metric_layer(spec, "fid"))
-        out["ref_cache"] = cache_path(key).name
+    if result.reference_file:
+        out["ref_cache"] = result.reference_file
     return out
 
 
@@ -193,6 +187,8 @@ def bench_setting(model, sampler: str, nfe: int, mixture: int | None, ref: str, 
     protocol = {"num": num, "repeats": cfg.repeats, "seeds": [[s[0], s[-1]] for s in ranges],
                 **reference_protocol(ref, ref_data, replace(cfg.eval, num=num), first),
                 "extractor": first.extractor, "weights_sha256": first.weights_sha256, "weights_source": first.weights_source,
+                **{k: v for k, v in (("extractor_accuracy", first.extractor_accuracy), ("class_judge", first.class_judge))
+                   if v is not None},
                 "details": first.details, "device": device_name(device), **versions(),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     return {"sampler": sampler, "nfe": nfe, "generators": len(model.generators(mixture)),
