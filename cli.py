@@ -438,15 +438,20 @@ def sample(checkpoint: str, out: str, num: int | None, seeds: str | None, nfe: i
 @EXTRACTOR_OPTION
 @EXTRACTOR_WEIGHTS_OPTION
 @INCEPTION_OPTION
+@click.option("--save-ref", metavar="PATH.npz", default=None,
+              help="Write the statistics (mu, sigma) of SOURCE, a data set, in the extractor's space instead of "
+                   "evaluating, in the layout of pytorch-fid and EDM's fid.py ref; --ref PATH.npz reads them back. "
+                   "E.g. hybrid eval cifar10 --save-ref cifar10.npz")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @QUIET_OPTION
 def eval_command(source: str, ref: str | None, metric_names: str | None, num: int | None, ref_num: int | None,
                  nfe: int | None, old_steps: int | None, sampler: str | None, seeds: str | None, batch: int,
                  mixture: int | None, resolution: int | None, device: str, extractor: str, extractor_weights: str | None,
-                 inception_weights: str | None, as_json: bool, quiet: bool) -> None:
+                 inception_weights: str | None, save_ref: str | None, as_json: bool, quiet: bool) -> None:
     """Compute FID, KID, IS, precision/recall (images) or mode coverage, SWD, MMD (vectors).
 
-    SOURCE is a checkpoint (samples are drawn from it) or a folder / .npy / .npz of samples.
+    SOURCE is a checkpoint (samples are drawn from it) or a folder / .npy / .npz of samples
+    (with --save-ref: a data set). --ref is a data set or a .npz of statistics (FID only).
     Reference features are cached (~/.cache/hybrid or $HYBRID_CACHE) per extractor and weights.
 
     \b
@@ -456,7 +461,15 @@ def eval_command(source: str, ref: str | None, metric_names: str | None, num: in
       hybrid eval CKPT --extractor classifier --metrics fid,classes   # a feature space that knows the digits
       hybrid eval samples/ --ref real_images/           # two image folders, no model
       hybrid eval samples.npy --ref toy:25gaussians     # vectors: modes, swd, mmd
+      hybrid eval cifar10 --save-ref c10.npz && hybrid eval CKPT --ref c10.npz --metrics fid
     """
+    if save_ref is not None:
+        if ref is not None or metric_names is not None or num is not None:
+            raise UserError(f"--save-ref writes the statistics of SOURCE ({source}) itself; drop --ref, --metrics "
+                            "and --num (--ref-num N takes the fixed subset `eval` would use)")
+        save_statistics(source, save_ref, ref_num, resolution, batch, device, extractor,
+                        extractor_weights or inception_weights, as_json, quiet)
+        return
     import hybridgan
 
     chosen = seed_list(num, seeds, None)
@@ -466,6 +479,24 @@ def eval_command(source: str, ref: str | None, metric_names: str | None, num: in
                                 extractor_weights=extractor_weights, inception_weights=inception_weights,
                                 device=device, progress=not quiet)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
+
+
+def save_statistics(source: str, out: str, ref_num: int | None, resolution: int | None, batch: int, device: str,
+                    extractor: str, weights: str | None, as_json: bool, quiet: bool) -> None:
+    """`eval DATA --save-ref PATH.npz`: the statistics of DATA in the extractor's space."""
+    from dataclasses import asdict
+
+    from hybridgan.hybrid.devices import resolve_device
+    from hybridgan.metrics.evaluate import EvalConfig, save_reference_stats
+    from hybridgan.training.data import load_dataset
+
+    cfg = EvalConfig(ref_num=ref_num, resolution=resolution, batch=batch, extractor=extractor, extractor_weights=weights,
+                     progress=not quiet)
+    saved = save_reference_stats(source, out, cfg, resolve_device(device), load_dataset)
+    info = {**asdict(saved), "path": str(saved.path)}
+    click.echo(json.dumps(info, indent=2) if as_json else
+               f"wrote {saved.path}: mu [{saved.dim}] and sigma [{saved.dim}, {saved.dim}] of {saved.num} images of "
+               f"{source}, {saved.extractor}")
 
 
 # ------------------------------------------------------------------------------------ bench

@@ -28,8 +28,19 @@ import torch
 from hybridgan.hybrid import runfiles
 from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.runfiles import append_jsonl, versions
-from hybridgan.metrics.evaluate import HELD_OUT_SEED, SEED_BASE, EvalConfig, EvalResult, LoadData, Log, evaluate, model_samples, stderr_log
-from hybridgan.metrics.reference import data_digest, reference_subset
+from hybridgan.metrics.evaluate import (
+    SEED_BASE,
+    EvalConfig,
+    EvalResult,
+    LoadData,
+    Log,
+    evaluate,
+    load_reference,
+    model_samples,
+    stderr_log,
+)
+from hybridgan.metrics.inception import sha256_file
+from hybridgan.metrics.reference import ReferenceStats, data_digest, reference_subset
 
 MIN_TIMING_SECONDS = 0.5  # time sampler calls for at least this long in all ...
 MAX_TIMING_CALLS = 1000  # ... unless this many calls were timed
@@ -110,9 +121,13 @@ def time_sampling(model, sampler: str, nfe: int, device: torch.device, batch: in
 
 
 def reference_protocol(ref_name: str, ref_data: Any, cfg: EvalConfig, result: EvalResult) -> dict[str, Any]:
-    """What the numbers were compared with: name, size, sha256 of the (subset of) reference data,
-    and for images the reference-feature cache file, whose name ends with the digest of its key."""
-    digest = data_digest(reference_subset(ref_data.data, cfg.ref_num))
+    """What the numbers were compared with: name, size, sha256 of the (subset of) reference data
+    (of a statistics file: the file's), and for images the reference-feature cache file, whose
+    name ends with the digest of its key."""
+    if isinstance(ref_data, ReferenceStats):
+        digest = sha256_file(ref_data.path)
+    else:
+        digest = data_digest(reference_subset(ref_data.data, cfg.ref_num))
     out: dict[str, Any] = {"ref": ref_name, "ref_description": result.ref, "num_ref": result.num_ref, "ref_sha256": digest}
     if result.reference_file:
         out["ref_cache"] = result.reference_file
@@ -150,7 +165,7 @@ def fitting(values: tuple[int, ...], most: int, label: str, why: str, log: Log, 
 def bench_checkpoint(path: str | Path, cfg: BenchConfig, device: torch.device, load_data: LoadData,
                      ref: str | None = None, log: Log = stderr_log) -> list[dict[str, Any]]:
     """Benchmark one checkpoint: one record per (sampler, NFE, mixture). ref: default the training data
-    (toys: a held-out draw, seed HELD_OUT_SEED, as `hybrid eval`)."""
+    (toys: a held-out draw, seed HELD_OUT_SEED, as `hybrid eval`), or a .npz of statistics."""
     from hybridgan.hybrid.checkpoint import load, model_from
     from hybridgan.hybrid.samplers import mixture_text
 
@@ -161,7 +176,7 @@ def bench_checkpoint(path: str | Path, cfg: BenchConfig, device: torch.device, l
     ref = ref or config.get("data")
     if ref is None:
         raise UserError(f"{path}: the checkpoint names no training data; give --ref")
-    ref_data = load_data(ref, model.cfg.shape[-1] if model.cfg.is_image else None, HELD_OUT_SEED)
+    ref_data = load_reference(load_data, ref, model.cfg.shape[-1] if model.cfg.is_image else None)
     num = len(cfg.eval.seeds) if cfg.eval.seeds else cfg.eval.num or 1000
     common = {"checkpoint": str(path), "kimg": ckpt.get("progress", {}).get("nimg", 0) / 1000,
               "objective": config.get("objective"), "data": config.get("data"), "T": model.cfg.steps}

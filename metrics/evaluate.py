@@ -30,7 +30,16 @@ from hybridgan.metrics.classifier import load_or_train
 from hybridgan.metrics.extractors import CLASSIFIER, INCEPTION, canonical, check_extractor, resolve_extractor
 from hybridgan.metrics.features import ExtractorSpec, build_extractor, extract, generated_batches, image_batches, metric_layer
 from hybridgan.metrics.inception import EXTRACTOR
-from hybridgan.metrics.reference import ReferenceFeatures, reference_features
+from hybridgan.metrics.reference import (
+    ReferenceFeatures,
+    ReferenceStats,
+    data_digest,
+    read_stats,
+    reference_features,
+    reference_subset,
+    stats_reference,
+    write_stats,
+)
 from hybridgan.metrics.registry import IMAGE, VECTOR, Metric, MetricInputs, check_labels, default_metrics, get_metrics
 
 HELD_OUT_SEED = 1_000_000  # toy data: the reference draw uses this seed, training uses cfg.seed
@@ -91,7 +100,7 @@ class EvalResult:
     extractor_accuracy: float | None = None  # held-out accuracy of the classifier extractor (--extractor classifier)
     class_judge: str | None = None  # what labelled the samples for `classes`: cnn or knn
     reference_cached: bool | None = None  # reference features read from the cache
-    reference_file: str | None = None  # their cache file; its name ends with its key's digest
+    reference_file: str | None = None  # their cache file (or statistics file); its name ends with its key's digest
     skipped: dict[str, str] = field(default_factory=dict)  # metric name -> why it was not computed
 
     def __getitem__(self, key: str) -> float:
@@ -236,12 +245,14 @@ def extractor_spec(cfg: EvalConfig, classifier: Any = None) -> ExtractorSpec:
 def evaluate(samples: Samples, ref_data: Any, ref_name: str, cfg: EvalConfig, device: torch.device,
              log: Log = stderr_log, ref_description: str | None = None) -> EvalResult:
     """Judge `samples` against `ref_data` (a Dataset: .data uint8 images or float vectors,
-    optional .labels / .modes / .mode_std). ref_name keys the reference cache."""
+    optional .labels / .modes / .mode_std; or ReferenceStats read from a .npz). ref_name keys
+    the reference cache."""
     start = time.perf_counter()
-    ref_kind = IMAGE if ref_data.data.dim() == 4 else VECTOR
+    stats_only = isinstance(ref_data, ReferenceStats)
+    ref_kind = IMAGE if stats_only or ref_data.data.dim() == 4 else VECTOR
     if samples.kind != ref_kind:
         raise UserError(f"{samples.description} holds {samples.kind}s but the reference {ref_name} holds {ref_kind}s")
-    names = cfg.metrics or default_metrics(samples.kind, getattr(ref_data, "modes", None) is not None)
+    names = cfg.metrics or (("fid",) if stats_only else default_metrics(samples.kind, getattr(ref_data, "modes", None) is not None))
     chosen = get_metrics(names, samples.kind)
     run = _image_inputs if samples.kind == IMAGE else _vector_inputs
     inputs, meta, skipped = run(samples, ref_data, ref_name, chosen, cfg, device, log)
@@ -260,6 +271,8 @@ def _image_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[M
     check_labels(chosen, labels, ref_name)
     featured = [m for m in chosen if m.gen_layers or m.ref_layers]
     kind = check_extractor(cfg.extractor, cfg.extractor_weights, featured, labels, ref_name) if featured else None
+    if isinstance(ref_data, ReferenceStats):
+        check_stats_metrics(chosen, ref_data)
     labelled = any(m.needs_labels for m in chosen)
     classifier = None
     if labelled or kind == CLASSIFIER:
@@ -267,7 +280,8 @@ def _image_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[M
         if not classifier.cached:  # the one slow step (seconds) a user waits for here
             log(f"trained a classifier on {ref_name}'s labels: held-out accuracy {classifier.accuracy:.4f}")
     judge = choose_judge(ref_data.data, labels, classifier, MetricInputs.seed) if labelled else None
-    meta: dict[str, Any] = {"num_ref": len(ref_data.data), "class_judge": judge.name if judge else None}
+    num_ref = ref_data.stats.num if isinstance(ref_data, ReferenceStats) else len(ref_data.data)
+    meta: dict[str, Any] = {"num_ref": num_ref, "class_judge": judge.name if judge else None}
     side = _reference_side(featured, ref_data, ref_name, cfg, device, log, classifier) if featured else None
     # Metrics on pixels and on features share one draw of the samples.
     gen_images = torch.cat(list(samples.batches())) if labelled else None
@@ -277,6 +291,8 @@ def _image_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[M
     batches = image_batches(gen_images, cfg.batch) if labelled else samples.batches()
     gen = extract(side.net, batches, device, samples.num, progress=cfg.progress) if side.gen_layers else {}
     gen = {layer: gen[layer] for layer in side.gen_layers}
+    if isinstance(ref_data, ReferenceStats) and "fid" in side.layers:
+        check_stats_dims(ref_data, gen[side.layers["fid"]])
     inputs = MetricInputs(gen=gen, ref=side.ref, layers=side.layers, kid_subsets=cfg.kid_subsets,
                           kid_subset_size=cfg.kid_subset_size, **pixel_inputs)
     return inputs, {**meta, **side.meta}, side.skipped
@@ -287,7 +303,7 @@ class ReferenceSide:
     net: Any  # the extractor, built once (loading Inception takes seconds)
     layers: dict[str, str]  # metric key (fid, kid, prc, isc) -> the extractor's layer
     gen_layers: set[str]  # the layers read on the samples
-    ref: dict[str, ReferenceFeatures]  # layer -> the reference's features
+    ref: dict[str, ReferenceFeatures]  # layer -> the reference's features (or statistics)
     meta: dict[str, Any]  # what the result records about them
     skipped: dict[str, str]  # metric name -> why it is not computed
 
@@ -309,9 +325,13 @@ def _reference_side(featured: list[Metric], ref_data: Any, ref_name: str, cfg: E
     gen_layers = {layers[k] for m in active for k in m.gen_layers}
     ref_layers = {layers[k] for m in active for k in m.ref_layers}
     net = build_extractor(spec, gen_layers | ref_layers, device) if keys else None
-    ref = {layer: reference_features(ref_name, ref_data.data, spec, layer, device, cfg.ref_num, cfg.use_cache, net=net,
-                                     progress=cfg.progress)
-           for layer in sorted(ref_layers)}
+    if isinstance(ref_data, ReferenceStats):
+        check_stats_extractor(ref_data, spec, log)
+        ref = {layer: stats_reference(ref_data) for layer in ref_layers}
+    else:
+        ref = {layer: reference_features(ref_name, ref_data.data, spec, layer, device, cfg.ref_num, cfg.use_cache, net=net,
+                                         progress=cfg.progress)
+               for layer in sorted(ref_layers)}
     meta = {"extractor": f"{spec.name}/{'+'.join(sorted(gen_layers | ref_layers))}", "weights_sha256": spec.weights_sha256,
             "weights_source": spec.weights.source if spec.weights else "builtin", "extractor_accuracy": spec.accuracy,
             "reference_cached": all(r.cached for r in ref.values()) if ref else None}
@@ -319,6 +339,32 @@ def _reference_side(featured: list[Metric], ref_data: Any, ref_name: str, cfg: E
     meta["reference_file"] = first.path.name if first is not None and first.path is not None else None
     meta["num_ref"] = next(iter(ref.values())).stats.num if ref else 0
     return ReferenceSide(net, layers, gen_layers, ref, meta, skipped)
+
+
+def check_stats_metrics(chosen: list[Metric], ref: ReferenceStats) -> None:
+    """Statistics files give FID: refuse metrics that read reference features or images."""
+    wrong = [m.name for m in chosen if set(m.ref_layers) - {"fid"} or m.needs_labels]
+    if wrong:
+        raise UserError(f"--ref {ref.path} holds statistics (mu, sigma), which give fid alone; metric(s) {','.join(wrong)} "
+                        "need the reference images: give the data set instead")
+
+
+def check_stats_extractor(ref: ReferenceStats, spec: ExtractorSpec, log: Log) -> None:
+    """The file's statistics must come from the extractor in use; other tools' files are Inception's."""
+    made_by = ref.extractor or EXTRACTOR
+    if made_by != spec.name:
+        origin = "" if ref.extractor else " (it records none: pytorch-fid and EDM write Inception pool3)"
+        raise UserError(f"--ref {ref.path} holds {made_by} statistics{origin}, not {spec.name} ones; "
+                        f"use --extractor {made_by if ref.extractor else 'inception'} or statistics of this extractor")
+    if ref.weights_sha256 and ref.weights_sha256 != spec.weights_sha256:
+        log(f"note: {ref.path} was made with other {spec.name} weights (sha256 {ref.weights_sha256[:12]}, "
+            f"here {spec.weights_sha256[:12]}); equal networks give equal features, others do not")
+
+
+def check_stats_dims(ref: ReferenceStats, gen: Tensor) -> None:
+    if gen.shape[1] != len(ref.stats.mu):
+        raise UserError(f"--ref {ref.path} holds {len(ref.stats.mu)}-d statistics; this extractor gives "
+                        f"{gen.shape[1]}-d features")
 
 
 def _vector_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[Metric], cfg: EvalConfig,
@@ -346,14 +392,26 @@ def load_as(option: str, load_data: LoadData, spec: str, resolution: int | None,
         raise UserError(option + text.removeprefix("--data ") if text.startswith("--data ") else text) from None
 
 
+def is_stats_file(ref: str | None) -> bool:
+    """A --ref that names statistics (.npz of mu and sigma) rather than data."""
+    return ref is not None and ref.lower().endswith(".npz")
+
+
+def load_reference(load_data: LoadData, ref: str, resolution: int | None, option: str = "--ref ") -> Any:
+    """A reference: ReferenceStats for a .npz of statistics, else the data set loaded at
+    `resolution` (toys: the held-out draw)."""
+    return read_stats(ref) if is_stats_file(ref) else load_as(option, load_data, ref, resolution, HELD_OUT_SEED)
+
+
 def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch.device, load_data: LoadData,
                     log: Log = stderr_log) -> EvalResult:
     """`hybrid eval`: SOURCE is a checkpoint, a folder of images, or a .npy / .npz of samples.
 
-    ref: a dataset name, folder or .npy (for a checkpoint: default its training data). The
-    reference is loaded at the samples' side (a model's resolution). With cfg.resolution both sets
-    are then resized to it by one function, so real images score the same either way. Toy
-    references are a fresh draw (seed HELD_OUT_SEED), not the training one.
+    ref: a dataset name, folder or .npy (for a checkpoint: default its training data), or a .npz
+    of statistics (mu, sigma: FID only). The reference is loaded at the samples' side (a model's
+    resolution). With cfg.resolution both sets are then resized to it by one function, so real
+    images score the same either way. Toy references are a fresh draw (seed HELD_OUT_SEED), not
+    the training one.
     """
     path = Path(source).expanduser()
     if not path.exists():
@@ -387,6 +445,11 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
     # samples' path to R: a dataset loaded straight at R would differ from real images resized to R
     # (200 real 16x16 digits resized to 8 px: FID 113 against the digits loaded at 8 px, 10.6 this way).
     square = size[-1] if size and size[0] == size[1] else None
+    if is_stats_file(ref):
+        if cfg.resolution and size != (resolution, resolution):
+            samples = resized(samples, resolution)
+        stats = read_stats(ref)
+        return evaluate(samples, stats, ref, cfg, device, log, ref_description=f"{ref} (statistics of {stats.stats.num or '?'} images)")
     ref_data = load_as("--ref ", load_data, ref, square or resolution, HELD_OUT_SEED)
     if cfg.resolution and size != (resolution, resolution):
         samples = resized(samples, resolution)
@@ -436,3 +499,43 @@ def evaluate_model(model, ref_data: Any, ref_name: str, cfg: EvalConfig, device:
     with torch.random.fork_rng(devices=devices):
         return evaluate(model_samples(model, cfg, device, description), ref_data, ref_name, cfg, device, log)
 
+
+# ---------------------------------------------------------------------------------------------
+# Statistics files
+
+
+@dataclass(frozen=True)
+class SavedStats:
+    path: Path  # the .npz written
+    num: int  # images the statistics summarise
+    dim: int  # feature dimension D
+    extractor: str  # the extractor's name
+    cached: bool  # the features came from the reference cache
+
+
+def save_reference_stats(source: str, out: str | Path, cfg: EvalConfig, device: torch.device, load_data: LoadData) -> SavedStats:
+    """`hybrid eval DATA --save-ref stats.npz`: mu [D] and sigma [D, D] of DATA's images (all, or the
+    fixed subset of cfg.ref_num that `eval` would use as its reference) in cfg's extractor, in the
+    layout pytorch-fid and EDM's `fid.py ref` write. DATA: a data set name, a folder, a .npy or a
+    .npz of images, at cfg.resolution (default its own). An existing file is never replaced."""
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".npz":
+        raise UserError(f"--save-ref {out}: name a .npz file (the layout of pytorch-fid and EDM)")
+    if out.exists() or not out.parent.is_dir():
+        raise UserError(f"--save-ref {out}: {'exists; remove it or choose another name' if out.exists() else 'no such folder'}")
+    path = Path(source).expanduser()
+    data = Reference(read_npz(path)) if path.suffix.lower() == ".npz" else load_as("", load_data, source, cfg.resolution,
+                                                                                    HELD_OUT_SEED)
+    if data.data.dim() != 4:
+        raise UserError(f"--save-ref: {source} holds vectors; statistics files are for images")
+    if cfg.resolution and data.data.shape[-2:] != (cfg.resolution, cfg.resolution):
+        data = replace(data, data=resize_uint8(data.data, cfg.resolution))
+    labels = getattr(data, "labels", None)
+    check_extractor(cfg.extractor, cfg.extractor_weights, get_metrics(("fid",)), labels, source)
+    classifier = load_or_train(source, data.data, labels, use_cache=cfg.use_cache) if canonical(cfg.extractor) == CLASSIFIER else None
+    spec = extractor_spec(cfg, classifier)
+    layer = metric_layer(spec, "fid")
+    ref = reference_features(source, data.data, spec, layer, device, cfg.ref_num, cfg.use_cache, progress=cfg.progress)
+    digest = data_digest(reference_subset(data.data, cfg.ref_num))
+    write_stats(out, ref, {"extractor": spec.name, "weights_sha256": spec.weights_sha256, "dataset": source, "data_sha256": digest})
+    return SavedStats(out, ref.stats.num, len(ref.stats.mu), f"{spec.name}/{layer}", ref.cached)

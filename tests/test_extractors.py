@@ -1,5 +1,5 @@
 """Feature spaces other than Inception (issue 32): raw pixels, a TorchScript file, the trained
-classifier and its class judge, DINOv2 (offline).
+classifier and its class judge, DINOv2 (offline), and statistics files (.npz of mu, sigma).
 CPU only, no network; the classifier trains once for the module (seconds)."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from hybridgan.metrics.classes import ClassJudge, choose_judge, class_balance
 from hybridgan.metrics.distances import frechet_distance, gaussian_stats
 from hybridgan.metrics.evaluate import EvalConfig, evaluate, tensor_samples
 from hybridgan.metrics.inception import sha256_file
+from hybridgan.metrics.reference import read_stats
 
 CPU = torch.device("cpu")
 
@@ -191,6 +192,53 @@ def test_classes_are_judged_by_the_more_accurate_classifier(trained, digits):
     assert result.records()[0]["class_judge"] == "cnn"
     knn_only = ClassJudge("knn", better.knn_accuracy)
     assert class_balance(no_sevens, digits.data, digits.labels, judge=knn_only) == by_knn
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics files: hybrid eval --save-ref / --ref stats.npz
+
+
+def test_statistics_written_and_read_back_give_the_same_fid(cache, tmp_path, digits, hybrid):
+    samples = tmp_path / "samples.npy"
+    np.save(samples, digits.data[digits.labels != 3][:300].numpy())
+    stats = tmp_path / "digits-pixels.npz"
+    done = hybrid("eval", "digits", "--save-ref", stats, "--extractor", "pixels")
+    assert done.code == 0 and "mu [256] and sigma [256, 256] of 1797 images of digits" in done.out, done.err
+    with np.load(stats) as z:  # what pytorch-fid and EDM read
+        assert z["mu"].shape == (256,) and z["sigma"].shape == (256, 256) and z["sigma"].dtype == np.float64
+    direct = hybrid("eval", samples, "--ref", "digits", "--extractor", "pixels", "--metrics", "fid", "--json")
+    read = hybrid("eval", samples, "--ref", stats, "--extractor", "pixels", "--json")
+    fid = json.loads(direct.out)["results"]["fid"]["fid"]
+    assert direct.code == read.code == 0 and fid > 0.1
+    assert json.loads(read.out)["results"]["fid"]["fid"] == pytest.approx(fid, abs=1e-6)
+    # a subset, as eval's --ref-num takes it, gives that subset's statistics
+    subset = tmp_path / "subset.npz"
+    assert hybrid("eval", "digits", "--save-ref", subset, "--extractor", "pixels", "--ref-num", "500").code == 0
+    assert read_stats(subset).stats.num == 500
+
+
+def test_statistics_files_refuse_what_they_cannot_give(cache, tmp_path, digits, hybrid):
+    samples = tmp_path / "samples.npy"
+    np.save(samples, digits.data[:50].numpy())
+    stats = tmp_path / "px.npz"
+    assert hybrid("eval", "digits", "--save-ref", stats, "--extractor", "pixels").code == 0
+
+    def one_line_error(*args) -> str:
+        done = hybrid(*args)
+        assert done.code == 2 and len(done.err.strip().splitlines()) == 1, done.err
+        return done.err
+
+    assert "exists" in one_line_error("eval", "digits", "--save-ref", stats, "--extractor", "pixels")
+    assert "give fid alone; metric(s) kid" in one_line_error("eval", samples, "--ref", stats, "--extractor", "pixels",
+                                                               "--metrics", "fid,kid")
+    assert "holds pixels statistics, not inception-v3-compat" in one_line_error("eval", samples, "--ref", stats)
+    with np.load(stats) as z:  # pytorch-fid's layout: mu and sigma alone, which are Inception pool3
+        np.savez(tmp_path / "theirs.npz", mu=z["mu"], sigma=z["sigma"])
+    assert "pytorch-fid and EDM write Inception pool3" in one_line_error("eval", samples, "--ref", tmp_path / "theirs.npz",
+                                                                         "--extractor", "pixels")
+    np.savez(tmp_path / "other.npz", samples=digits.data[:5].numpy())
+    assert "need 'mu' and 'sigma'" in one_line_error("eval", samples, "--ref", tmp_path / "other.npz")
+    assert "drop --ref" in one_line_error("eval", "digits", "--save-ref", tmp_path / "x.npz", "--ref", "digits")
 
 
 # ---------------------------------------------------------------------------------------------
