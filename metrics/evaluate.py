@@ -270,12 +270,12 @@ def _image_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[M
     labels = getattr(ref_data, "labels", None)
     check_labels(chosen, labels, ref_name)
     featured = [m for m in chosen if m.gen_layers or m.ref_layers]
-    kind = check_extractor(cfg.extractor, cfg.extractor_weights, featured, labels, ref_name) if featured else None
+    kind = check_extractor(cfg.extractor, cfg.extractor_weights, featured, labels, ref_name)
     if isinstance(ref_data, ReferenceStats):
         check_stats_metrics(chosen, ref_data)
     labelled = any(m.needs_labels for m in chosen)
     classifier = None
-    if labelled or kind == CLASSIFIER:
+    if labelled or (featured and kind == CLASSIFIER):
         classifier = load_or_train(ref_name, ref_data.data, labels, use_cache=cfg.use_cache)
         if not classifier.cached:  # the one slow step (seconds) a user waits for here
             log(f"trained a classifier on {ref_name}'s labels: held-out accuracy {classifier.accuracy:.4f}")

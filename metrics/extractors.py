@@ -175,6 +175,8 @@ def resolve_extractor(name: str, weights: str | None, batch: int, classifier: An
     if kind == PIXELS:
         return ExtractorSpec(kind, WeightsFile(None, "none", "none"), batch)
     if kind == CLASSIFIER:
+        if classifier is None:
+            raise ValueError("--extractor classifier: pass the trained classifier (metrics.classifier.load_or_train)")
         source = f"trained on the reference's labels ({'cached' if classifier.cached else 'now'})"
         return ExtractorSpec(kind, WeightsFile(classifier.path, classifier.sha256, source), batch,
                              network=classifier.net, accuracy=classifier.accuracy)

@@ -71,6 +71,9 @@ def test_pixels_refuse_large_images_and_the_inception_score(cache):
         judge(small, SimpleNamespace(data=small), EvalConfig(metrics=("fid", "is"), extractor="pixels"))
     with pytest.raises(UserError, match="--extractor nope: unknown; use inception, dinov2, pixels, classifier"):
         judge(small, SimpleNamespace(data=small), EvalConfig(metrics=("fid",), extractor="nope"))
+    labelled = SimpleNamespace(data=small, labels=torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(UserError, match="--extractor nope: unknown"):  # a metric without features still checks the name
+        judge(small, labelled, EvalConfig(metrics=("classes",), extractor="nope"))
 
 
 # ---------------------------------------------------------------------------------------------
