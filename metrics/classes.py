@@ -1,15 +1,19 @@
 """Class balance of generated images, on labelled data (digits, MNIST): which classes a model
 draws too rarely. FID mixes that with image quality; a GAN that draws too few 1s shows here.
 
-Each image is labelled by the majority of its KNN_K nearest labelled reference images in pixel
-space (Euclidean on [0, 1] pixels). That classifier is only as good as pixels are on the data:
-`class_knn_accuracy`, its leave-one-out accuracy on the reference, says how far to trust it
-(digits at 16x16: 0.99; it is meaningless on natural images such as CIFAR-10).
+Two judges label the samples. The pixel k-NN: the majority of an image's KNN_K nearest labelled
+reference images in pixel space (Euclidean on [0, 1] pixels); `class_knn_accuracy`, its
+leave-one-out accuracy on the reference, says how far to trust it (digits at 16x16: 0.99; it
+is meaningless on natural images such as CIFAR-10). The CNN of metrics.classifier, trained on
+the reference's labels; `class_cnn_accuracy` is its accuracy on the images it was not trained
+on. The more accurate one labels the samples (`class_judge` in the record says which).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,21 +45,45 @@ def knn_labels(x: Tensor, ref: Tensor, labels: Tensor, self_index: Tensor | None
     return torch.cat(out)
 
 
-def class_balance(gen: Tensor, ref: Tensor, labels: Tensor, seed: int = 2020) -> dict[str, float]:
-    """gen, ref: uint8 images [N, C, H, W]; labels: [M] class indices of ref.
+@dataclass(frozen=True)
+class ClassJudge:
+    """What labels the generated images: the classifier when it is more accurate, else the pixel k-NN."""
+
+    name: str  # cnn | knn
+    knn_accuracy: float  # leave-one-out accuracy of the pixel k-NN on the reference
+    cnn_accuracy: float | None = None  # held-out accuracy of the trained classifier (None: none trained)
+    classifier: Any = None  # metrics.classifier.TrainedClassifier, when name == "cnn"
+
+
+def choose_judge(ref: Tensor, labels: Tensor, classifier: Any = None, seed: int = 2020) -> ClassJudge:
+    """The CNN (a TrainedClassifier) if its held-out accuracy beats the k-NN's on uint8 ref [M, C, H, W]."""
+    knn = knn_accuracy(ref, labels, seed)
+    if classifier is None:
+        return ClassJudge("knn", knn)
+    return ClassJudge("cnn" if classifier.accuracy > knn else "knn", knn, classifier.accuracy,
+                      classifier if classifier.accuracy > knn else None)
+
+
+def class_balance(gen: Tensor, ref: Tensor, labels: Tensor, seed: int = 2020, judge: ClassJudge | None = None) -> dict[str, float]:
+    """gen, ref: uint8 images [N, C, H, W]; labels: [M] class indices of ref. judge: default the pixel k-NN.
 
     class_tv: total variation distance between the class shares of the samples and of the
     reference (0: the same shares, 1: no class in common); class_min_ratio: the rarest class's
-    share against its reference share (1: no class too rare, 0: a class missing).
+    share against its reference share (1: no class too rare, 0: a class missing); the judges'
+    accuracies.
     """
-    x, r, labels = pixels(gen), pixels(ref), labels.long()
+    labels = labels.long()
+    by_cnn = judge is not None and judge.name == "cnn"
+    predicted = judge.classifier.predict(gen) if by_cnn else knn_labels(pixels(gen), pixels(ref), labels)
+    judge = judge or choose_judge(ref, labels, seed=seed)
     num_classes = int(labels.max()) + 1
     ref_share = torch.bincount(labels, minlength=num_classes).double() / len(labels)
-    gen_share = torch.bincount(knn_labels(x, r, labels), minlength=num_classes).double() / len(x)
+    gen_share = torch.bincount(predicted, minlength=num_classes).double() / len(gen)
     present = ref_share > 0
-    return {"class_tv": float(0.5 * (gen_share - ref_share).abs().sum()),
-            "class_min_ratio": float((gen_share[present] / ref_share[present]).min()),
-            "class_knn_accuracy": knn_accuracy(ref, labels, seed)}
+    out = {"class_tv": float(0.5 * (gen_share - ref_share).abs().sum()),
+           "class_min_ratio": float((gen_share[present] / ref_share[present]).min()),
+           "class_knn_accuracy": judge.knn_accuracy}
+    return out if judge.cnn_accuracy is None else {**out, "class_cnn_accuracy": judge.cnn_accuracy}
 
 
 _accuracy_cache: dict[str, float] = {}

@@ -25,9 +25,21 @@ from torch import Tensor
 from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.images import resize_uint8, to_uint8
 from hybridgan.hybrid.samplers import SEED_BASE
+from hybridgan.metrics.classes import choose_judge
+from hybridgan.metrics.classifier import load_or_train
+from hybridgan.metrics.extractors import CLASSIFIER, INCEPTION, canonical, check_extractor, resolve_extractor
 from hybridgan.metrics.features import ExtractorSpec, build_extractor, extract, generated_batches, image_batches, metric_layer
-from hybridgan.metrics.inception import EXTRACTOR, find_inception_weights
-from hybridgan.metrics.reference import reference_features
+from hybridgan.metrics.inception import EXTRACTOR
+from hybridgan.metrics.reference import (
+    ReferenceFeatures,
+    ReferenceStats,
+    data_digest,
+    read_stats,
+    reference_features,
+    reference_subset,
+    stats_reference,
+    write_stats,
+)
 from hybridgan.metrics.registry import IMAGE, VECTOR, Metric, MetricInputs, check_labels, default_metrics, get_metrics
 
 HELD_OUT_SEED = 1_000_000  # toy data: the reference draw uses this seed, training uses cfg.seed
@@ -50,7 +62,8 @@ class EvalConfig:
     batch: int = 64  # images per sampler call and per feature-extractor pass
     resolution: int | None = None  # evaluate_source: compare images at this side, both sets resized (None: the samples' own)
     inception_weights: str | None = None  # a weights file (None: search, see metrics.inception)
-    extractor: str = EXTRACTOR  # torch-fidelity feature extractor
+    extractor: str = INCEPTION  # feature space of fid, kid, pr: inception, dinov2, pixels, classifier, a file (metrics.extractors)
+    extractor_weights: str | None = None  # the extractor's weights file (inception, dinov2; None: search)
     kid_subsets: int = 100  # KID: random subsets
     kid_subset_size: int = 1000  # KID: subset size (cut to the smaller set)
     use_cache: bool = True  # cache reference features on disk
@@ -81,10 +94,13 @@ class EvalResult:
     nfe: int | None  # generator evaluations per sample
     sampler: str | None  # the sampler
     seconds: float  # wall time of the whole evaluation
-    extractor: str | None = None  # torch-fidelity extractor and layer, for image metrics
-    weights_sha256: str | None = None  # sha256 of the extractor's weights file
+    extractor: str | None = None  # extractor and layer, for image metrics
+    weights_sha256: str | None = None  # sha256 of the extractor's weights
     weights_source: str | None = None  # where the weights came from
+    extractor_accuracy: float | None = None  # held-out accuracy of the classifier extractor (--extractor classifier)
+    class_judge: str | None = None  # what labelled the samples for `classes`: cnn or knn
     reference_cached: bool | None = None  # reference features read from the cache
+    reference_file: str | None = None  # their cache file (or statistics file); its name ends with its key's digest
     skipped: dict[str, str] = field(default_factory=dict)  # metric name -> why it was not computed
 
     def __getitem__(self, key: str) -> float:
@@ -100,6 +116,8 @@ class EvalResult:
         """One JSON-able record per metric, as appended to RUN_DIR/metrics.jsonl."""
         common = {"num": self.num, "num_ref": self.num_ref, "nfe": self.nfe, "sampler": self.sampler,
                   "seconds": round(self.seconds, 3), "extractor": self.extractor, "weights_sha256": self.weights_sha256}
+        common.update({k: v for k, v in (("extractor_accuracy", self.extractor_accuracy), ("class_judge", self.class_judge))
+                       if v is not None})
         return [{"kimg": kimg, "metric": name, "value": next(iter(values.values())), "results": values, **common,
                  "detail": self.details[name], "source": self.source, "ref": self.ref}
                 for name, values in self.results.items()]
@@ -111,7 +129,11 @@ class EvalResult:
         lines = [f"source     {self.source}", f"reference  {self.ref}"]
         if self.extractor:
             cached = " (cached reference features)" if self.reference_cached else ""
-            lines.append(f"features   {self.extractor}, weights {self.weights_source} sha256 {self.weights_sha256[:12]}{cached}")
+            accuracy = f", held-out accuracy {self.extractor_accuracy:.4f}" if self.extractor_accuracy is not None else ""
+            lines.append(f"features   {self.extractor}, weights {self.weights_source} sha256 {self.weights_sha256[:12]}"
+                         f"{accuracy}{cached}")
+        if self.class_judge:
+            lines.append(f"classes    labelled by the {'trained CNN' if self.class_judge == 'cnn' else 'pixel k-NN'}")
         lines.append(f"{'metric':<10} {'result':<14} {'value':>14}")
         for name, values in self.results.items():
             lines += [f"{name:<10} {key:<14} {value:>14.6g}" for key, value in values.items()]
@@ -210,20 +232,27 @@ def array_to_samples(arr: np.ndarray, path: Path) -> Tensor:
 # The evaluation
 
 
-def extractor_spec(cfg: EvalConfig) -> ExtractorSpec:
-    weights = find_inception_weights(cfg.inception_weights) if cfg.extractor == EXTRACTOR else None
-    return ExtractorSpec(cfg.extractor, weights, cfg.batch)
+def extractor_spec(cfg: EvalConfig, classifier: Any = None) -> ExtractorSpec:
+    """cfg's extractor with its weights found; `classifier` (a TrainedClassifier) for --extractor classifier."""
+    kind = canonical(cfg.extractor)
+    if cfg.inception_weights and kind != EXTRACTOR:
+        raise UserError(f"--inception-weights: --extractor {cfg.extractor} is not Inception; drop it or use --extractor-weights")
+    if cfg.inception_weights and cfg.extractor_weights and cfg.inception_weights != cfg.extractor_weights:
+        raise UserError("--inception-weights and --extractor-weights disagree; give one of them")
+    return resolve_extractor(cfg.extractor, cfg.extractor_weights or cfg.inception_weights, cfg.batch, classifier)
 
 
 def evaluate(samples: Samples, ref_data: Any, ref_name: str, cfg: EvalConfig, device: torch.device,
              log: Log = stderr_log, ref_description: str | None = None) -> EvalResult:
     """Judge `samples` against `ref_data` (a Dataset: .data uint8 images or float vectors,
-    optional .modes / .mode_std). ref_name keys the reference cache."""
+    optional .labels / .modes / .mode_std; or ReferenceStats read from a .npz). ref_name keys
+    the reference cache."""
     start = time.perf_counter()
-    ref_kind = IMAGE if ref_data.data.dim() == 4 else VECTOR
+    stats_only = isinstance(ref_data, ReferenceStats)
+    ref_kind = IMAGE if stats_only or ref_data.data.dim() == 4 else VECTOR
     if samples.kind != ref_kind:
         raise UserError(f"{samples.description} holds {samples.kind}s but the reference {ref_name} holds {ref_kind}s")
-    names = cfg.metrics or default_metrics(samples.kind, getattr(ref_data, "modes", None) is not None)
+    names = cfg.metrics or (("fid",) if stats_only else default_metrics(samples.kind, getattr(ref_data, "modes", None) is not None))
     chosen = get_metrics(names, samples.kind)
     run = _image_inputs if samples.kind == IMAGE else _vector_inputs
     inputs, meta, skipped = run(samples, ref_data, ref_name, chosen, cfg, device, log)
@@ -236,42 +265,106 @@ def evaluate(samples: Samples, ref_data: Any, ref_name: str, cfg: EvalConfig, de
 
 def _image_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[Metric], cfg: EvalConfig,
                   device: torch.device, log: Log) -> tuple[MetricInputs, dict[str, Any], dict[str, str]]:
+    """The extractor and the class judge are settled, and the reference's features extracted,
+    before any sample is drawn: a wrong choice fails in seconds, not after the sampling."""
     labels = getattr(ref_data, "labels", None)
     check_labels(chosen, labels, ref_name)
+    featured = [m for m in chosen if m.gen_layers or m.ref_layers]
+    kind = check_extractor(cfg.extractor, cfg.extractor_weights, featured, labels, ref_name)
+    if isinstance(ref_data, ReferenceStats):
+        check_stats_metrics(chosen, ref_data)
     labelled = any(m.needs_labels for m in chosen)
+    classifier = None
+    if labelled or (featured and kind == CLASSIFIER):
+        classifier = load_or_train(ref_name, ref_data.data, labels, use_cache=cfg.use_cache)
+        if not classifier.cached:  # the one slow step (seconds) a user waits for here
+            log(f"trained a classifier on {ref_name}'s labels: held-out accuracy {classifier.accuracy:.4f}")
+    judge = choose_judge(ref_data.data, labels, classifier, MetricInputs.seed) if labelled else None
+    num_ref = ref_data.stats.num if isinstance(ref_data, ReferenceStats) else len(ref_data.data)
+    meta: dict[str, Any] = {"num_ref": num_ref, "class_judge": judge.name if judge else None}
+    side = _reference_side(featured, ref_data, ref_name, cfg, device, log, classifier) if featured else None
     # Metrics on pixels and on features share one draw of the samples.
     gen_images = torch.cat(list(samples.batches())) if labelled else None
-    pixel_inputs = dict(gen_images=gen_images, ref_images=ref_data.data, ref_labels=labels) if labelled else {}
-    if all(m.needs_labels for m in chosen):  # no Inception features to extract
-        return MetricInputs(**pixel_inputs), {"num_ref": len(ref_data)}, {}
-    spec = extractor_spec(cfg)
+    pixel_inputs = dict(gen_images=gen_images, ref_images=ref_data.data, ref_labels=labels, class_judge=judge) if labelled else {}
+    if side is None:  # no features to extract
+        return MetricInputs(**pixel_inputs), meta, {}
+    batches = image_batches(gen_images, cfg.batch) if labelled else samples.batches()
+    gen = extract(side.net, batches, device, samples.num, progress=cfg.progress) if side.gen_layers else {}
+    gen = {layer: gen[layer] for layer in side.gen_layers}
+    if isinstance(ref_data, ReferenceStats) and "fid" in side.layers:
+        check_stats_dims(ref_data, gen[side.layers["fid"]])
+    inputs = MetricInputs(gen=gen, ref=side.ref, layers=side.layers, kid_subsets=cfg.kid_subsets,
+                          kid_subset_size=cfg.kid_subset_size, **pixel_inputs)
+    return inputs, {**meta, **side.meta}, side.skipped
+
+
+@dataclass(frozen=True)
+class ReferenceSide:
+    net: Any  # the extractor, built once (loading Inception takes seconds)
+    layers: dict[str, str]  # metric key (fid, kid, prc, isc) -> the extractor's layer
+    gen_layers: set[str]  # the layers read on the samples
+    ref: dict[str, ReferenceFeatures]  # layer -> the reference's features (or statistics)
+    meta: dict[str, Any]  # what the result records about them
+    skipped: dict[str, str]  # metric name -> why it is not computed
+
+
+def _reference_side(featured: list[Metric], ref_data: Any, ref_name: str, cfg: EvalConfig, device: torch.device, log: Log,
+                    classifier: Any) -> ReferenceSide:
+    """The extractor and the reference's features, for the metrics that read features."""
+    spec = extractor_spec(cfg, classifier)
     skipped = {}
     if not spec.has_classifier:
-        for m in chosen:
+        for m in featured:
             if m.needs_classifier:
                 skipped[m.name] = f"the {spec.weights.source} Inception has no classifier layer; give the official weights"
                 log(f"warning: {m.name} skipped: the offline Inception ({spec.weights.source}) has no classifier layer; "
                     f"pass --inception-weights {spec.weights.path.parent}/weights-inception-2015-12-05-6726825d.pth for IS")
-    active = [m for m in chosen if m.name not in skipped]
+    active = [m for m in featured if m.name not in skipped]
     keys = {k for m in active for k in m.gen_layers + m.ref_layers}
     layers = {k: metric_layer(spec, k) for k in keys}
     gen_layers = {layers[k] for m in active for k in m.gen_layers}
     ref_layers = {layers[k] for m in active for k in m.ref_layers}
-    net = build_extractor(spec, gen_layers | ref_layers, device) if keys else None  # once: loading Inception takes seconds
-    ref = {layer: reference_features(ref_name, ref_data.data, spec, layer, device, cfg.ref_num, cfg.use_cache, net=net,
-                                 progress=cfg.progress)
-           for layer in sorted(ref_layers)}
-    batches = image_batches(gen_images, cfg.batch) if labelled else samples.batches()
-    gen = extract(net, batches, device, samples.num, progress=cfg.progress) if gen_layers else {}
-    gen = {layer: gen[layer] for layer in gen_layers}
-    inputs = MetricInputs(gen=gen, ref=ref, layers=layers, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
-                          **pixel_inputs)
-    layer_names = "+".join(sorted(gen_layers | ref_layers))
-    meta = {"num_ref": len(next(iter(ref.values())).features) if ref else 0,
-            "extractor": f"{spec.name}/{layer_names}", "weights_sha256": spec.weights_sha256,
-            "weights_source": spec.weights.source if spec.weights else "builtin",
+    net = build_extractor(spec, gen_layers | ref_layers, device) if keys else None
+    if isinstance(ref_data, ReferenceStats):
+        check_stats_extractor(ref_data, spec, log)
+        ref = {layer: stats_reference(ref_data) for layer in ref_layers}
+    else:
+        ref = {layer: reference_features(ref_name, ref_data.data, spec, layer, device, cfg.ref_num, cfg.use_cache, net=net,
+                                         progress=cfg.progress)
+               for layer in sorted(ref_layers)}
+    meta = {"extractor": f"{spec.name}/{'+'.join(sorted(gen_layers | ref_layers))}", "weights_sha256": spec.weights_sha256,
+            "weights_source": spec.weights.source if spec.weights else "builtin", "extractor_accuracy": spec.accuracy,
             "reference_cached": all(r.cached for r in ref.values()) if ref else None}
-    return inputs, meta, skipped
+    first = ref.get(layers.get("fid")) or next(iter(ref.values()), None)
+    meta["reference_file"] = first.path.name if first is not None and first.path is not None else None
+    meta["num_ref"] = next(iter(ref.values())).stats.num if ref else 0
+    return ReferenceSide(net, layers, gen_layers, ref, meta, skipped)
+
+
+def check_stats_metrics(chosen: list[Metric], ref: ReferenceStats) -> None:
+    """Statistics files give FID: refuse metrics that read reference features or images."""
+    wrong = [m.name for m in chosen if set(m.ref_layers) - {"fid"} or m.needs_labels]
+    if wrong:
+        raise UserError(f"--ref {ref.path} holds statistics (mu, sigma), which give fid alone; metric(s) {','.join(wrong)} "
+                        "need the reference images: give the data set instead")
+
+
+def check_stats_extractor(ref: ReferenceStats, spec: ExtractorSpec, log: Log) -> None:
+    """The file's statistics must come from the extractor in use; other tools' files are Inception's."""
+    made_by = ref.extractor or EXTRACTOR
+    if made_by != spec.name:
+        origin = "" if ref.extractor else " (it records none: pytorch-fid and EDM write Inception pool3)"
+        raise UserError(f"--ref {ref.path} holds {made_by} statistics{origin}, not {spec.name} ones; "
+                        f"use --extractor {made_by if ref.extractor else 'inception'} or statistics of this extractor")
+    if ref.weights_sha256 and ref.weights_sha256 != spec.weights_sha256:
+        log(f"note: {ref.path} was made with other {spec.name} weights (sha256 {ref.weights_sha256[:12]}, "
+            f"here {spec.weights_sha256[:12]}); equal networks give equal features, others do not")
+
+
+def check_stats_dims(ref: ReferenceStats, gen: Tensor) -> None:
+    if gen.shape[1] != len(ref.stats.mu):
+        raise UserError(f"--ref {ref.path} holds {len(ref.stats.mu)}-d statistics; this extractor gives "
+                        f"{gen.shape[1]}-d features")
 
 
 def _vector_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[Metric], cfg: EvalConfig,
@@ -299,14 +392,26 @@ def load_as(option: str, load_data: LoadData, spec: str, resolution: int | None,
         raise UserError(option + text.removeprefix("--data ") if text.startswith("--data ") else text) from None
 
 
+def is_stats_file(ref: str | None) -> bool:
+    """A --ref that names statistics (.npz of mu and sigma) rather than data."""
+    return ref is not None and ref.lower().endswith(".npz")
+
+
+def load_reference(load_data: LoadData, ref: str, resolution: int | None, option: str = "--ref ") -> Any:
+    """A reference: ReferenceStats for a .npz of statistics, else the data set loaded at
+    `resolution` (toys: the held-out draw)."""
+    return read_stats(ref) if is_stats_file(ref) else load_as(option, load_data, ref, resolution, HELD_OUT_SEED)
+
+
 def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch.device, load_data: LoadData,
                     log: Log = stderr_log) -> EvalResult:
     """`hybrid eval`: SOURCE is a checkpoint, a folder of images, or a .npy / .npz of samples.
 
-    ref: a dataset name, folder or .npy (for a checkpoint: default its training data). The
-    reference is loaded at the samples' side (a model's resolution). With cfg.resolution both sets
-    are then resized to it by one function, so real images score the same either way. Toy
-    references are a fresh draw (seed HELD_OUT_SEED), not the training one.
+    ref: a dataset name, folder or .npy (for a checkpoint: default its training data), or a .npz
+    of statistics (mu, sigma: FID only). The reference is loaded at the samples' side (a model's
+    resolution). With cfg.resolution both sets are then resized to it by one function, so real
+    images score the same either way. Toy references are a fresh draw (seed HELD_OUT_SEED), not
+    the training one.
     """
     path = Path(source).expanduser()
     if not path.exists():
@@ -340,6 +445,11 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
     # samples' path to R: a dataset loaded straight at R would differ from real images resized to R
     # (200 real 16x16 digits resized to 8 px: FID 113 against the digits loaded at 8 px, 10.6 this way).
     square = size[-1] if size and size[0] == size[1] else None
+    if is_stats_file(ref):
+        if cfg.resolution and size != (resolution, resolution):
+            samples = resized(samples, resolution)
+        stats = read_stats(ref)
+        return evaluate(samples, stats, ref, cfg, device, log, ref_description=f"{ref} (statistics of {stats.stats.num or '?'} images)")
     ref_data = load_as("--ref ", load_data, ref, square or resolution, HELD_OUT_SEED)
     if cfg.resolution and size != (resolution, resolution):
         samples = resized(samples, resolution)
@@ -388,3 +498,44 @@ def evaluate_model(model, ref_data: Any, ref_name: str, cfg: EvalConfig, device:
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         return evaluate(model_samples(model, cfg, device, description), ref_data, ref_name, cfg, device, log)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics files
+
+
+@dataclass(frozen=True)
+class SavedStats:
+    path: Path  # the .npz written
+    num: int  # images the statistics summarise
+    dim: int  # feature dimension D
+    extractor: str  # the extractor's name
+    cached: bool  # the features came from the reference cache
+
+
+def save_reference_stats(source: str, out: str | Path, cfg: EvalConfig, device: torch.device, load_data: LoadData) -> SavedStats:
+    """`hybrid eval DATA --save-ref stats.npz`: mu [D] and sigma [D, D] of DATA's images (all, or the
+    fixed subset of cfg.ref_num that `eval` would use as its reference) in cfg's extractor, in the
+    layout pytorch-fid and EDM's `fid.py ref` write. DATA: a data set name, a folder, a .npy or a
+    .npz of images, at cfg.resolution (default its own). An existing file is never replaced."""
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".npz":
+        raise UserError(f"--save-ref {out}: name a .npz file (the layout of pytorch-fid and EDM)")
+    if out.exists() or not out.parent.is_dir():
+        raise UserError(f"--save-ref {out}: {'exists; remove it or choose another name' if out.exists() else 'no such folder'}")
+    path = Path(source).expanduser()
+    data = Reference(read_npz(path)) if path.suffix.lower() == ".npz" else load_as("", load_data, source, cfg.resolution,
+                                                                                    HELD_OUT_SEED)
+    if data.data.dim() != 4:
+        raise UserError(f"--save-ref: {source} holds vectors; statistics files are for images")
+    if cfg.resolution and data.data.shape[-2:] != (cfg.resolution, cfg.resolution):
+        data = replace(data, data=resize_uint8(data.data, cfg.resolution))
+    labels = getattr(data, "labels", None)
+    check_extractor(cfg.extractor, cfg.extractor_weights, get_metrics(("fid",)), labels, source)
+    classifier = load_or_train(source, data.data, labels, use_cache=cfg.use_cache) if canonical(cfg.extractor) == CLASSIFIER else None
+    spec = extractor_spec(cfg, classifier)
+    layer = metric_layer(spec, "fid")
+    ref = reference_features(source, data.data, spec, layer, device, cfg.ref_num, cfg.use_cache, progress=cfg.progress)
+    digest = data_digest(reference_subset(data.data, cfg.ref_num))
+    write_stats(out, ref, {"extractor": spec.name, "weights_sha256": spec.weights_sha256, "dataset": source, "data_sha256": digest})
+    return SavedStats(out, ref.stats.num, len(ref.stats.mu), f"{spec.name}/{layer}", ref.cached)

@@ -1,7 +1,8 @@
-"""Feature extraction through torch-fidelity's registered feature extractors.
+"""Feature extraction: torch-fidelity's registered extractors and our own (metrics.extractors).
 
-Images enter as uint8 [N, C, H, W] with C = 1 or 3 (grayscale is repeated to 3 channels);
-the extractor resizes them itself (Inception: TF-1.x bilinear to 299x299).
+Images enter as uint8 [N, C, H, W] with C = 1 or 3. torch-fidelity's extractors get grayscale
+repeated to 3 channels and resize themselves (Inception: TF-1.x bilinear to 299x299); our own
+take the images as stored (`rgb = False`: raw pixels, a classifier trained on them).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,10 +20,19 @@ from hybridgan.metrics.inception import EXTRACTOR, InceptionWeights
 
 
 @dataclass(frozen=True)
+class WeightsFile:
+    path: Path | None  # the file (None: weights held in memory only)
+    sha256: str  # of the weights; part of every reference-statistics key
+    source: str  # where they came from: user, torch-hub-cache, download, trained ...
+
+
+@dataclass(frozen=True)
 class ExtractorSpec:
-    name: str = EXTRACTOR  # a feature extractor registered in torch-fidelity
-    weights: InceptionWeights | None = None  # for inception-v3-compat: the weights file to load
+    name: str = EXTRACTOR  # a torch-fidelity extractor, or one of ours (metrics.extractors.OWN_EXTRACTORS)
+    weights: InceptionWeights | WeightsFile | None = None  # the weights it loads (None: none, or its built-in)
     batch: int = 64  # images per forward pass
+    network: Any = None  # an extractor's network already in memory (the trained classifier)
+    accuracy: float | None = None  # held-out accuracy of a classifier extractor
 
     @property
     def weights_sha256(self) -> str:
@@ -28,18 +40,31 @@ class ExtractorSpec:
 
     @property
     def has_classifier(self) -> bool:
-        return self.weights.has_classifier if self.weights is not None else True
+        return getattr(self.weights, "has_classifier", True)
+
+
+def own_extractor(name: str) -> Any:
+    """Our extractor of that name (metrics.extractors.OwnExtractor), or None for torch-fidelity's."""
+    from hybridgan.metrics.extractors import OWN_EXTRACTORS  # here: that module builds on this one
+
+    return OWN_EXTRACTORS.get(name)
 
 
 def metric_layer(spec: ExtractorSpec, metric: str) -> str:
-    """The feature layer torch-fidelity uses for `metric` (fid, kid, prc, isc) with this extractor."""
+    """The feature layer used for `metric` (fid, kid, prc, isc) with this extractor."""
+    own = own_extractor(spec.name)
+    if own is not None:
+        return own.layer
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
     return FEATURE_EXTRACTORS_REGISTRY[spec.name].get_default_feature_layer_for_metric(metric)
 
 
 def build_extractor(spec: ExtractorSpec, layers: Iterable[str], device: torch.device) -> torch.nn.Module:
-    """torch-fidelity's extractor `spec.name` returning `layers`, on `device`, in eval mode."""
+    """The extractor `spec.name` returning `layers`, on `device`, in eval mode."""
+    own = own_extractor(spec.name)
+    if own is not None:
+        return own.build(spec).to(device).eval()
     from torch_fidelity.utils import create_feature_extractor
 
     kwargs = {"feature_extractor_weights_path": str(spec.weights.path)} if spec.weights is not None else {}
@@ -64,7 +89,7 @@ def extract(net: torch.nn.Module, batches: Iterable[Tensor], device: torch.devic
     out: dict[str, list[Tensor]] = {name: [] for name in net.features_list}
     with tqdm(total=total, desc=desc, unit="img", leave=False, disable=not (progress and sys.stderr.isatty())) as bar:
         for x in batches:
-            feats = net(to_rgb_uint8(x).to(device))
+            feats = net((to_rgb_uint8(x) if getattr(net, "rgb", True) else x).to(device))
             for name, f in zip(net.features_list, feats):
                 out[name].append(f.float().cpu())
             bar.update(len(x))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from hybridgan.hybrid.errors import UserError
-from hybridgan.metrics.classes import KNN_K, class_balance
+from hybridgan.metrics.classes import KNN_K, ClassJudge, class_balance
 from hybridgan.metrics.distances import frechet_distance, gaussian_stats, kernel_distance, precision_recall
 from hybridgan.metrics.reference import ReferenceFeatures
 from hybridgan.metrics.toy import mmd_rbf, mode_stats, sliced_wasserstein
@@ -28,12 +28,13 @@ class MetricInputs:
 
     gen: dict[str, Tensor] = field(default_factory=dict)  # layer -> [N, d] features of generated images
     ref: dict[str, ReferenceFeatures] = field(default_factory=dict)  # layer -> reference features
-    layers: dict[str, str] = field(default_factory=dict)  # torch-fidelity metric key (fid, kid, prc, isc) -> layer
+    layers: dict[str, str] = field(default_factory=dict)  # metric key (fid, kid, prc, isc) -> the extractor's layer
     gen_vectors: Tensor | None = None  # [N, D] generated vectors
     ref_vectors: Tensor | None = None  # [M, D] held-out real vectors
     gen_images: Tensor | None = None  # [N, C, H, W] uint8 generated images (metrics that read pixels)
     ref_images: Tensor | None = None  # [M, C, H, W] uint8 reference images (metrics that read pixels)
     ref_labels: Tensor | None = None  # [M] class of each reference image
+    class_judge: ClassJudge | None = None  # what labels the generated images (None: the pixel k-NN)
     modes: Tensor | None = None  # [K, D] centres of a known mixture
     mode_std: float | None = None  # standard deviation of each mixture component
     kid_subsets: int = 100  # KID: number of random subsets
@@ -48,7 +49,7 @@ class Metric:
     kind: str  # image | vector
     gen_layers: tuple[str, ...]  # torch-fidelity metric keys whose layers are read on generated images
     ref_layers: tuple[str, ...]  # ... and on the reference images
-    needs_classifier: bool  # True: reads the Inception classifier (IS)
+    needs_classifier: bool  # True: reads the Inception classifier's logits (IS)
     detail: str  # how it is computed, stated in every record
     needs_labels: bool = False  # True: reads the pixels of both sets and the reference's class labels
 
@@ -126,14 +127,14 @@ def _pr(x: MetricInputs) -> dict[str, float]:
     return precision_recall(x.ref[layer].features, x.gen[layer], k=PR_K)
 
 
-@register_metric("classes", IMAGE, f"class shares by a {KNN_K}-nearest-neighbour pixel classifier on the labelled "
-                 "reference: total variation from the reference's shares, rarest class's ratio, classifier accuracy",
-                 needs_labels=True)
+@register_metric("classes", IMAGE, f"class shares by the more accurate of a {KNN_K}-nearest-neighbour pixel classifier "
+                 "on the labelled reference and a CNN trained on its labels (class_judge): total variation from the "
+                 "reference's shares, rarest class's ratio, both classifiers' accuracies", needs_labels=True)
 def _classes(x: MetricInputs) -> dict[str, float]:
     if x.gen_images.shape[1:] != x.ref_images.shape[1:]:
         raise UserError(f"metric 'classes' compares pixels: the samples are {tuple(x.gen_images.shape[1:])}, "
                         f"the reference {tuple(x.ref_images.shape[1:])}; give samples at the reference's size")
-    return class_balance(x.gen_images, x.ref_images, x.ref_labels, seed=x.seed)
+    return class_balance(x.gen_images, x.ref_images, x.ref_labels, seed=x.seed, judge=x.class_judge)
 
 
 # ---------------------------------------------------------------------------------------------

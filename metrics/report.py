@@ -30,7 +30,8 @@ from hybridgan.hybrid.runfiles import duration, read_jsonl
 
 MARKER = "<!-- written by `hybrid report`; regenerating it replaces this file -->"
 HIGHER_IS_BETTER = {"modes_covered", "high_quality", "is", "precision", "recall", "class_min_ratio"}
-HIDDEN_KEYS = {"modes_total", "kid_std", "is_std", "class_knn_accuracy"}  # constants and spreads: not plotted on their own
+# constants and spreads: not plotted on their own
+HIDDEN_KEYS = {"modes_total", "kid_std", "is_std", "class_knn_accuracy", "class_cnn_accuracy"}
 PRIMARY_ORDER = ("fid", "kid", "modes_covered", "swd", "mmd", "is", "precision", "recall", "high_quality", "class_tv",
                  "class_min_ratio")
 LOSS_KEYS = ("Loss/D", "Loss/G")
@@ -460,9 +461,11 @@ def short(digest: Any) -> str:
 
 
 def extractor_text(record: dict[str, Any]) -> str:
+    judge = f"; classes by {'the trained CNN' if record['class_judge'] == 'cnn' else 'pixel k-NN'}" if record.get("class_judge") else ""
     if not record.get("extractor"):
-        return "none (vector metrics)"
-    return f"{record['extractor']}, weights sha256 {short(record.get('weights_sha256'))}"
+        return f"none{judge}" if judge else "none (vector metrics)"
+    accuracy = f", held-out accuracy {record['extractor_accuracy']:.4f}" if record.get("extractor_accuracy") is not None else ""
+    return f"{record['extractor']}, weights sha256 {short(record.get('weights_sha256'))}{accuracy}{judge}"
 
 
 def protocol_section(runs: list[Run]) -> list[Block]:

@@ -182,3 +182,31 @@ def test_span_refuses_what_it_cannot_judge_in_one_line(tmp_path, case, says):
                           text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert done.returncode == 2, done.stderr
     assert says in done.stderr.strip().splitlines()[-1] and "Traceback" not in done.stderr, done.stderr
+
+
+def test_feature_spaces_tabulates_each_source_in_each_space(digits_run, tmp_path, monkeypatch, capsys):
+    """experiments/feature_spaces.py: a checkpoint, a set of 1s and the real floor, in pixel and
+    classifier space with their class balance, as one markdown table."""
+    import importlib.util
+
+    from conftest import latest_checkpoint
+
+    monkeypatch.setenv("HYBRID_CACHE", str(tmp_path / "cache"))
+    digits = load_dataset("digits")
+    np.save(tmp_path / "ones.npy", digits.data[digits.labels == 1][:30].numpy())
+    spec = importlib.util.spec_from_file_location("feature_spaces", REPO / "experiments" / "feature_spaces.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([str(latest_checkpoint(digits_run)), str(tmp_path / "ones.npy"), "--num", "30",
+                 "--extractors", "pixels,classifier", "--device", "cpu"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| source | N | FD pixels | FD classifier | class_tv | class_min_ratio |"
+    rows = {cells[0]: [float(c) for c in cells[1:]] for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                                                   for line in lines[2:5])}
+    real, ones = rows["real"], rows[str(tmp_path / "ones.npy")]
+    assert len(rows) == 3 and real[0] == ones[0] == 30
+    assert ones[2] > 5 * real[2] and ones[3] > 0.8 and ones[4] == 0  # one class: far in the space that knows classes
+    assert lines[-1].startswith("Reference: digits. Classifier held-out accuracy 0.99")
+    with pytest.raises(SystemExit) as stop:
+        module.main([str(tmp_path / "ones.npy"), "--num", "30"])
+    assert stop.value.code == 2 and "--ref digits" in capsys.readouterr().err

@@ -63,6 +63,7 @@ class TrainConfig:
     snapshot_kimg: float = 20.0  # kimg between checkpoints and sample grids
     eval_kimg: float = 0.0  # kimg between evaluations (0: only at the end if metrics given)
     metrics: tuple[str, ...] = ()  # metrics evaluated during training (see `hybrid eval --help`)
+    extractor: str = "inception"  # feature space of those metrics: inception, dinov2, pixels, classifier, a TorchScript file
     eval_num: int = 1000  # samples per evaluation
     grid_seeds: int = 64  # fixed seeds of the sample grid
     model: ModelConfig | None = None  # the networks and the chain (None: by data and objective)

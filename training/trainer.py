@@ -33,7 +33,7 @@ from hybridgan.training.rundir import Console, RunDir, next_run_dir
 from hybridgan.training.stats import Stats
 
 # Options that may change when a run is resumed; everything else must match the checkpoint.
-RESUMABLE = ("kimg", "minutes", "device", "tick_kimg", "snapshot_kimg", "eval_kimg", "metrics", "eval_num", "precision",
+RESUMABLE = ("kimg", "minutes", "device", "tick_kimg", "snapshot_kimg", "eval_kimg", "metrics", "extractor", "eval_num", "precision",
              "compile", "teacher")  # a moved teacher: its SHA-256 must still match (training.teacher)
 
 
@@ -406,7 +406,7 @@ class Trainer:
         ref, ref_name = self.data, cfg.data
         if not self.data.is_image and self.data.modes is not None:  # a toy mixture: a held-out draw, as `hybrid eval` takes
             ref, ref_name = load_dataset(cfg.data, None, HELD_OUT_SEED), f"{cfg.data} held-out"
-        ecfg = EvalConfig(metrics=tuple(cfg.metrics), num=cfg.eval_num)
+        ecfg = EvalConfig(metrics=tuple(cfg.metrics), num=cfg.eval_num, extractor=cfg.extractor)
         try:
             result = evaluate_model(self.model, ref, ref_name, ecfg, self.device, self.console, f"G_ema at {nimg} img")
         except UserError as e:
@@ -522,10 +522,13 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, resume: str | None, cha
     data = load_dataset(cfg.data, cfg.resolution, seed=cfg.seed)
     classes = class_shares(data, cfg.data) if cfg.cond and state is None else None
     if cfg.metrics:
+        from hybridgan.metrics.extractors import check_extractor
         from hybridgan.metrics.registry import check_labels, get_metrics
 
-        # Unknown names, or metrics the data cannot give, fail now, not hours in.
-        check_labels(get_metrics(cfg.metrics, kind="image" if data.is_image else "vector"), data.labels, cfg.data, "--metrics")
+        # Unknown names, or metrics the data or the extractor cannot give, fail now, not hours in.
+        chosen = get_metrics(cfg.metrics, kind="image" if data.is_image else "vector")
+        check_labels(chosen, data.labels, cfg.data, "--metrics")
+        check_extractor(cfg.extractor, None, [m for m in chosen if m.gen_layers or m.ref_layers], data.labels, cfg.data)
     kind = OBJECTIVES.get(cfg.objective)
     cfg, inputs = kind.prepare(cfg, tuple(data.shape), resumed=state is not None) if kind else (cfg, {})
     if state is None:
