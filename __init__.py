@@ -90,7 +90,8 @@ def evaluate(samples: Any, ref: str | Path | torch.Tensor | None = None, *, metr
              num: int | None = None, ref_num: int | None = None, nfe: int | None = None, sampler: str | None = None,
              seeds: Iterable[int] | None = None, batch: int = 64, mixture: int | None = None,
              resolution: int | None = None, extractor: str = "inception", extractor_weights: str | None = None,
-             inception_weights: str | None = None, device: str | torch.device = "auto", progress: bool = False) -> EvalResult:
+             inception_weights: str | None = None, per_class: bool = False, device: str | torch.device = "auto",
+             progress: bool = False) -> EvalResult:
     """FID, KID, IS, precision/recall, `classes` (images) or modes, SWD, MMD (vectors).
 
     samples: a tensor (float images in [-1, 1] or uint8 [N, C, H, W]; vectors [N, D]), a Model,
@@ -101,7 +102,8 @@ def evaluate(samples: Any, ref: str | Path | torch.Tensor | None = None, *, metr
     seeds 1000000.. (or `seeds`), `num` of them (1000). resolution: for samples given as a path,
     compare both sets resized to this side. extractor: the feature space, inception, dinov2,
     pixels, classifier or a TorchScript file (`hybrid eval --help`); extractor_weights: its
-    weights file.
+    weights file. per_class: a class-conditional model is also judged class by class
+    (result.by_class[k]: num / K samples of class k against the reference images of class k).
 
     Returns an EvalResult: result["fid"], result.values (all numbers), result.table().
     """
@@ -113,7 +115,7 @@ def evaluate(samples: Any, ref: str | Path | torch.Tensor | None = None, *, metr
     cfg = EvalConfig(metrics=tuple(metrics), num=num, ref_num=ref_num, steps=nfe, sampler=sampler,
                      seeds=tuple(int(s) for s in seeds) if seeds is not None else None, batch=batch, mixture=mixture,
                      resolution=resolution, extractor=extractor, extractor_weights=extractor_weights,
-                     inception_weights=inception_weights, progress=progress)
+                     inception_weights=inception_weights, per_class=per_class, progress=progress)
     dev = _device(device)
     if isinstance(samples, (str, Path)):
         if isinstance(ref, torch.Tensor):

@@ -487,12 +487,15 @@ def sample(checkpoint: str, out: str, num: int | None, seeds: str | None, nfe: i
               help="Write the statistics (mu, sigma) of SOURCE, a data set, in the extractor's space instead of "
                    "evaluating, in the layout of pytorch-fid and EDM's fid.py ref; --ref PATH.npz reads them back. "
                    "E.g. hybrid eval cifar10 --save-ref cifar10.npz")
+@click.option("--per-class", is_flag=True,
+              help="A class-conditional checkpoint: also judge each class, --num / K samples drawn for it against "
+                   "the reference images of that class (besides the overall result). [default: overall only]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @QUIET_OPTION
 def eval_command(source: str, ref: str | None, metric_names: str | None, num: int | None, ref_num: int | None,
                  nfe: int | None, old_steps: int | None, sampler: str | None, seeds: str | None, batch: int,
                  mixture: int | None, resolution: int | None, device: str, extractor: str, extractor_weights: str | None,
-                 inception_weights: str | None, save_ref: str | None, as_json: bool, quiet: bool) -> None:
+                 inception_weights: str | None, save_ref: str | None, per_class: bool, as_json: bool, quiet: bool) -> None:
     """Compute FID, KID, IS, precision/recall (images) or mode coverage, SWD, MMD (vectors).
 
     SOURCE is a checkpoint (samples are drawn from it) or a folder / .npy / .npz of samples
@@ -507,6 +510,7 @@ def eval_command(source: str, ref: str | None, metric_names: str | None, num: in
       hybrid eval samples/ --ref real_images/           # two image folders, no model
       hybrid eval samples.npy --ref toy:25gaussians     # vectors: modes, swd, mmd
       hybrid eval cifar10 --save-ref c10.npz && hybrid eval CKPT --ref c10.npz --metrics fid
+      hybrid eval CKPT --per-class --metrics fid,classes   # a class-conditional model: each class too
     """
     if save_ref is not None:
         if ref is not None or metric_names is not None or num is not None:
@@ -522,7 +526,7 @@ def eval_command(source: str, ref: str | None, metric_names: str | None, num: in
                                 nfe=nfe_of(nfe, old_steps), sampler=sampler, seeds=chosen if seeds else None,
                                 batch=batch, mixture=mixture, resolution=resolution, extractor=extractor,
                                 extractor_weights=extractor_weights, inception_weights=inception_weights,
-                                device=device, progress=not quiet)
+                                per_class=per_class, device=device, progress=not quiet)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
 
 

@@ -64,12 +64,15 @@ def choose_judge(ref: Tensor, labels: Tensor, classifier: Any = None, seed: int 
                       classifier if classifier.accuracy > knn else None)
 
 
-def class_balance(gen: Tensor, ref: Tensor, labels: Tensor, seed: int = 2020, judge: ClassJudge | None = None) -> dict[str, float]:
+def class_balance(gen: Tensor, ref: Tensor, labels: Tensor, seed: int = 2020, judge: ClassJudge | None = None,
+                  gen_labels: Tensor | None = None) -> dict[str, float]:
     """gen, ref: uint8 images [N, C, H, W]; labels: [M] class indices of ref. judge: default the pixel k-NN.
+    gen_labels: [N] the class each sample was drawn for, for a class-conditional model.
 
     class_tv: total variation distance between the class shares of the samples and of the
     reference (0: the same shares, 1: no class in common); class_min_ratio: the rarest class's
-    share against its reference share (1: no class too rare, 0: a class missing); the judges'
+    share against its reference share (1: no class too rare, 0: a class missing); with gen_labels,
+    class_acc: the share of samples the judge labels as the class they were drawn for; the judges'
     accuracies.
     """
     labels = labels.long()
@@ -83,6 +86,8 @@ def class_balance(gen: Tensor, ref: Tensor, labels: Tensor, seed: int = 2020, ju
     out = {"class_tv": float(0.5 * (gen_share - ref_share).abs().sum()),
            "class_min_ratio": float((gen_share[present] / ref_share[present]).min()),
            "class_knn_accuracy": judge.knn_accuracy}
+    if gen_labels is not None:
+        out["class_acc"] = float((predicted == gen_labels.to(predicted.device)).double().mean())
     return out if judge.cnn_accuracy is None else {**out, "class_cnn_accuracy": judge.cnn_accuracy}
 
 

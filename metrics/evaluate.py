@@ -68,6 +68,8 @@ class EvalConfig:
     kid_subset_size: int = 1000  # KID: subset size (cut to the smaller set)
     use_cache: bool = True  # cache reference features on disk
     progress: bool = True  # progress bars on stderr where it is a terminal
+    label: int | None = None  # a class-conditional model: draw every sample of this class (None: by seed, the data's shares)
+    per_class: bool = False  # a class-conditional model: also judge each class's samples against that class's reference
 
 
 @dataclass
@@ -81,6 +83,7 @@ class Samples:
     vectors: Tensor | None = None  # vectors: [N, D] float
     nfe: int | None = None  # generator evaluations per sample (None: not from a model)
     sampler: str | None = None  # the sampler (None: not from a model)
+    labels: Tensor | None = None  # [N] the class each sample was drawn for (a class-conditional model; None: unknown)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class EvalResult:
     reference_cached: bool | None = None  # reference features read from the cache
     reference_file: str | None = None  # their cache file (or statistics file); its name ends with its key's digest
     skipped: dict[str, str] = field(default_factory=dict)  # metric name -> why it was not computed
+    by_class: dict[int, dict[str, float]] = field(default_factory=dict)  # class -> `values` of its samples alone (per_class)
 
     def __getitem__(self, key: str) -> float:
         """A value by its name: result["fid"], result["kid_std"]."""
@@ -138,6 +142,8 @@ class EvalResult:
         for name, values in self.results.items():
             lines += [f"{name:<10} {key:<14} {value:>14.6g}" for key, value in values.items()]
         lines += [f"{name:<10} skipped: {why}" for name, why in self.skipped.items()]
+        for k, values in self.by_class.items():
+            lines += [f"{'class ' + str(k):<10} {key:<14} {value:>14.6g}" for key, value in values.items()]
         lines.append(f"time       {self.seconds:.1f} s")
         return "\n".join(lines)
 
@@ -152,20 +158,26 @@ def stderr_log(message: str) -> None:
 
 def model_samples(model, cfg: EvalConfig, device: torch.device, description: str = "model") -> Samples:
     """Samples drawn from a hybrid.model.Model with its generators (`cfg.mixture`), one seed per sample."""
-    from hybridgan.hybrid.samplers import mixture_text, resolve_sampling, sample, sample_batched
+    from hybridgan.hybrid.samplers import mixture_text, resolve_sampling, sample, sample_batched, sample_labels
 
     sampler, steps = resolve_sampling(model.cfg, cfg.sampler, cfg.steps)
     seeds = list(cfg.seeds) if cfg.seeds else list(range(SEED_BASE, SEED_BASE + (cfg.num or DEFAULT_NUM)))
-    what = f"{description} ({sampler} sampler, NFE {steps}{mixture_text(model, cfg.mixture)}, seeds {seeds[0]}..{seeds[-1]})"
+    labels = sample_labels(model.cfg, None if cfg.label is None else [cfg.label] * len(seeds), seeds)
+    of_class = f", class {cfg.label}" if cfg.label is not None else ""
+    what = (f"{description} ({sampler} sampler, NFE {steps}{mixture_text(model, cfg.mixture)}{of_class}, "
+            f"seeds {seeds[0]}..{seeds[-1]})")
     if not model.cfg.is_image:
         x = sample_batched(model, seeds, batch=VECTOR_BATCH, steps=steps, sampler=sampler, device=device,
-                           mixture=cfg.mixture, progress=cfg.progress)
-        return Samples(VECTOR, what, len(seeds), vectors=x, nfe=steps, sampler=sampler)
+                           mixture=cfg.mixture, labels=labels, progress=cfg.progress)
+        return Samples(VECTOR, what, len(seeds), vectors=x, nfe=steps, sampler=sampler, labels=labels)
+    index = {s: i for i, s in enumerate(seeds)}
 
     def draw(chunk: list[int]) -> Tensor:
-        return sample(model, chunk, steps=steps, sampler=sampler, device=device, mixture=cfg.mixture)
+        y = None if labels is None else labels[[index[s] for s in chunk]]
+        return sample(model, chunk, steps=steps, sampler=sampler, device=device, mixture=cfg.mixture, labels=y)
 
-    return Samples(IMAGE, what, len(seeds), batches=lambda: generated_batches(draw, seeds, cfg.batch), nfe=steps, sampler=sampler)
+    return Samples(IMAGE, what, len(seeds), batches=lambda: generated_batches(draw, seeds, cfg.batch), nfe=steps,
+                   sampler=sampler, labels=labels)
 
 
 def tensor_samples(data: Tensor, description: str, num: int | None = None, batch: int = 64) -> Samples:
@@ -285,7 +297,8 @@ def _image_inputs(samples: Samples, ref_data: Any, ref_name: str, chosen: list[M
     side = _reference_side(featured, ref_data, ref_name, cfg, device, log, classifier) if featured else None
     # Metrics on pixels and on features share one draw of the samples.
     gen_images = torch.cat(list(samples.batches())) if labelled else None
-    pixel_inputs = dict(gen_images=gen_images, ref_images=ref_data.data, ref_labels=labels, class_judge=judge) if labelled else {}
+    pixel_inputs = dict(gen_images=gen_images, ref_images=ref_data.data, ref_labels=labels, class_judge=judge,
+                        gen_labels=samples.labels) if labelled else {}
     if side is None:  # no features to extract
         return MetricInputs(**pixel_inputs), meta, {}
     batches = image_batches(gen_images, cfg.batch) if labelled else samples.batches()
@@ -440,6 +453,8 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
         if ref is None:
             raise UserError(f"{source}: the checkpoint names no training data; give --ref")
         samples = model_samples(model, cfg, device, description=str(path))
+    if cfg.per_class and samples.labels is None:
+        raise UserError(f"--per-class: {source} is not a class-conditional model (train it with --cond)")
     resolution = cfg.resolution or (size[-1] if size else None)  # the side images are compared at
     # The reference is loaded as the samples' training data was, at their side, and then takes the
     # samples' path to R: a dataset loaded straight at R would differ from real images resized to R
@@ -456,7 +471,43 @@ def evaluate_source(source: str, ref: str | None, cfg: EvalConfig, device: torch
         ref_data = replace(ref_data, data=resize_uint8(ref_data.data, resolution))
     what = f"{ref} ({len(ref_data) if cfg.ref_num is None else min(cfg.ref_num, len(ref_data))} samples"
     what += f" at {ref_data.data.shape[-1]} px)" if ref_data.data.dim() == 4 else ", held-out draw for toys)"
-    return evaluate(samples, ref_data, ref, cfg, device, log, ref_description=what)
+    if cfg.per_class:
+        check_class_labels(ref_data, ref)
+    result = evaluate(samples, ref_data, ref, cfg, device, log, ref_description=what)
+    if cfg.per_class:
+        result = with_classes(result, model, ref_data, ref, cfg, device, log, resolution if cfg.resolution else None)
+    return result
+
+
+def check_class_labels(ref_data: Any, ref_name: str) -> None:
+    if getattr(ref_data, "labels", None) is None:
+        raise UserError(f"--per-class: the reference {ref_name} has no class labels; give labelled data (--ref)")
+
+
+def with_classes(result: EvalResult, model, ref_data: Any, ref_name: str, cfg: EvalConfig, device: torch.device,
+                 log: Log = stderr_log, resolution: int | None = None) -> EvalResult:
+    """The result of a class-conditional model with `by_class` filled in: for each class k, num / K
+    samples drawn for k (the evaluation seeds, so sample i is the same image in every class's set
+    but of another class) judged against the reference images labelled k, by the same metrics
+    (`classes`, which needs every class, only overall). resolution: resize the samples to it, as
+    the reference already was."""
+    check_class_labels(ref_data, ref_name)
+    start = time.perf_counter()
+    names = [m for m in (cfg.metrics or default_metrics(IMAGE if model.cfg.is_image else VECTOR)) if m != "classes"]
+    per = max(2, (cfg.num or DEFAULT_NUM) // model.cfg.num_classes)
+    by_class = {}
+    for k in range(model.cfg.num_classes):
+        rows = ref_data.labels == k
+        if not rows.any():
+            continue
+        part = replace(cfg, label=k, num=per, seeds=cfg.seeds[:per] if cfg.seeds else None, metrics=tuple(names), ref_num=None,
+                       per_class=False)
+        samples = model_samples(model, part, device)
+        if resolution is not None:
+            samples = resized(samples, resolution)
+        ref_k = replace(ref_data, data=ref_data.data[rows], labels=None)
+        by_class[k] = evaluate(samples, ref_k, f"{ref_name} class {k}", part, device, log).values
+    return replace(result, by_class=by_class, seconds=result.seconds + time.perf_counter() - start)
 
 
 @dataclass(frozen=True)
@@ -488,7 +539,12 @@ def evaluate_tensor(samples: Any, ref: Any, ref_name: str, cfg: EvalConfig, devi
         judged = tensor_samples(stored_form(samples), f"a tensor of {len(samples)} samples", cfg.num, cfg.batch)
     else:
         judged = model_samples(samples.to(device), cfg, device)
-    return evaluate(judged, ref, ref_name, cfg, device, log)
+    if cfg.per_class:
+        if judged.labels is None:
+            raise UserError("per_class: the samples are not from a class-conditional model")
+        check_class_labels(ref, ref_name)
+    result = evaluate(judged, ref, ref_name, cfg, device, log)
+    return with_classes(result, samples, ref, ref_name, cfg, device, log) if cfg.per_class else result
 
 
 def evaluate_model(model, ref_data: Any, ref_name: str, cfg: EvalConfig, device: torch.device, log: Log = stderr_log,

@@ -34,6 +34,7 @@ class MetricInputs:
     gen_images: Tensor | None = None  # [N, C, H, W] uint8 generated images (metrics that read pixels)
     ref_images: Tensor | None = None  # [M, C, H, W] uint8 reference images (metrics that read pixels)
     ref_labels: Tensor | None = None  # [M] class of each reference image
+    gen_labels: Tensor | None = None  # [N] the class each generated image was drawn for (class-conditional models)
     class_judge: ClassJudge | None = None  # what labels the generated images (None: the pixel k-NN)
     modes: Tensor | None = None  # [K, D] centres of a known mixture
     mode_std: float | None = None  # standard deviation of each mixture component
@@ -134,7 +135,7 @@ def _classes(x: MetricInputs) -> dict[str, float]:
     if x.gen_images.shape[1:] != x.ref_images.shape[1:]:
         raise UserError(f"metric 'classes' compares pixels: the samples are {tuple(x.gen_images.shape[1:])}, "
                         f"the reference {tuple(x.ref_images.shape[1:])}; give samples at the reference's size")
-    return class_balance(x.gen_images, x.ref_images, x.ref_labels, seed=x.seed, judge=x.class_judge)
+    return class_balance(x.gen_images, x.ref_images, x.ref_labels, seed=x.seed, judge=x.class_judge, gen_labels=x.gen_labels)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -151,3 +151,26 @@ def test_a_student_of_a_conditional_teacher_is_conditional_and_says_so(tmp_path,
     assert student.cfg.classes == hybridgan.load(teacher).cfg.classes
     x = hybridgan.sample(student, range(4), labels=[3, 3, 5, 5])
     assert x.shape == (4, 1, 16, 16) and torch.isfinite(x).all()
+
+
+def test_eval_judges_a_conditional_model_overall_and_class_by_class(cond_run, hybrid):
+    result = hybridgan.evaluate(latest_checkpoint(cond_run), metrics=["fid", "classes"], num=200, extractor="pixels",
+                                per_class=True, device="cpu")
+    assert result["class_acc"] > 0.5, "the judge labels most samples as the class they were drawn for"
+    assert sorted(result.by_class) == list(range(10)) and all(set(v) == {"fid"} for v in result.by_class.values())
+    # Class k's samples against the reference images of class k: closer than against another class's images.
+    model, digits = hybridgan.load(latest_checkpoint(cond_run)), load_dataset("digits")
+    ones = hybridgan.sample(model, range(1_000_000, 1_000_020), labels=1)
+    fid = {k: hybridgan.evaluate(ones, digits.data[digits.labels == k], metrics=["fid"], extractor="pixels")["fid"]
+           for k in (1, 0)}
+    assert fid[1] < fid[0]
+    assert abs(result.by_class[1]["fid"] - hybridgan.evaluate(
+        ones, digits.data[digits.labels == 1], metrics=["fid"], extractor="pixels")["fid"]) < 1e-6, "by_class[1]: 20 samples of class 1"
+    assert "class 3" in result.table()
+
+
+def test_per_class_needs_a_conditional_model_and_labels(digits_run, cond_run, hybrid):
+    result = hybrid("eval", latest_checkpoint(digits_run), "--per-class", "--extractor", "pixels")
+    assert result.code == 2 and "not a class-conditional model" in result.err
+    result = hybrid("eval", latest_checkpoint(cond_run), "--per-class", "--ref", "toy:8gaussians")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
