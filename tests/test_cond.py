@@ -174,3 +174,8 @@ def test_per_class_needs_a_conditional_model_and_labels(digits_run, cond_run, hy
     assert result.code == 2 and "not a class-conditional model" in result.err
     result = hybrid("eval", latest_checkpoint(cond_run), "--per-class", "--ref", "toy:8gaussians")
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+
+
+def test_the_training_grid_of_a_conditional_run_has_a_column_per_class(cond_run):
+    grid = read_png(sorted((cond_run / "samples").glob("*.png"))[-1])
+    assert grid.shape[1] > 9 * grid.shape[0], "the run's 4 grid seeds become one row of the 10 classes"

@@ -372,17 +372,23 @@ class Trainer:
                            "checkpoints are intact: free space or fix permissions, then --resume auto") from None
 
     def save_grid(self, path: Path) -> Path:
-        model, n = self.model, self.cfg.grid_seeds
+        model, n, classes = self.model, self.cfg.grid_seeds, self.model.cfg.num_classes
         sampler, steps = default_sampling(model.cfg, fast=True)
         seeds = list(range(n if model.cfg.is_image else max(n, 2000)))
+        if classes:  # a column per class: seed s draws class s mod K
+            seeds = list(range(classes * max(1, n // classes)))
+
+        def draw(part: list[int]) -> torch.Tensor:
+            labels = torch.tensor([s % classes for s in part]) if classes else None
+            return sample_batched(model, part, batch=256, steps=steps, sampler=sampler, device=self.device, labels=labels)
+
         # Seeds are spread over the ranks and the samples gathered; rank 0 writes the grid.
-        x = distributed.gather_rows(
-            lambda part: sample_batched(model, part, batch=256, steps=steps, sampler=sampler, device=self.device), seeds)
+        x = distributed.gather_rows(draw, seeds)
         if not distributed.is_main():
             return path
         step = self.progress.nimg
         if model.cfg.is_image:
-            grid = image_grid(x)
+            grid = image_grid(x, classes or None)
             save_png(grid, path, scale=max(1, 128 // model.cfg.shape[-1]))
             self.writer().add_image("Samples", upscaled(grid, 512), step, dataformats="HWC")
         else:
