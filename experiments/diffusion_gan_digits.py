@@ -33,8 +33,9 @@ NFE = {"diffusion-gan": "1"}  # a one-step generator; the others at their one st
 MULTI_STEP_NFE = "1,4"
 
 
-def jobs_for(data: str, minutes: float, seeds: list[int], root: Path) -> list[tuple[Path, str, str, int, float]]:
-    return [(root / equal_time.data_slug(data) / objective / f"seed{seed}", data, objective, seed, minutes)
+def jobs_for(data: str, minutes: float | None, seeds: list[int], root: Path,
+             kimg: float | None = None) -> list[tuple[Path, str, str, int, float | None, float | None]]:
+    return [(root / equal_time.data_slug(data) / objective / f"seed{seed}", data, objective, seed, minutes, kimg)
             for seed in seeds for objective in OBJECTIVES]
 
 
@@ -42,6 +43,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=12.0, help="training time per digits run [default: %(default)s]")
     p.add_argument("--toy-minutes", type=float, default=3.0, help="training time per toy run [default: %(default)s]")
+    p.add_argument("--toy-kimg", type=float, default=None, help="or training length per toy run (equal images shown)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--num", type=int, default=1000, help="samples per digits measurement [default: %(default)s]")
     p.add_argument("--toy-num", type=int, default=5000, help="samples per toy measurement [default: %(default)s]")
@@ -54,15 +56,17 @@ def main() -> None:
     args = p.parse_args()
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    jobs = jobs_for("digits", args.minutes, seeds, args.runs) + jobs_for("toy:25gaussians", args.toy_minutes, seeds, args.runs)
+    toy_minutes = None if args.toy_kimg else args.toy_minutes
+    jobs = (jobs_for("digits", args.minutes, seeds, args.runs)
+            + jobs_for("toy:25gaussians", toy_minutes, seeds, args.runs, args.toy_kimg))
     options = shlex.split(args.train_options)
 
     def run(job) -> None:
-        path, data, objective, seed, minutes = job
-        equal_time.train(path, data, objective, seed, minutes, None, options)
+        path, data, objective, seed, minutes, kimg = job
+        equal_time.train(path, data, objective, seed, minutes, kimg, options)
 
     def measure(job) -> None:
-        path, data, objective, _, _ = job
+        path, data, objective, _, _, _ = job
         num = args.num if data == "digits" else args.toy_num
         equal_time.bench(path, objective, data, num, args.ref_num if data == "digits" else None,
                          NFE.get(objective, MULTI_STEP_NFE))

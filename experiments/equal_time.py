@@ -98,6 +98,7 @@ def main() -> None:
                    help="options for every run, e.g. \"--metrics modes,swd --eval-every 200\" [default: %(default)s]")
     p.add_argument("--runs", default="runs/experiments")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--no-bench", dest="bench", action="store_false", help="train only (measure later, e.g. in other spaces)")
     args = p.parse_args()
 
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -118,6 +119,9 @@ def main() -> None:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(run, jobs))
+        if not args.bench:
+            print(f"trained: {len(jobs)} runs under {root}")
+            return
         measure(jobs[0])  # alone first: it computes the cached reference features the others reuse
         list(pool.map(measure, jobs[1:]))
     print(f"done: {len(jobs)} runs under {root}; summarise with: python experiments/summarize.py {root}")
