@@ -3,9 +3,11 @@ Fréchet distance in several spaces, and by its class balance, in one markdown t
 
     python experiments/feature_spaces.py runs/a/checkpoints/checkpoint-000140.pt runs/b/checkpoints/checkpoint-000200.pt
     python experiments/feature_spaces.py CKPT samples/ --num 1000 --extractors inception,pixels,classifier --nfe 4
+    python experiments/feature_spaces.py hybrid.pt@gan:1 hybrid.pt@gan:4 ddpm.pt@ddim:100
 
-A source is a checkpoint (N samples drawn once at seeds 1000000.., the seeds of `hybrid eval`) or
-a folder / .npy / .npz of samples (its first N). The reference is --ref, else the first
+A source is a checkpoint (N samples drawn once at seeds 1000000.., the seeds of `hybrid eval`),
+optionally with its sampler and NFE as CKPT@SAMPLER:NFE (e.g. ddpm.pt@ddim:100), or a folder /
+.npy / .npz of samples (its first N). The reference is --ref, else the first
 checkpoint's training data. Spaces (`hybrid eval --extractor`): inception (FID), pixels (FD of
 raw pixels), classifier (FD in the penultimate layer of a CNN trained on the data's labels);
 their scales differ, so compare a column's rows, never columns. The `real` row, N images of the
@@ -34,6 +36,8 @@ from hybridgan.training.data import load_dataset  # noqa: E402
 
 def samples_of(source: str, num: int, nfe: int | None, device: str) -> tuple[torch.Tensor, str | None]:
     """uint8 images [N, C, H, W] of a source, and the training data a checkpoint names (else None)."""
+    source, _, how = source.partition("@")
+    sampler, _, steps = how.partition(":")
     path = Path(source)
     if path.is_dir() or path.suffix.lower() in (".npy", ".npz"):
         data = read_npz(path) if path.suffix.lower() == ".npz" else load_dataset(str(path)).data
@@ -41,7 +45,7 @@ def samples_of(source: str, num: int, nfe: int | None, device: str) -> tuple[tor
             raise UserError(f"{source} holds {len(data)} samples, fewer than --num {num}")
         return data[:num], None
     data = load(path).get("config", {}).get("data")
-    x = hybridgan.sample(path, num=num, nfe=nfe, device=device)
+    x = hybridgan.sample(path, num=num, nfe=int(steps) if steps else nfe, sampler=sampler or None, device=device)
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8), data
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+import hybridgan
 from hybridgan.metrics import inception
 from hybridgan.training.data import load_dataset
 
@@ -197,14 +198,18 @@ def test_feature_spaces_tabulates_each_source_in_each_space(digits_run, tmp_path
     spec = importlib.util.spec_from_file_location("feature_spaces", REPO / "experiments" / "feature_spaces.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main([str(latest_checkpoint(digits_run)), str(tmp_path / "ones.npy"), "--num", "30",
+    ckpt = str(latest_checkpoint(digits_run))
+    module.main([ckpt, f"{ckpt}@ddim:2", str(tmp_path / "ones.npy"), "--num", "30",
                  "--extractors", "pixels,classifier", "--device", "cpu"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "| source | N | FD pixels | FD classifier | class_tv | class_min_ratio |"
     rows = {cells[0]: [float(c) for c in cells[1:]] for cells in ([c.strip() for c in line.strip("|").split("|")]
-                                                                   for line in lines[2:5])}
+                                                                   for line in lines[2:6])}
     real, ones = rows["real"], rows[str(tmp_path / "ones.npy")]
-    assert len(rows) == 3 and real[0] == ones[0] == 30
+    assert len(rows) == 4 and real[0] == ones[0] == 30
+    drawn, _ = module.samples_of(f"{ckpt}@ddim:2", 8, None, "cpu")  # CKPT@SAMPLER:NFE draws with those
+    expected = hybridgan.sample(ckpt, num=8, nfe=2, sampler="ddim", device="cpu")
+    assert torch.equal(drawn, ((expected.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
     assert ones[2] > 5 * real[2] and ones[3] > 0.8 and ones[4] == 0  # one class: far in the space that knows classes
     assert lines[-1].startswith("Reference: digits. Classifier held-out accuracy 0.99")
     with pytest.raises(SystemExit) as stop:
