@@ -116,7 +116,9 @@ def test_the_discriminator_judges_the_chosen_pair(d_pair):
     objective = OBJECTIVES["ddgan"](Model(cfg.model), Stats(), r1_gamma=1.0, r1_every=1, d_pair=d_pair)
     batch = objective.draw(torch.randn(16, 2), torch.Generator().manual_seed(0))
     objective.begin(batch)
-    others = ("x_prev", "fake_prev") if d_pair == "x0" else ("x0", "x0_pred")
+    others = ("x_prev",) if d_pair == "x0" else ("x0", "x0_pred")
+    if d_pair == "x0":
+        assert batch.fake_prev is None, "the fake x_{t-1} is not computed where D judges x_0"
     for name in others:
         setattr(batch, name, torch.full_like(getattr(batch, name), math.nan))
     for phase in objective.phases:

@@ -173,7 +173,8 @@ class DDGAN(Objective):
     def begin(self, batch: Batch, due: tuple[Phase, ...] | None = None) -> None:
         model = self.model
         batch.x0_pred = model.predict_x0(model.G, batch.x_t, batch.t, batch.z, batch.y)
-        batch.fake_prev = model.schedule.posterior_sample(batch.x_t, batch.x0_pred.float(), batch.t, batch.noise)
+        if self.d_pair != "x0":  # D judging x_0 never sees the fake x_{t-1}: not drawn (its noise still is, in `draw`)
+            batch.fake_prev = model.schedule.posterior_sample(batch.x_t, batch.x0_pred.float(), batch.t, batch.noise)
 
     def _d(self, x: Tensor, x_t: Tensor, batch: Batch) -> Tensor:
         return self.model.D(x, x_t, batch.t.float() / self.model.cfg.steps, batch.y).float()
