@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -125,6 +126,35 @@ def test_the_discriminator_judges_the_chosen_pair(d_pair):
         assert torch.isfinite(objective.loss(phase, batch)), phase.name
 
 
+@pytest.mark.parametrize("data_shape, mbstd", [((1, 16, 16), 0), ((1, 16, 16), 4), ((2,), 0)])
+def test_the_d_phase_judges_real_and_fake_in_one_call_as_two_would(data_shape, mbstd):
+    """The D phase stacks the real and the fake pair into one call of D: the same logits, and in
+    fp32 D's gradient to float rounding (one reduction over both halves instead of two added).
+    With the minibatch standard deviation it keeps two calls, whose groups must not mix them."""
+    base = digits_config() if len(data_shape) == 3 else toy_config()
+    cfg = resolve(base, data_shape, model_changes=TINY_UNET if len(data_shape) == 3 else TINY_NET)
+    model_cfg = dataclasses.replace(cfg.model, discriminator=dataclasses.replace(cfg.model.discriminator, mbstd_group=mbstd))
+    torch.manual_seed(0)
+    objective = OBJECTIVES["hybrid"](Model(model_cfg), Stats(), d_pair=cfg.d_pair)
+    D = objective.model.D
+    batch = objective.draw(torch.rand(16, *data_shape) * 2 - 1, torch.Generator().manual_seed(0))
+    objective.begin(batch)
+    calls = []
+    D.register_forward_hook(lambda mod, args, out: calls.append(len(args[0])))
+    loss = objective.loss(objective.phases[0], batch)
+    assert calls == ([32] if not mbstd else [16, 16])
+    grad = torch.autograd.grad(loss, list(D.parameters()))
+    (real_x, real_xt), (fake_x, fake_xt) = objective._pair(batch)
+    real, fake = objective._d(real_x, real_xt, batch), objective._d(fake_x.detach(), fake_xt, batch)
+    two_calls = torch.nn.functional.softplus(fake).mean() + torch.nn.functional.softplus(-real).mean()
+    torch.testing.assert_close(loss, two_calls, rtol=0, atol=0)
+    expected = torch.autograd.grad(two_calls, list(D.parameters()))
+    flat, flat_expected = torch.cat([g.flatten() for g in grad]), torch.cat([g.flatten() for g in expected])
+    # The real and the fake half pull D's weights in opposite directions: their sum cancels, so
+    # rounding shows at ~1e-5 of its norm (measured 1-2e-5 on digits, 1e-6 on the toy).
+    assert (flat - flat_expected).norm() <= 1e-4 * flat_expected.norm()
+
+
 def test_a_runs_d_noise_reaches_the_discriminator(tmp_path, monkeypatch):
     """--d-noise goes from the config through the trainer into every step's pair, and is recorded."""
     from hybridgan.training.objectives import DDGAN
@@ -163,7 +193,8 @@ def test_instance_noise_reaches_both_samples_the_discriminator_judges(d_pair):
     seen.clear()
     for phase in noisy.phases:
         noisy.loss(phase, batch)
-    real_in, fake_in, r1_in, g_in = seen
+    both_in, r1_in, g_in = seen  # the D phase judges the real and the fake sample in one call
+    real_in, fake_in = both_in.chunk(2)
     real, fake = (batch.x0, batch.x0_pred) if d_pair == "x0" else (batch.x_prev, batch.fake_prev)
     noise = real_in - real
     assert abs(noise.std().item() - 0.3) < 0.01, noise.std()
@@ -212,7 +243,8 @@ def test_d_augment_moves_each_pair_d_judges_as_one(d_pair):
     seen.clear()
     for phase in augmented.phases:
         augmented.loss(phase, batch)
-    (real_in, real_xt), (fake_in, fake_xt), (r1_in, r1_xt), (g_in, g_xt) = seen
+    (both_in, both_xt), (r1_in, r1_xt), (g_in, g_xt) = seen  # the D phase: the real and the fake pair in one call
+    (real_in, fake_in), (real_xt, fake_xt) = both_in.chunk(2), both_xt.chunk(2)
     real, fake = (batch.x0, batch.x0_pred) if d_pair == "x0" else (batch.x_prev, batch.fake_prev)
     torch.testing.assert_close(real_in, translate(real, batch.shifts[0]))
     torch.testing.assert_close(real_xt, translate(batch.x_t, batch.shifts[0]))
