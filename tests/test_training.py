@@ -522,6 +522,69 @@ def test_auto_precision_picks_bf16_only_for_images_on_a_cpu_that_computes_in_it(
     assert resolve_precision("bf16", cpu, image=False) is torch.bfloat16
 
 
+class FakeMachine:
+    """Two CPUs whose /proc/stat ticks (100 per second each) advance with a scripted clock: `others`
+    cores kept busy by other processes, `ours` wanted by this one (which gets what they leave)."""
+
+    def __init__(self):
+        self.now, self.busy, self.total, self.our_cpu = 0.0, 0.0, 0.0, 0.0
+        self.others, self.ours = 0.0, 1.0
+
+    def advance(self, seconds):
+        self.now += seconds
+        self.busy += 100 * seconds * min(2.0, self.others + self.ours)
+        self.total += 100 * seconds * 2
+        self.our_cpu += seconds * min(self.ours, 2.0 - self.others)
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    from hybridgan.hybrid import devices
+
+    fake = FakeMachine()
+    monkeypatch.setattr(devices, "_cpu_jiffies", lambda cpus: (fake.busy, fake.total))
+    monkeypatch.setattr(devices.time, "sleep", fake.advance)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # torch's choice on this fake machine
+    yield fake
+    torch.set_num_threads(threads)
+
+
+def cpu_threads(machine):
+    from hybridgan.hybrid.devices import CPUThreads
+
+    t = CPUThreads(clock=lambda: machine.now, cpu_time=lambda: machine.our_cpu)
+    t.cpus = {0, 1}
+    return t
+
+
+def test_cpu_threads_follow_the_cores_other_processes_leave_idle(machine):
+    machine.others = 1.0  # a busy loop on one core when the run starts
+    threads = cpu_threads(machine)
+    assert "threads 1 of 2" in threads.start() and torch.get_num_threads() == 1
+    machine.others = 0.0  # it ends: two checks in a row see idle cores before the count goes back up
+    for seconds, expected in ((1.0, None), (4.5, None), (5.0, None), (5.0, "threads 1 -> 2")):
+        machine.advance(seconds)
+        change = threads.poll()
+        assert change == expected or (expected and expected in change), (seconds, change)
+    assert torch.get_num_threads() == 2
+    machine.ours, machine.others = 2.0, 0.3  # our two threads spin, another process takes a third of a core
+    machine.advance(5.0)
+    assert threads.poll() is None, "one check alone changes nothing"
+    machine.advance(5.0)
+    assert "threads 2 -> 1" in threads.poll() and torch.get_num_threads() == 1
+
+
+def test_cpu_threads_stay_as_pinned(machine, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    machine.others = 1.0
+    threads = cpu_threads(machine)
+    assert threads.start() == "threads 2 (OMP_NUM_THREADS)" and torch.get_num_threads() == 2
+    machine.advance(20.0)
+    assert threads.poll() is None and torch.get_num_threads() == 2
+
+
 # ------------------------------------------------------------------------------------ interrupts
 
 

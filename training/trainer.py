@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from hybridgan.hybrid import checkpoint as ckpt_io
-from hybridgan.hybrid.devices import check_precision, resolve_device, resolve_precision
+from hybridgan.hybrid.devices import CPUThreads, check_precision, resolve_device, resolve_precision
 from hybridgan.hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
 from hybridgan.hybrid.images import image_grid, save_png, scatter_png
 from hybridgan.hybrid.model import Model
@@ -84,6 +84,8 @@ class Trainer:
         self.device = distributed.local_device(resolve_device(cfg.device))
         self.cfg = cfg
         self.autocast_dtype = resolve_precision(cfg.precision, self.device, data.is_image)
+        # One process on the CPU follows the idle cores; torchrun's processes keep torch's default.
+        self.threads = CPUThreads(enabled=self.device.type == "cpu" and distributed.world_size() == 1)
         torch.manual_seed(cfg.seed)
         self.model = Model(cfg.model).to(self.device)
         if self.device.type == "cpu" and data.is_image and self.model.D is not None:
@@ -173,6 +175,7 @@ class Trainer:
                      + (", compiled" if self.compiled else ""))
         self.console(f"generator {_count(self.model.G)/1e6:.2f}M parameters"
                      + (f", discriminator {_count(self.model.D)/1e6:.2f}M" if self.model.D is not None else ""))
+        self.console(self.threads.start())
         self._tick_start = (self.clock(), self.progress.nimg)
         next_tick = self._next_multiple(cfg.tick_kimg)
         next_snapshot = self._next_multiple(cfg.snapshot_kimg)
@@ -183,6 +186,8 @@ class Trainer:
                 if self._memory_due():
                     self.remember()
                 self.step()
+                if change := self.threads.poll():
+                    self.console(change)
                 self.stop_signal = distributed.any_rank(self.signal_received)  # all ranks stop at the same step
                 bar.update(cfg.batch)
                 done = self._finished()
