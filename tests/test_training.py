@@ -215,6 +215,9 @@ def test_translate_moves_each_image_by_its_own_shift_and_passes_gradients():
     moved.sum().backward()
     assert images.grad[0].eq(1).all() and images.grad[1, :, 4].eq(0).all(), "gradients follow the pixels that stay"
     assert translate(images, torch.zeros(3, 2, dtype=torch.long)) is images
+    # With the reach given (no host sync on a GPU): the same images, for any reach the shifts fit in.
+    assert torch.equal(translate(images, shift, reach=2), moved) and torch.equal(translate(images, shift, reach=4), moved)
+    assert torch.equal(translate(images, torch.zeros(3, 2, dtype=torch.long), reach=1), images)
 
 
 @pytest.mark.parametrize("d_pair", ["x_prev", "x0"])

@@ -116,7 +116,7 @@ class Objective:
         d_noise = torch.randn(x0.shape, generator=gen, device=x0.device) if self.d_noise else None
         shifts = None
         if self.d_augment == "translate":
-            reach = max(1, x0.shape[-1] // 8)  # an eighth of the side (DiffAugment's translation)
+            reach = translate_reach(x0.shape[-1])
             shifts = torch.randint(-reach, reach + 1, (2, B, 2), generator=gen, device=x0.device)
         return Batch(x0=x0, t=t, x_prev=x_prev, x_t=x_t, z=z, noise=noise, d_noise=d_noise, shifts=shifts, y=y)
 
@@ -201,8 +201,9 @@ class DDGAN(Objective):
             real, fake = real + noise, fake + noise
         if batch.shifts is None:
             return (real, batch.x_t), (fake, batch.x_t)
-        return ((translate(real, batch.shifts[0]), translate(batch.x_t, batch.shifts[0])),
-                (translate(fake, batch.shifts[1]), translate(batch.x_t, batch.shifts[1])))
+        reach = translate_reach(batch.x_t.shape[-1])  # known here: reading it off the shifts would sync a GPU
+        return ((translate(real, batch.shifts[0], reach), translate(batch.x_t, batch.shifts[0], reach)),
+                (translate(fake, batch.shifts[1], reach), translate(batch.x_t, batch.shifts[1], reach)))
 
     def loss(self, phase: Phase, batch: Batch) -> Tensor:
         (real_x, real_xt), (fake_x, fake_xt) = self._pair(batch)
@@ -258,12 +259,19 @@ def noised_logits(D: torch.nn.Module, x_t: Tensor, t_in: Tensor, y: Tensor | Non
     return D(x_t, x_t, t_in, y).float()
 
 
-def translate(images: Tensor, shift: Tensor) -> Tensor:
+def translate_reach(side: int) -> int:
+    """The largest shift of --d-augment translate: an eighth of the side (DiffAugment's translation)."""
+    return max(1, side // 8)
+
+
+def translate(images: Tensor, shift: Tensor, reach: int | None = None) -> Tensor:
     """Each image [B, C, H, W] moved by its own (dy, dx) pixels (shift: [B, 2] long), with zeros
-    shifted in; differentiable in the images."""
-    reach = int(shift.abs().max())
-    if reach == 0:
-        return images
+    shifted in; differentiable in the images. reach: at least the largest |shift| (None: read
+    from `shift`, a host-device sync on a GPU; the images themselves where it is 0)."""
+    if reach is None:
+        reach = int(shift.abs().max())
+        if reach == 0:
+            return images
     b, _, h, w = images.shape
     padded = F.pad(images, (reach, reach, reach, reach))
     rows = torch.arange(h, device=images.device) + reach - shift[:, :1]  # [B, H]
