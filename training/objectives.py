@@ -188,9 +188,10 @@ class DDGAN(Objective):
         cfg = self.model.cfg
         if cfg.discriminator is not None and cfg.discriminator.mbstd_group:
             return self._d(*real, batch), self._d(*fake, batch)
-        t = batch.t.float() / cfg.steps
-        logits = self.model.D(torch.cat([real[0], fake[0]]), torch.cat([real[1], fake[1]]), torch.cat([t, t])).float()
-        return logits.chunk(2)
+        # Per-sample [B] fields (the levels t, and any other D reads through `_d`) for both halves.
+        both = dataclasses.replace(batch, **{f.name: v.repeat(2) for f in dataclasses.fields(batch)
+                                             if isinstance(v := getattr(batch, f.name), Tensor) and v.dim() == 1})
+        return self._d(torch.cat([real[0], fake[0]]), torch.cat([real[1], fake[1]]), both).chunk(2)
 
     def _pair(self, batch: Batch) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """The real and the fake sample D judges, each beside its x_t: both samples plus the same
