@@ -6,10 +6,11 @@ Rows: the default hybrid step on digits at batch 16 (every phase: D, lazy R1, G;
 EMA, stats) and the ddpm step on digits at batch 64, each in fp32 and in bf16 autocast. Each
 measurement is a fresh worker process that imports one version (bench/versions.py), builds
 its Trainer with `TrainConfig(data="digits", objective=..., batch=..., precision=...)`, runs
-untimed warm-up steps, then times whole steps: 32 hybrid steps (two of them with R1, its 1 in
-16) or 10 ddpm steps. Workers of the two versions alternate for --rounds rounds; the table gives
-medians: img/s of wall time, and CPU ms per step (less disturbed by other processes than wall
-time, so compare those where the load average moved).
+untimed warm-up steps (20 hybrid, 4 ddpm), then times whole steps: 64 hybrid steps (four of them
+with R1, its 1 in 16) or 16 ddpm steps. Workers of the two versions alternate for --rounds rounds;
+the table gives medians: img/s of wall time, and CPU ms per step (less disturbed by other
+processes than wall time, so compare those where the load average moved). With two or more
+threads, 32-step blocks of one process vary by +-15% even on an idle machine: keep the rounds.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from versions import abba, check_import, header, median, run_worker, table, versions  # noqa: E402
 
 CASES = (  # (objective, batch, precision, warm-up steps, timed steps)
-    ("hybrid", 16, "fp32", 4, 32),
-    ("hybrid", 16, "bf16", 4, 32),
-    ("ddpm", 64, "fp32", 2, 10),
-    ("ddpm", 64, "bf16", 2, 10),
+    ("hybrid", 16, "fp32", 20, 64),
+    ("hybrid", 16, "bf16", 20, 64),
+    ("ddpm", 64, "fp32", 4, 16),
+    ("ddpm", 64, "bf16", 4, 16),
 )
 
 
