@@ -112,6 +112,14 @@ class CPUThreads:
         return (f"threads {threads} of {self.most}: other processes keep {others:.1f} cores busy "
                 "(OMP_NUM_THREADS pins the count)")
 
+    def __enter__(self) -> "CPUThreads":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Give back torch's count as it was before `start` (a Python caller's later work keeps it)."""
+        if self.enabled:
+            torch.set_num_threads(self.most)
+
     def poll(self) -> str | None:
         """Called every step; every CHECK_SECONDS, a new count where the load changed (and a log line)."""
         if not self.enabled or self._last is None or self.clock() - self._last[0] < self.CHECK_SECONDS:

@@ -577,6 +577,8 @@ def test_cpu_threads_follow_the_cores_other_processes_leave_idle(machine):
     assert threads.poll() is None, "one check alone changes nothing"
     machine.advance(5.0)
     assert "threads 2 -> 1" in threads.poll() and torch.get_num_threads() == 1
+    threads.__exit__(None, None, None)  # the run ends: the caller's count comes back
+    assert torch.get_num_threads() == 2
 
 
 def test_cpu_threads_stay_as_pinned(machine, monkeypatch):

@@ -180,7 +180,7 @@ class Trainer:
         next_tick = self._next_multiple(cfg.tick_kimg)
         next_snapshot = self._next_multiple(cfg.snapshot_kimg)
         next_eval = self._next_multiple(cfg.eval_kimg) if cfg.eval_kimg > 0 else math.inf
-        with self._signals(), self._bar() as bar:
+        with self._signals(), self._bar() as bar, self.threads:
             done = self._finished()
             while not done:
                 if self._memory_due():
