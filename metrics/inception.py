@@ -212,3 +212,92 @@ def carrier_features(carrier: torch.nn.Module, images: Tensor) -> Tensor:
         raise ValueError(f"the carrier takes 299x299 images, got {tuple(images.shape[-2:])}")
     with torch.no_grad():
         return carrier((images.float() - 128) / 128).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# A faster forward on the CPU, for the same network and weights.
+
+_INCEPTION_SIDE = 299
+# torch-fidelity's forward after the resize: the modules of each stage, then the feature it ends in.
+_STAGES = (("64", ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1")),
+           ("192", ("Conv2d_3b_1x1", "Conv2d_4a_3x3", "MaxPool_2")),
+           ("768", ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e")),
+           ("2048", ("Mixed_7a", "Mixed_7b", "Mixed_7c")))
+
+
+class CPUInception(torch.nn.Module):
+    """torch-fidelity's FeatureExtractorInceptionV3 (its modules and weights, taken over) with a
+    forward that is ~2x faster on the CPU and gives the same features to ~1e-5 relative
+    (tests/test_metrics.py holds it to 1e-4 against torch-fidelity's own forward):
+
+    - the TF-1.x bilinear resize to 299x299 done separably, rows then columns: torch-fidelity's
+      formula on the same values, so the resized image is bitwise its own, from a fraction of
+      the gathers (a tenth of the time on 16x16 digits);
+    - each convolution's batch norm folded into its weights (eval mode makes it an affine map);
+    - activations in channels_last: oneDNN's NHWC convolutions and the vectorised NHWC pools
+      (torch's NCHW avg pool without padded zeros took 17% of the time).
+
+    Call it like the extractor: uint8 images [B, 3, H, W] -> a tuple of [B, d] float32 features
+    in `features_list` order.
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.features_list = list(net.features_list)
+        for module in net.modules():
+            if isinstance(getattr(module, "bn", None), torch.nn.BatchNorm2d):
+                _fold_batch_norm(module.conv, module.bn)
+                module.bn = torch.nn.Identity()
+        net.to(memory_format=torch.channels_last)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected uint8 images [B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+        x = resize_like_tensorflow1x(images.permute(0, 2, 3, 1).float(), _INCEPTION_SIDE)  # [B, 299, 299, 3]
+        x = ((x - 128) / 128).permute(0, 3, 1, 2)  # [B, 3, 299, 299] in channels_last
+        wanted, out = set(self.features_list), {}
+        for feature, names in _STAGES:
+            for name in names:
+                x = getattr(self.net, name)(x)
+            if feature in wanted:
+                out[feature] = torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+            if wanted <= out.keys():
+                return tuple(out[f] for f in self.features_list)
+        x = out["2048"] if "2048" in out else torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+        fc = self.net.fc
+        if "logits_unbiased" in wanted:  # torch-fidelity's order of operations, for its exact logits
+            out["logits_unbiased"] = x.mm(fc.weight.T)
+            out["logits"] = out["logits_unbiased"] + fc.bias.unsqueeze(0)
+        else:
+            out["logits"] = fc(x)
+        return tuple(out[f] for f in self.features_list)
+
+
+def _fold_batch_norm(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> None:
+    """conv then bn (eval) as one conv: w * gamma / sigma, bias beta - mean * gamma / sigma (in float64)."""
+    scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+    bias = bn.bias.double() - bn.running_mean.double() * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias.double() * scale
+    conv.weight.data = (conv.weight.double() * scale[:, None, None, None]).to(conv.weight.dtype)
+    conv.bias = torch.nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+
+
+def resize_like_tensorflow1x(x: Tensor, side: int) -> Tensor:
+    """Bilinear resize of float images [B, H, W, C] to [B, side, side, C], as TF 1.x's
+    resize_bilinear (align_corners=False), in the arithmetic of torch-fidelity's
+    `interpolate_bilinear_2d_like_tensorflow1x` (bitwise its result): interpolate along the
+    columns of the H input rows, then along the rows of that."""
+
+    def grid(size: int) -> tuple[Tensor, Tensor, Tensor]:
+        pos = torch.arange(0, side, 1, dtype=x.dtype, device=x.device) * torch.tensor(size / side, dtype=torch.float32)
+        lo = pos.long()
+        return lo, (lo + 1).clamp_max(size - 1), pos - lo.float()
+
+    y_lo, y_hi, dy = grid(x.shape[1])
+    x_lo, x_hi, dx = grid(x.shape[2])
+    left, right = x[:, :, x_lo], x[:, :, x_hi]  # [B, H, side, C]
+    rows = left + (right - left) * dx[:, None]
+    top, bottom = rows[:, y_lo], rows[:, y_hi]  # [B, side, side, C]
+    return top + (bottom - top) * dy[:, None, None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -116,11 +117,42 @@ def test_the_discriminator_judges_the_chosen_pair(d_pair):
     objective = OBJECTIVES["ddgan"](Model(cfg.model), Stats(), r1_gamma=1.0, r1_every=1, d_pair=d_pair)
     batch = objective.draw(torch.randn(16, 2), torch.Generator().manual_seed(0))
     objective.begin(batch)
-    others = ("x_prev", "fake_prev") if d_pair == "x0" else ("x0", "x0_pred")
+    others = ("x_prev",) if d_pair == "x0" else ("x0", "x0_pred")
+    if d_pair == "x0":
+        assert batch.fake_prev is None, "the fake x_{t-1} is not computed where D judges x_0"
     for name in others:
         setattr(batch, name, torch.full_like(getattr(batch, name), math.nan))
     for phase in objective.phases:
         assert torch.isfinite(objective.loss(phase, batch)), phase.name
+
+
+@pytest.mark.parametrize("data_shape, mbstd", [((1, 16, 16), 0), ((1, 16, 16), 4), ((2,), 0)])
+def test_the_d_phase_judges_real_and_fake_in_one_call_as_two_would(data_shape, mbstd):
+    """The D phase stacks the real and the fake pair into one call of D: the same logits, and in
+    fp32 D's gradient to float rounding (one reduction over both halves instead of two added).
+    With the minibatch standard deviation it keeps two calls, whose groups must not mix them."""
+    base = digits_config() if len(data_shape) == 3 else toy_config()
+    cfg = resolve(base, data_shape, model_changes=TINY_UNET if len(data_shape) == 3 else TINY_NET)
+    model_cfg = dataclasses.replace(cfg.model, discriminator=dataclasses.replace(cfg.model.discriminator, mbstd_group=mbstd))
+    torch.manual_seed(0)
+    objective = OBJECTIVES["hybrid"](Model(model_cfg), Stats(), d_pair=cfg.d_pair)
+    D = objective.model.D
+    batch = objective.draw(torch.rand(16, *data_shape) * 2 - 1, torch.Generator().manual_seed(0))
+    objective.begin(batch)
+    calls = []
+    D.register_forward_hook(lambda mod, args, out: calls.append(len(args[0])))
+    loss = objective.loss(objective.phases[0], batch)
+    assert calls == ([32] if not mbstd else [16, 16])
+    grad = torch.autograd.grad(loss, list(D.parameters()))
+    (real_x, real_xt), (fake_x, fake_xt) = objective._pair(batch)
+    real, fake = objective._d(real_x, real_xt, batch), objective._d(fake_x.detach(), fake_xt, batch)
+    two_calls = torch.nn.functional.softplus(fake).mean() + torch.nn.functional.softplus(-real).mean()
+    torch.testing.assert_close(loss, two_calls, rtol=0, atol=0)
+    expected = torch.autograd.grad(two_calls, list(D.parameters()))
+    flat, flat_expected = torch.cat([g.flatten() for g in grad]), torch.cat([g.flatten() for g in expected])
+    # The real and the fake half pull D's weights in opposite directions: their sum cancels, so
+    # rounding shows at ~1e-5 of its norm (measured 1-2e-5 on digits, 1e-6 on the toy).
+    assert (flat - flat_expected).norm() <= 1e-4 * flat_expected.norm()
 
 
 def test_a_runs_d_noise_reaches_the_discriminator(tmp_path, monkeypatch):
@@ -161,7 +193,8 @@ def test_instance_noise_reaches_both_samples_the_discriminator_judges(d_pair):
     seen.clear()
     for phase in noisy.phases:
         noisy.loss(phase, batch)
-    real_in, fake_in, r1_in, g_in = seen
+    both_in, r1_in, g_in = seen  # the D phase judges the real and the fake sample in one call
+    real_in, fake_in = both_in.chunk(2)
     real, fake = (batch.x0, batch.x0_pred) if d_pair == "x0" else (batch.x_prev, batch.fake_prev)
     noise = real_in - real
     assert abs(noise.std().item() - 0.3) < 0.01, noise.std()
@@ -182,6 +215,9 @@ def test_translate_moves_each_image_by_its_own_shift_and_passes_gradients():
     moved.sum().backward()
     assert images.grad[0].eq(1).all() and images.grad[1, :, 4].eq(0).all(), "gradients follow the pixels that stay"
     assert translate(images, torch.zeros(3, 2, dtype=torch.long)) is images
+    # With the reach given (no host sync on a GPU): the same images, for any reach the shifts fit in.
+    assert torch.equal(translate(images, shift, reach=2), moved) and torch.equal(translate(images, shift, reach=4), moved)
+    assert torch.equal(translate(images, torch.zeros(3, 2, dtype=torch.long), reach=1), images)
 
 
 @pytest.mark.parametrize("d_pair", ["x_prev", "x0"])
@@ -210,7 +246,8 @@ def test_d_augment_moves_each_pair_d_judges_as_one(d_pair):
     seen.clear()
     for phase in augmented.phases:
         augmented.loss(phase, batch)
-    (real_in, real_xt), (fake_in, fake_xt), (r1_in, r1_xt), (g_in, g_xt) = seen
+    (both_in, both_xt), (r1_in, r1_xt), (g_in, g_xt) = seen  # the D phase: the real and the fake pair in one call
+    (real_in, fake_in), (real_xt, fake_xt) = both_in.chunk(2), both_xt.chunk(2)
     real, fake = (batch.x0, batch.x0_pred) if d_pair == "x0" else (batch.x_prev, batch.fake_prev)
     torch.testing.assert_close(real_in, translate(real, batch.shifts[0]))
     torch.testing.assert_close(real_xt, translate(batch.x_t, batch.shifts[0]))
@@ -486,6 +523,71 @@ def test_auto_precision_picks_bf16_only_for_images_on_a_cpu_that_computes_in_it(
     assert resolve_precision("auto", cpu, image=False) is None, "the toy MLPs are too small to gain"
     assert resolve_precision("fp32", cpu, image=True) is None
     assert resolve_precision("bf16", cpu, image=False) is torch.bfloat16
+
+
+class FakeMachine:
+    """Two CPUs whose /proc/stat ticks (100 per second each) advance with a scripted clock: `others`
+    cores kept busy by other processes, `ours` wanted by this one (which gets what they leave)."""
+
+    def __init__(self):
+        self.now, self.busy, self.total, self.our_cpu = 0.0, 0.0, 0.0, 0.0
+        self.others, self.ours = 0.0, 1.0
+
+    def advance(self, seconds):
+        self.now += seconds
+        self.busy += 100 * seconds * min(2.0, self.others + self.ours)
+        self.total += 100 * seconds * 2
+        self.our_cpu += seconds * min(self.ours, 2.0 - self.others)
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    from hybridgan.hybrid import devices
+
+    fake = FakeMachine()
+    monkeypatch.setattr(devices, "_cpu_jiffies", lambda cpus: (fake.busy, fake.total))
+    monkeypatch.setattr(devices.time, "sleep", fake.advance)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # torch's choice on this fake machine
+    yield fake
+    torch.set_num_threads(threads)
+
+
+def cpu_threads(machine):
+    from hybridgan.hybrid.devices import CPUThreads
+
+    t = CPUThreads(clock=lambda: machine.now, cpu_time=lambda: machine.our_cpu)
+    t.cpus = {0, 1}
+    return t
+
+
+def test_cpu_threads_follow_the_cores_other_processes_leave_idle(machine):
+    machine.others = 1.0  # a busy loop on one core when the run starts
+    threads = cpu_threads(machine)
+    assert "threads 1 of 2" in threads.start() and torch.get_num_threads() == 1
+    machine.others = 0.0  # it ends: two checks in a row see idle cores before the count goes back up
+    for seconds, expected in ((1.0, None), (4.5, None), (5.0, None), (5.0, "threads 1 -> 2")):
+        machine.advance(seconds)
+        change = threads.poll()
+        assert change == expected or (expected and expected in change), (seconds, change)
+    assert torch.get_num_threads() == 2
+    machine.ours, machine.others = 2.0, 0.3  # our two threads spin, another process takes a third of a core
+    machine.advance(5.0)
+    assert threads.poll() is None, "one check alone changes nothing"
+    machine.advance(5.0)
+    assert "threads 2 -> 1" in threads.poll() and torch.get_num_threads() == 1
+    threads.__exit__(None, None, None)  # the run ends: the caller's count comes back
+    assert torch.get_num_threads() == 2
+
+
+def test_cpu_threads_stay_as_pinned(machine, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    machine.others = 1.0
+    threads = cpu_threads(machine)
+    assert threads.start() == "threads 2 (OMP_NUM_THREADS)" and torch.get_num_threads() == 2
+    machine.advance(20.0)
+    assert threads.poll() is None and torch.get_num_threads() == 2
 
 
 # ------------------------------------------------------------------------------------ interrupts

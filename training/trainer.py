@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from hybridgan.hybrid import checkpoint as ckpt_io
-from hybridgan.hybrid.devices import check_precision, resolve_device, resolve_precision
+from hybridgan.hybrid.devices import CPUThreads, check_precision, resolve_device, resolve_precision
 from hybridgan.hybrid.errors import Interrupted, RunError, TrainingDiverged, UserError
 from hybridgan.hybrid.images import image_grid, save_png, scatter_png
 from hybridgan.hybrid.model import Model
@@ -84,6 +84,8 @@ class Trainer:
         self.device = distributed.local_device(resolve_device(cfg.device))
         self.cfg = cfg
         self.autocast_dtype = resolve_precision(cfg.precision, self.device, data.is_image)
+        # One process on the CPU follows the idle cores; torchrun's processes keep torch's default.
+        self.threads = CPUThreads(enabled=self.device.type == "cpu" and distributed.world_size() == 1)
         torch.manual_seed(cfg.seed)
         self.model = Model(cfg.model).to(self.device)
         if self.device.type == "cpu" and data.is_image and self.model.D is not None:
@@ -107,6 +109,9 @@ class Trainer:
         # the per-parameter loop for the digits generator; same results to float rounding).
         self.opts = {name: torch.optim.Adam(net.parameters(), lr=self._base_lr(name), betas=cfg.betas, fused=True)
                      for name, net in self.nets.items()}
+        # Listed once: walking the modules for them took ~0.2 ms a time, several times a step.
+        self._params = {name: list(net.parameters()) for name, net in self.nets.items()}
+        self._trainable: dict[str, bool] = {}  # requires_grad as `_train_only` last set it, per network
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.progress = Progress()
@@ -170,16 +175,19 @@ class Trainer:
                      + (", compiled" if self.compiled else ""))
         self.console(f"generator {_count(self.model.G)/1e6:.2f}M parameters"
                      + (f", discriminator {_count(self.model.D)/1e6:.2f}M" if self.model.D is not None else ""))
+        self.console(self.threads.start())
         self._tick_start = (self.clock(), self.progress.nimg)
         next_tick = self._next_multiple(cfg.tick_kimg)
         next_snapshot = self._next_multiple(cfg.snapshot_kimg)
         next_eval = self._next_multiple(cfg.eval_kimg) if cfg.eval_kimg > 0 else math.inf
-        with self._signals(), self._bar() as bar:
+        with self._signals(), self._bar() as bar, self.threads:
             done = self._finished()
             while not done:
                 if self._memory_due():
                     self.remember()
                 self.step()
+                if change := self.threads.poll():
+                    self.console(change)
                 self.stop_signal = distributed.any_rank(self.signal_received)  # all ranks stop at the same step
                 bar.update(cfg.batch)
                 done = self._finished()
@@ -254,17 +262,15 @@ class Trainer:
         with self._autocast():
             self.objective.begin(batch, due)
         for phase in due:
-            net, opt = self.nets[phase.network], self.opts[phase.network]
-            for name, other in self.nets.items():  # G's gradients only flow where a phase lets them
-                if name != "G":
-                    other.requires_grad_(name == phase.network)
+            opt, params = self.opts[phase.network], self._params[phase.network]
+            self._train_only(phase.network)
             with self._autocast():
                 loss = self.objective.loss(phase, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            distributed.average_gradients(net.parameters())
+            distributed.average_gradients(params)
             # The norm only: clip_grad_norm_(..., inf) also multiplies every gradient by 1.
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in net.parameters() if p.grad is not None])
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
             self.stats.report(f"Loss/{phase.name}", loss)
             self.stats.report(f"Grad/{phase.network}", grad_norm)
             opt.step()
@@ -273,6 +279,17 @@ class Trainer:
         self.progress.nimg += cfg.batch
         self.progress.step += 1
         self.progress.seconds += self.clock() - t0
+
+    def _train_only(self, network: str) -> None:
+        """Let gradients reach the parameters of `network` and of G, no other network's: G's only flow
+        where a phase lets them. Flags are set only where they change (on D: twice a step, not on
+        every phase)."""
+        for name, params in self._params.items():
+            trainable = name == "G" or name == network
+            if self._trainable.get(name) != trainable:
+                for p in params:
+                    p.requires_grad_(trainable)
+                self._trainable[name] = trainable
 
     def _set_learning_rates(self) -> None:
         scale = lr_scale(self.cfg.lr_decay, self.budget_used)
