@@ -183,7 +183,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="distill: the teacher, a checkpoint of `hybrid train --objective ddpm` on the same data. "
                    "E.g. --teacher runs/00000-digits-ddpm/checkpoints/checkpoint-000040.pt")
 @click.option("--fake-updates", type=click.IntRange(min=1), default=None, metavar="N",
-              help="distill: fake-denoiser and discriminator updates per student update. [default: 5] E.g. --fake-updates 5")
+              help="distill: fake-denoiser and discriminator updates per student update. [default: 2] E.g. --fake-updates 5")
 @click.option("--gan-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
               help="distill: weight of the adversarial loss beside distribution matching (0: none). [default: 0.01]")
 @click.option("--student-sigma", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="S",
