@@ -183,9 +183,12 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="distill: the teacher, a checkpoint of `hybrid train --objective ddpm` on the same data. "
                    "E.g. --teacher runs/00000-digits-ddpm/checkpoints/checkpoint-000040.pt")
 @click.option("--fake-updates", type=click.IntRange(min=1), default=None, metavar="N",
-              help="distill: fake-denoiser and discriminator updates per student update. [default: 5] E.g. --fake-updates 5")
+              help="distill: fake-denoiser and discriminator updates per student update. [default: 2] E.g. --fake-updates 5")
 @click.option("--gan-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
               help="distill: weight of the adversarial loss beside distribution matching (0: none). [default: 0.01]")
+@click.option("--student-sigma", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="distill: the teacher's noise level (EDM sigma, sqrt((1 - alpha_bar) / alpha_bar)) that the "
+                   "student's top level sits at; it starts as the teacher's denoiser there. [default: 2.5]")
 @click.option("--dg-target", type=FiniteFloatRange(0, 1), default=None, metavar="R",
               help="diffusion-gan: the r_d = E[sign(D(real))] that T is adjusted toward (above it T grows). "
                    "[default: 0.6] E.g. --dg-target 0.45")
@@ -334,7 +337,7 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
 DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
 
 
-DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight")
+DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "student_sigma")
 DIFFUSION_GAN_OPTIONS = ("dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")
 
 

@@ -32,6 +32,8 @@ class ModelConfig:
     prediction: str = "x0"  # x0 | eps | v: what the generator outputs
     schedule_steps: int | None = None  # the levels are evenly spaced ones of this long a chain of the schedule (a
     # distilled student: its teacher's T, so that level k of T sits at the teacher's level k * schedule_steps / T); None: T
+    schedule_top: int | None = None  # the highest of those levels (a student started below its teacher's noisiest level,
+    # training.objectives.student_model: level k of T sits at k * schedule_top / T); None: schedule_steps
     sampler: str | None = None  # gan | ddpm | ddim: how samples are drawn unless asked otherwise (None: by the chain's length)
     classes: tuple[float, ...] = ()  # a class-conditional model: each class's share of its training data; (): unconditional
     generator: NetConfig = field(default_factory=NetConfig)  # the generator network
@@ -103,7 +105,7 @@ class Model(nn.Module):
         ScheduleKind(cfg.schedule)
         Prediction(cfg.prediction)
         self.cfg = cfg
-        self.schedule = Schedule(cfg.schedule, cfg.steps, cfg.schedule_steps)
+        self.schedule = Schedule(cfg.schedule, cfg.steps, cfg.schedule_steps, cfg.schedule_top)
         self.G = build_generator(cfg)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
         self.D = build_discriminator(cfg) if cfg.discriminator is not None else None
@@ -116,7 +118,7 @@ class Model(nn.Module):
     def predict_x0(self, net: nn.Module, x_t: Tensor, t: Tensor, z: Tensor | None, y: Tensor | None = None) -> Tensor:
         """The generator's estimate of x_0 from x_t at levels t ([B] long, 1..T), of class y ([B] long)
         for a class-conditional model."""
-        out = run_generator(net, x_t, t.float() / self.cfg.steps, z, y)
+        out = run_generator(net, x_t, self.schedule.time_input(t), z, y)
         if self.cfg.prediction == Prediction.EPS:
             return self.schedule.eps_to_x0(x_t, t, out.float())
         if self.cfg.prediction == Prediction.V:

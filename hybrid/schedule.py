@@ -67,35 +67,50 @@ def _gather(values: Tensor, index: Tensor, like: Tensor) -> Tensor:
     return out.reshape(-1, *([1] * (like.dim() - 1)))
 
 
-def base_levels(T: int, base_steps: int) -> list[int]:
-    """The levels 1..base_steps of a long chain that levels 1..T of a short one stand for, evenly
-    spaced and ending at the top: T=4, base_steps=1000 -> [250, 500, 750, 1000]."""
-    return [round(k * base_steps / T) for k in range(1, T + 1)]
+def base_levels(T: int, base_steps: int, top: int | None = None) -> list[int]:
+    """The levels 1..top of a long chain of base_steps levels that levels 1..T of a short one stand
+    for, evenly spaced and ending at `top` (None: base_steps): T=4, base_steps=1000 -> [250, 500,
+    750, 1000]; with top=440 -> [110, 220, 330, 440]."""
+    top = base_steps if top is None else top
+    return [round(k * top / T) for k in range(1, T + 1)]
 
 
 class Schedule:
     """Forward process, one-step forward and posterior of a T-step VP chain."""
 
-    def __init__(self, kind: str | ScheduleKind, T: int, base_steps: int | None = None) -> None:
+    def __init__(self, kind: str | ScheduleKind, T: int, base_steps: int | None = None, base_top: int | None = None) -> None:
         """base_steps: the chain's T levels are evenly spaced levels of this kind's chain of
-        base_steps levels (level k is base level round(k * base_steps / T)); a distilled student's
-        few levels are its teacher's (training.objectives.Distill). None: a chain of T levels."""
+        base_steps levels, up to base_top (None: base_steps), so level k is base level
+        round(k * base_top / T); a distilled student's few levels are its teacher's
+        (training.objectives.Distill). None: a chain of T levels."""
         if T < 1:
             raise ValueError(f"T must be >= 1, got {T}")
         if base_steps is not None and base_steps < T:
             raise ValueError(f"base_steps must be >= T = {T}, got {base_steps}")
+        if base_top is not None and (base_steps is None or not T <= base_top <= base_steps):
+            raise ValueError(f"base_top must be in {T}..base_steps, got {base_top} (base_steps {base_steps})")
         self.kind = ScheduleKind(kind)
         self.T = T
         self.base_steps = base_steps
+        self.base_top = base_top
         if base_steps is None:
             alpha_bar = _ALPHA_BAR[self.kind](T)
         else:
-            alpha_bar = _ALPHA_BAR[self.kind](base_steps)[torch.tensor(base_levels(T, base_steps)) - 1]
+            alpha_bar = _ALPHA_BAR[self.kind](base_steps)[torch.tensor(base_levels(T, base_steps, base_top)) - 1]
         self.alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar])
 
     def __repr__(self) -> str:
         base = f", base_steps={self.base_steps}" if self.base_steps is not None else ""
-        return f"Schedule({self.kind.value!r}, T={self.T}{base})"
+        top = f", base_top={self.base_top}" if self.base_top is not None else ""
+        return f"Schedule({self.kind.value!r}, T={self.T}{base}{top})"
+
+    def time_input(self, s: Tensor) -> Tensor:
+        """The networks' time input at levels s ([B] long): s / T, the share of the chain; for a
+        chain of base levels ending below the base chain's top, the share of the base chain level
+        s stands for (k * base_top / T of base_steps, unrounded)."""
+        if self.base_top is None:
+            return s.float() / self.T
+        return s.float() * (self.base_top / self.base_steps) / self.T
 
     @property
     def betas(self) -> Tensor:

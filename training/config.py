@@ -29,8 +29,9 @@ class TrainConfig:
     cond: bool = False  # class-conditional: G and D take each sample's class (labelled data only)
     teacher: str | None = None  # distill: the teacher, a checkpoint of `hybrid train --objective ddpm`
     teacher_sha256: str | None = None  # distill: the teacher file's SHA-256 (set by the run; a resumed run checks it)
-    fake_updates: int | None = None  # distill: fake-denoiser (and D) updates per student update (None: 5)
+    fake_updates: int | None = None  # distill: fake-denoiser (and D) updates per student update (None: 2)
     gan_weight: float | None = None  # distill: weight of the adversarial loss beside distribution matching (None: ...)
+    student_sigma: float | None = None  # distill: the teacher's noise level the student's top level sits at (None: 2.5)
     dg_target: float | None = None  # diffusion-gan: the r_d = E[sign(D(real))] that T is adjusted toward (None: 0.6)
     dg_t_min: int | None = None  # diffusion-gan: the shortest chain D's inputs are diffused along, where T starts (None: 10)
     dg_t_max: int | None = None  # diffusion-gan: the longest (None: 1000); D is told t / dg_t_max
@@ -292,6 +293,8 @@ def check_distill(cfg: TrainConfig) -> None:
             raise UserError(f"{name} {value!r}: expected a whole number >= 1 (--fake-updates)")
     if cfg.gan_weight is not None and not is_nonnegative_number(cfg.gan_weight):
         raise UserError(f"gan_weight {cfg.gan_weight!r}: expected a finite number >= 0 (--gan-weight)")
+    if cfg.student_sigma is not None and not (is_nonnegative_number(cfg.student_sigma) and cfg.student_sigma > 0):
+        raise UserError(f"student_sigma {cfg.student_sigma!r}: expected a finite number > 0 (--student-sigma)")
 
 
 def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
@@ -299,6 +302,10 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
     base = model.schedule_steps
     if base is None or not 1 <= model.steps <= base:
         raise UserError(f"--steps {model.steps}: a student's chain is 1..{base} of its teacher's levels (e.g. --steps 1, 2 or 4)")
+    top = model.schedule_top or base
+    if model.steps > top:
+        raise UserError(f"--steps {model.steps}: the student's top level is the teacher's level {top} "
+                        f"(--student-sigma {cfg.student_sigma}), too low for {model.steps} levels; raise --student-sigma")
     image = len(model.shape) == 3
     return cfg.replace(
         model=model,
@@ -309,9 +316,9 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
         denoise_weight=cfg.denoise_weight if cfg.denoise_weight is not None else 0.0,
         r1_gamma=cfg.r1_gamma if cfg.r1_gamma is not None else 0.02,
         ema_kimg=cfg.ema_kimg if cfg.ema_kimg is not None else 10.0,
-        # DMD2's ImageNet ratio, and a starting guess for the GAN weight: neither is measured on digits yet
-        # (README, distill).
-        fake_updates=cfg.fake_updates or 5,
+        # 2 fake-denoiser updates per student update: at equal time on digits better than DMD2's 5 and
+        # than 1 (docs/distill.md#choosing-the-defaults); the GAN weight is DMD2's order, not yet swept.
+        fake_updates=cfg.fake_updates or 2,
         gan_weight=cfg.gan_weight if cfg.gan_weight is not None else 0.01,
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hybridgan.hybrid.model import Model, ModelConfig, run_generator
+from hybridgan.hybrid.schedule import Schedule
 from hybridgan.training import distributed
 from hybridgan.training.config import TrainConfig, default_model
 from hybridgan.training.stats import Stats
@@ -307,8 +309,10 @@ DM_LEVELS = (0.02, 0.98)  # the share of the teacher's chain the DM gradient is 
 class Distill(Objective):
     """A few-step student from a diffusion teacher: distribution matching (DMD) plus a GAN (DMD2).
 
-    The student G has K levels, evenly spaced levels of the teacher's chain (ModelConfig.schedule_steps),
-    so level k of K sees the time input the teacher sees at its level k T / K; G predicts x0 there.
+    The student G has K levels, evenly spaced levels of the teacher's chain up to the level of noise
+    `student_sigma` (ModelConfig.schedule_steps, schedule_top), so level k of K sees the time input
+    the teacher sees at the level it stands for, and it starts as the teacher's denoiser there;
+    sampling starts from pure noise at level K all the same (SiD's generator at sigma_init).
     A step trains G at one of its levels on its own samples ("backward simulation": the input at
     level k is drawn by running the current student from noise down through the levels above k,
     as `hybrid sample` does), so training sees what sampling will feed it, which noised real data
@@ -327,8 +331,8 @@ class Distill(Objective):
         device = next(model.G.parameters()).device
         teacher.model.to(device)
         self.fake = copy.deepcopy(teacher.net).requires_grad_(True).train()
-        # The student starts from the teacher's weights where the networks match: its features,
-        # not its function (G predicts x0 where the teacher predicted eps; see README, distill).
+        # The student starts as the teacher where the networks match: the same weights and
+        # parameterisation, so its level k is the teacher's denoiser at the level k stands for.
         if model.cfg.generator == teacher.model.cfg.generator and type(teacher.net) is type(model.G):
             model.G.load_state_dict(teacher.net.state_dict())
             model.G_ema.load_state_dict(teacher.net.state_dict())
@@ -337,7 +341,9 @@ class Distill(Objective):
     def prepare(cls, cfg: TrainConfig, data_shape: tuple[int, ...], resumed: bool) -> tuple[TrainConfig, dict[str, Any]]:
         teacher = load_teacher(cfg.teacher, data_shape, cfg.teacher_sha256 if resumed else None)
         if not resumed:
-            cfg = cfg.replace(teacher_sha256=teacher.sha256, model=cfg.model or student_model(teacher))
+            sigma = cfg.student_sigma if cfg.student_sigma is not None else STUDENT_SIGMA
+            cfg = cfg.replace(teacher_sha256=teacher.sha256, student_sigma=sigma,
+                              model=cfg.model or student_model(teacher, sigma))
         return cfg, {"teacher": teacher}
 
     @classmethod
@@ -456,13 +462,25 @@ class Distill(Objective):
         return self._lazy_r1(r1_penalty(self.model.D, x_t, None, batch.t_d.float() / self.T, batch.y))
 
 
-def student_model(teacher: Teacher) -> ModelConfig:
-    """The student of a teacher: its network (it starts from the teacher's weights), predicting x0
-    at levels that are evenly spaced ones of the teacher's chain, sampled through itself (`gan`:
-    the posterior step between levels that training simulates), and a discriminator for the data."""
+STUDENT_SIGMA = 2.5  # the noise level a student's top level is told it sees (SiD's sigma_init)
+
+
+def student_model(teacher: Teacher, sigma: float = STUDENT_SIGMA) -> ModelConfig:
+    """The student of a teacher: its network and parameterisation (it starts as the teacher's
+    function), at levels evenly spaced below the teacher's level of noise `sigma`, sampled through
+    itself (`gan`: the posterior step between levels that training simulates), and a discriminator
+    for the data."""
     t = teacher.model.cfg
     d = default_model(tuple(t.shape), "hybrid").discriminator
-    return dataclasses.replace(t, steps=1, schedule_steps=t.steps, prediction="x0", sampler="gan", discriminator=d)
+    return dataclasses.replace(t, steps=1, schedule_steps=t.steps, schedule_top=level_of_sigma(teacher.model.schedule, sigma),
+                               sampler="gan", discriminator=d)
+
+
+def level_of_sigma(schedule: Schedule, sigma: float) -> int:
+    """The level (1..T) whose noise-to-signal ratio sqrt((1 - alpha_bar) / alpha_bar) (EDM's sigma)
+    is closest to `sigma` in log scale."""
+    a = schedule.alpha_bar[1:]
+    return int(((1 - a) / a).log().sub(2 * math.log(sigma)).abs().argmin()) + 1
 
 
 @dataclass

@@ -1,0 +1,119 @@
+"""Distillation, one command: a ddpm teacher trained for --teacher-minutes, a student distilled from
+it for --student-minutes (at most the teacher's), and the hybrid trained from scratch for the
+teacher's time and for the teacher's and the student's together; all measured on the same N samples
+at the fixed evaluation seeds (1000000..): the student at NFE 1, 2, 4 (its own `gan` chain, trained
+at --steps levels, sampled at any number up to them), the teacher at 4 and 100 DDIM steps (and with
+--teacher-1000 at its 1000 ancestral steps), the hybrids at NFE 1 and 4. Images are judged by
+Inception (fid, kid, classes) and by the project's digit classifier (its FD: `classifier fid`); toy
+mixtures by modes and swd. Runs, samples and results already present are kept.
+
+    python experiments/distill.py --out runs/distill/s0 --seed 0 --teacher-minutes 4 --student-minutes 4 --teacher-1000
+    python experiments/distill.py --data toy:25gaussians --out runs/distill-toy --teacher-minutes 2 --student-minutes 2 --steps 1
+    python experiments/distill.py --out runs/distill/s0 --name s-fu5 --student-only -- --fake-updates 5
+
+Arguments after `--` go to the student's `hybrid train`. Prints one table; results.jsonl keeps
+every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from hybridgan.hybrid.checkpoint import list_checkpoints  # noqa: E402
+
+
+def hybrid(*args: str, capture: bool = False) -> str:
+    cmd = [sys.executable, str(ROOT / "cli.py"), *args]
+    print("$ hybrid " + " ".join(shlex.quote(a) for a in args), flush=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, check=True, env=env, stdout=subprocess.PIPE if capture else None, text=True)
+    return done.stdout if capture else ""
+
+
+def train(run: Path, data: str, minutes: float, extra: list[str]) -> Path:
+    if not list_checkpoints(run / "checkpoints"):
+        hybrid("train", "--data", data, "--minutes", str(minutes), "--kimg", "1000000", "--run-dir", str(run),
+               "--device", "cpu", "--quiet", *extra)
+    return list_checkpoints(run / "checkpoints")[-1]
+
+
+def judges(data: str) -> list[tuple[str, list[str]]]:
+    """(prefix, eval options) per judge: Inception and the digit classifier for images, the mixture's metrics for toys."""
+    if data.startswith("toy:"):
+        return [("", ["--metrics", "modes,swd"])]
+    return [("", ["--metrics", "fid,kid,classes"]), ("classifier ", ["--extractor", "classifier", "--metrics", "fid"])]
+
+
+def measure(label: str, ckpt: Path, sampler: str, nfe: int, args: argparse.Namespace) -> dict:
+    results = args.out / "results.jsonl"
+    done = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    for row in done:
+        if (row["model"], row["sampler"], row["nfe"]) == (label, sampler, nfe):
+            return row
+    samples = args.out / "samples" / f"{label.replace(' ', '-')}-{sampler}-{nfe}.npy"
+    if not samples.exists():
+        samples.parent.mkdir(parents=True, exist_ok=True)
+        hybrid("sample", str(ckpt), "--num", str(args.num), "--nfe", str(nfe), "--sampler", sampler, "--device", "cpu",
+               "--out", str(samples))
+    row = {"model": label, "sampler": sampler, "nfe": nfe, "num": args.num}
+    for prefix, options in judges(args.data):
+        out = hybrid("eval", str(samples), "--ref", args.data, *options, "--device", "cpu", "--json", capture=True)
+        row.update({f"{prefix}{name}/{key}": v for name, part in json.loads(out)["results"].items() for key, v in part.items()})
+    with results.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--teacher-minutes", type=float, default=5.0)
+    parser.add_argument("--student-minutes", type=float, default=5.0)
+    parser.add_argument("--steps", type=int, default=4, help="the student's levels")
+    parser.add_argument("--name", default="student", help="the student's run directory under --out (variants side by side)")
+    parser.add_argument("--num", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--student-only", action="store_true", help="the teacher (trained if missing) and the student only")
+    parser.add_argument("--teacher-1000", action="store_true",
+                        help="also the teacher at its 1000 ancestral steps (on one CPU thread ~40 minutes at N = 1000)")
+    parser.add_argument("student_args", nargs="*")
+    args = parser.parse_args()
+    if args.student_minutes > args.teacher_minutes:
+        parser.error("the student trains for at most the teacher's time")
+    args.out.mkdir(parents=True, exist_ok=True)
+    seed = ["--seed", str(args.seed)]
+    teacher = train(args.out / "teacher", args.data, args.teacher_minutes, ["--objective", "ddpm", *seed])
+    student = train(args.out / args.name, args.data, args.student_minutes,
+                    ["--objective", "distill", "--teacher", str(teacher), "--steps", str(args.steps), *seed,
+                     *args.student_args])
+    rows = [measure(args.name, student, "gan", nfe, args) for nfe in (1, 2, 4) if nfe <= args.steps]
+    if not args.student_only:
+        total = args.teacher_minutes + args.student_minutes
+        scratch = train(args.out / "scratch", args.data, total, ["--objective", "hybrid", *seed])
+        rows += [measure(f"hybrid {total:g} min", scratch, "gan", nfe, args) for nfe in (1, 4)]
+        alike = train(args.out / "scratch-teacher-time", args.data, args.teacher_minutes, ["--objective", "hybrid", *seed])
+        rows.append(measure(f"hybrid {args.teacher_minutes:g} min", alike, "gan", 4, args))
+        rows += [measure("teacher", teacher, "ddim", nfe, args) for nfe in (4, 100)]
+        if args.teacher_1000:
+            rows.append(measure("teacher", teacher, "ddpm", 1000, args))
+    print(f"\n{args.data}: teacher {args.teacher_minutes:g} min, student {args.student_minutes:g} min, N = {args.num}, "
+          f"seed {args.seed}")
+    keys = [k for k in rows[0] if "/" in k]
+    print("| model | sampler | NFE | " + " | ".join(keys) + " |")
+    print("|---|---|---|" + "---|" * len(keys))
+    for row in rows:
+        cells = " | ".join("-" if row.get(k) is None else f"{row[k]:.4g}" for k in keys)
+        print(f"| {row['model']} | {row['sampler']} | {row['nfe']} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
