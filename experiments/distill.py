@@ -72,6 +72,10 @@ def measure(label: str, ckpt: Path, sampler: str, nfe: int, args: argparse.Names
     return row
 
 
+def nfes(text: str) -> list[int]:
+    return [int(n) for n in text.split(",") if n]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -83,6 +87,9 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--student-only", action="store_true", help="the teacher (trained if missing) and the student only")
+    parser.add_argument("--student-nfe", default="1,2,4", help="the student's rows (default 1,2,4)")
+    parser.add_argument("--scratch-nfe", default="1,4", help="the rows of the hybrid of the total time (default 1,4)")
+    parser.add_argument("--teacher-ddim", default="4,100", help="the teacher's DDIM rows (default 4,100)")
     parser.add_argument("--teacher-1000", action="store_true",
                         help="also the teacher at its 1000 ancestral steps (on one CPU thread ~40 minutes at N = 1000)")
     parser.add_argument("student_args", nargs="*")
@@ -95,14 +102,14 @@ def main() -> None:
     student = train(args.out / args.name, args.data, args.student_minutes,
                     ["--objective", "distill", "--teacher", str(teacher), "--steps", str(args.steps), *seed,
                      *args.student_args])
-    rows = [measure(args.name, student, "gan", nfe, args) for nfe in (1, 2, 4) if nfe <= args.steps]
+    rows = [measure(args.name, student, "gan", nfe, args) for nfe in nfes(args.student_nfe) if nfe <= args.steps]
     if not args.student_only:
         total = args.teacher_minutes + args.student_minutes
         scratch = train(args.out / "scratch", args.data, total, ["--objective", "hybrid", *seed])
-        rows += [measure(f"hybrid {total:g} min", scratch, "gan", nfe, args) for nfe in (1, 4)]
+        rows += [measure(f"hybrid {total:g} min", scratch, "gan", nfe, args) for nfe in nfes(args.scratch_nfe)]
         alike = train(args.out / "scratch-teacher-time", args.data, args.teacher_minutes, ["--objective", "hybrid", *seed])
         rows.append(measure(f"hybrid {args.teacher_minutes:g} min", alike, "gan", 4, args))
-        rows += [measure("teacher", teacher, "ddim", nfe, args) for nfe in (4, 100)]
+        rows += [measure("teacher", teacher, "ddim", nfe, args) for nfe in nfes(args.teacher_ddim)]
         if args.teacher_1000:
             rows.append(measure("teacher", teacher, "ddpm", 1000, args))
     print(f"\n{args.data}: teacher {args.teacher_minutes:g} min, student {args.student_minutes:g} min, N = {args.num}, "
