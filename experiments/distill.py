@@ -12,7 +12,9 @@ mixtures by modes and swd. Runs, samples and results already present are kept.
     python experiments/distill.py --out runs/distill/s0 --name s-fu5 --student-only -- --fake-updates 5
 
 Arguments after `--` go to the student's `hybrid train`. Prints one table; results.jsonl keeps
-every row.
+every row. Over seeds, mean +- std (sample std) of each row, with n where fewer directories have it:
+
+    python experiments/distill.py --summarize runs/distill/s0 runs/distill/s1 runs/distill/s2
 """
 
 from __future__ import annotations
@@ -76,7 +78,32 @@ def nfes(text: str) -> list[int]:
     return [int(n) for n in text.split(",") if n]
 
 
+def summarize(dirs: list[Path]) -> None:
+    runs = [[json.loads(line) for line in (d / "results.jsonl").read_text().splitlines()] for d in dirs]
+    keyed = [{(r["model"], r["sampler"], r["nfe"]): r for r in rows} for rows in runs]
+    common = list(dict.fromkeys(k for rows in keyed for k in rows))  # every row, in the order first seen
+    keys = sorted({k for rows in keyed for r in rows.values() for k in r
+                   if "/" in k and not k.endswith(("_std", "accuracy"))})
+    print(f"{len(dirs)} seeds: " + ", ".join(str(d) for d in dirs))
+    print("| model | sampler | NFE | " + " | ".join(keys) + " |")
+    print("|---|---|---|" + "---|" * len(keys))
+    for key in common:
+        cells = []
+        for k in keys:
+            values = [rows[key][k] for rows in keyed if key in rows and rows[key].get(k) is not None]
+            if not values:
+                cells.append("-")
+                continue
+            mean = sum(values) / len(values)
+            std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+            cells.append(f"{mean:.4g} ± {std:.2g}" + (f" (n={len(values)})" if len(values) < len(dirs) else ""))
+        print(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--summarize"]:
+        summarize([Path(d) for d in sys.argv[2:]])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", default="digits")
