@@ -112,7 +112,7 @@ class CPUThreads:
         return (f"threads {threads} of {self.most}: other processes keep {others:.1f} cores busy "
                 "(OMP_NUM_THREADS pins the count)")
 
-    def __enter__(self) -> "CPUThreads":
+    def __enter__(self) -> CPUThreads:
         return self
 
     def __exit__(self, *exc) -> None:
