@@ -91,7 +91,7 @@ def main() -> None:
             row = [name, args.batch, *(f"{x:.2f}" for x in img)]
             row += [f"{median([x['cpu_ms'] for x in results[v.label]]):.0f}" for v in vs]
             if len(vs) == 2:
-                old, new = (torch.load(results[v.label][0]["features"]) for v in vs)
+                old, new = (torch.load(results[v.label][0]["features"], weights_only=True) for v in vs)
                 err = ((new - old).norm(dim=1) / old.norm(dim=1)).max().item()
                 row += [f"{img[1] / img[0]:.2f}x", f"{err:.1e}"]
             rows.append(row)

@@ -215,3 +215,17 @@ def test_feature_spaces_tabulates_each_source_in_each_space(digits_run, tmp_path
     with pytest.raises(SystemExit) as stop:
         module.main([str(tmp_path / "ones.npy"), "--num", "30"])
     assert stop.value.code == 2 and "--ref digits" in capsys.readouterr().err
+
+
+def test_distill_summarize_gives_mean_and_std_over_seed_directories(tmp_path):
+    """`experiments/distill.py --summarize`: a row per (model, sampler, NFE), mean ± sample std over
+    the directories that have it, n where fewer do."""
+    rows = {"s0": [{"model": "student", "sampler": "gan", "nfe": 1, "fid/fid": 10.0},
+                   {"model": "teacher", "sampler": "ddpm", "nfe": 1000, "fid/fid": 5.0}],
+            "s1": [{"model": "student", "sampler": "gan", "nfe": 1, "fid/fid": 14.0}]}
+    for name, results in rows.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    out = script("distill.py", "--summarize", str(tmp_path / "s0"), str(tmp_path / "s1"))
+    assert "| student | gan | 1 | 12 ± 2.8 |" in out, out
+    assert "| teacher | ddpm | 1000 | 5 ± 0 (n=1) |" in out, out

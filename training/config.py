@@ -316,8 +316,9 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
         denoise_weight=cfg.denoise_weight if cfg.denoise_weight is not None else 0.0,
         r1_gamma=cfg.r1_gamma if cfg.r1_gamma is not None else 0.02,
         ema_kimg=cfg.ema_kimg if cfg.ema_kimg is not None else 10.0,
-        # 2 fake-denoiser updates per student update: at equal time on digits better than DMD2's 5 and
-        # than 1 (docs/distill.md#choosing-the-defaults); the GAN weight is DMD2's order, not yet swept.
+        # 2 fake-denoiser updates per student update: on digits better than DMD2's 5 at equal images
+        # and than 1 at equal time, single pilots (docs/distill.md#choosing-the-defaults); the GAN
+        # weight is DMD2's order, not yet swept.
         fake_updates=cfg.fake_updates or 2,
         gan_weight=cfg.gan_weight if cfg.gan_weight is not None else 0.01,
     )
