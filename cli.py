@@ -189,6 +189,13 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--student-sigma", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="S",
               help="distill: the teacher's noise level (EDM sigma, sqrt((1 - alpha_bar) / alpha_bar)) that the "
                    "student's top level sits at; it starts as the teacher's denoiser there. [default: 2.5]")
+@click.option("--regress-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
+              help="distill: weight of a regression of the student's one-step samples onto the teacher's ODE samples "
+                   "(DDIM, 25 steps) from the same noise, beside distribution matching (0: none). [default: 0] "
+                   "E.g. --regress-weight 1")
+@click.option("--regress-pairs", type=click.IntRange(min=1), default=None, metavar="N",
+              help="distill: how many (noise, teacher sample) pairs the regression draws from, made by the teacher "
+                   "at the start of the run (and again on resume). [default: 1024]")
 @click.option("--dg-target", type=FiniteFloatRange(0, 1), default=None, metavar="R",
               help="diffusion-gan: the r_d = E[sign(D(real))] that T is adjusted toward (above it T grows). "
                    "[default: 0.6] E.g. --dg-target 0.45")
@@ -337,7 +344,7 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
 DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
 
 
-DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "student_sigma")
+DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "student_sigma", "regress_weight", "regress_pairs")
 DIFFUSION_GAN_OPTIONS = ("dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")
 
 

@@ -35,7 +35,7 @@ from hybridgan.hybrid.checkpoint import list_checkpoints  # noqa: E402
 def hybrid(*args: str, capture: bool = False) -> str:
     cmd = [sys.executable, str(ROOT / "cli.py"), *args]
     print("$ hybrid " + " ".join(shlex.quote(a) for a in args), flush=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))}
     done = subprocess.run(cmd, check=True, env=env, stdout=subprocess.PIPE if capture else None, text=True)
     return done.stdout if capture else ""
 

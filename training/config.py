@@ -32,6 +32,8 @@ class TrainConfig:
     fake_updates: int | None = None  # distill: fake-denoiser (and D) updates per student update (None: 2)
     gan_weight: float | None = None  # distill: weight of the adversarial loss beside distribution matching (None: ...)
     student_sigma: float | None = None  # distill: the teacher's noise level the student's top level sits at (None: 2.5)
+    regress_weight: float | None = None  # distill: weight of the regression onto the teacher's ODE samples (None: 0)
+    regress_pairs: int | None = None  # distill: how many (noise, teacher sample) pairs the regression uses (None: 1024)
     dg_target: float | None = None  # diffusion-gan: the r_d = E[sign(D(real))] that T is adjusted toward (None: 0.6)
     dg_t_min: int | None = None  # diffusion-gan: the shortest chain D's inputs are diffused along, where T starts (None: 10)
     dg_t_max: int | None = None  # diffusion-gan: the longest (None: 1000); D is told t / dg_t_max
@@ -287,12 +289,14 @@ def check_distill(cfg: TrainConfig) -> None:
         raise UserError("--objective distill needs --teacher PATH: a checkpoint of `hybrid train --objective ddpm`")
     if cfg.d_noise or cfg.d_augment != "none":
         raise UserError("--d-noise/--d-augment: distill's discriminator judges noised samples already; drop them")
-    for name in ("fake_updates",):
+    for name in ("fake_updates", "regress_pairs"):
         value = getattr(cfg, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise UserError(f"{name} {value!r}: expected a whole number >= 1 (--fake-updates)")
-    if cfg.gan_weight is not None and not is_nonnegative_number(cfg.gan_weight):
-        raise UserError(f"gan_weight {cfg.gan_weight!r}: expected a finite number >= 0 (--gan-weight)")
+            raise UserError(f"{name} {value!r}: expected a whole number >= 1 (--{name.replace('_', '-')})")
+    for name in ("gan_weight", "regress_weight"):
+        value = getattr(cfg, name)
+        if value is not None and not is_nonnegative_number(value):
+            raise UserError(f"{name} {value!r}: expected a finite number >= 0 (--{name.replace('_', '-')})")
     if cfg.student_sigma is not None and not (is_nonnegative_number(cfg.student_sigma) and cfg.student_sigma > 0):
         raise UserError(f"student_sigma {cfg.student_sigma!r}: expected a finite number > 0 (--student-sigma)")
 
@@ -321,6 +325,8 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
         # weight is DMD2's order, not yet swept.
         fake_updates=cfg.fake_updates or 2,
         gan_weight=cfg.gan_weight if cfg.gan_weight is not None else 0.01,
+        regress_weight=cfg.regress_weight if cfg.regress_weight is not None else 0.0,
+        regress_pairs=cfg.regress_pairs or 1024,
     )
 
 
