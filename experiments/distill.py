@@ -15,6 +15,11 @@ Arguments after `--` go to the student's `hybrid train`. Prints one table; resul
 every row. Over seeds, mean +- std (sample std) of each row, with n where fewer directories have it:
 
     python experiments/distill.py --summarize runs/distill/s0 runs/distill/s1 runs/distill/s2
+
+Side by side, the first 16 samples (the same seeds) of each row of one directory (or of the models named),
+titled with its FID or modes:
+
+    python experiments/distill.py --grid runs/distill/s0 docs/distill-digits.png student teacher "hybrid 8 min"
 """
 
 from __future__ import annotations
@@ -100,9 +105,50 @@ def summarize(dirs: list[Path]) -> None:
         print(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
 
 
+def grid(out: Path, png: Path, models: list[str], count: int = 16) -> None:
+    """One panel per row of out/results.jsonl (of `models` only, if given): its first `count` samples,
+    the same seeds in every panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    from hybridgan.hybrid.images import image_grid
+
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if not models or r["model"] in models]
+    files = [out / "samples" / f"{r['model'].replace(' ', '-')}-{r['sampler']}-{r['nfe']}.npy" for r in rows]
+    rows, files = zip(*[(r, f) for r, f in zip(rows, files) if f.exists()])
+    cols = min(2, len(rows))
+    lines = -(-len(rows) // cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(4.2 * cols, 1.4 * lines), dpi=120, squeeze=False)
+    for ax, row, file in zip(axes.flat, rows, files):
+        x = np.load(file)
+        score = f"FID {row['fid/fid']:.0f}" if "fid/fid" in row else f"{row['modes/modes_covered']:.0f} modes"
+        if x.ndim == 4:
+            ax.imshow(image_grid(torch.from_numpy(x[:count]), cols=8).squeeze(-1), cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.scatter(x[:, 0], x[:, 1], s=0.5, c="#d62728")
+            ax.set_aspect("equal")
+        ax.set_title(f"{row['model']}, {row['sampler']} {row['nfe']}: {score}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[len(rows):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(png)
+    print(f"wrote {png}")
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--summarize"]:
         summarize([Path(d) for d in sys.argv[2:]])
+        return
+    if sys.argv[1:2] == ["--grid"] and len(sys.argv) >= 4:
+        grid(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)

@@ -229,3 +229,22 @@ def test_distill_summarize_gives_mean_and_std_over_seed_directories(tmp_path):
     out = script("distill.py", "--summarize", str(tmp_path / "s0"), str(tmp_path / "s1"))
     assert "| student | gan | 1 | 12 ± 2.8 |" in out, out
     assert "| teacher | ddpm | 1000 | 5 ± 0 (n=1) |" in out, out
+
+
+def test_distill_grid_draws_a_panel_per_chosen_row(tmp_path):
+    """`experiments/distill.py --grid DIR PNG [MODEL...]`: the rows whose samples exist, of the models named."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "samples").mkdir()
+    rows = [{"model": "student", "sampler": "gan", "nfe": 1, "fid/fid": 10.0},
+            {"model": "teacher", "sampler": "ddim", "nfe": 4, "fid/fid": 50.0},
+            {"model": "hybrid 8 min", "sampler": "gan", "nfe": 4, "fid/fid": 20.0}]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("student-gan-1", "teacher-ddim-4", "hybrid-8-min-gan-4"):
+        np.save(tmp_path / "samples" / f"{name}.npy", rng.uniform(-1, 1, (20, 1, 8, 8)).astype(np.float32))
+    two = script("distill.py", "--grid", str(tmp_path), str(tmp_path / "two.png"), "student", "hybrid 8 min")
+    every = script("distill.py", "--grid", str(tmp_path), str(tmp_path / "all.png"))
+    assert "two.png" in two and "all.png" in every
+    from PIL import Image
+
+    # Two panels side by side make one line of the figure; three make two.
+    assert Image.open(tmp_path / "two.png").height < Image.open(tmp_path / "all.png").height

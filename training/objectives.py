@@ -337,7 +337,9 @@ class Distill(Objective):
     denoising of the student's samples) give the gradient (fake - real) / mean|x0' - real|, applied
     as the MSE to a detached target (DMD). D judges real data and student samples noised alike to a
     random teacher level (Diffusion-GAN, DMD2's diffusion GAN). The fake denoiser and D update every
-    step, G every `fake_updates` steps (two time-scale).
+    step, G every `fake_updates` steps (two time-scale). With `regress_weight`, G's loss adds the MSE
+    between its one-step samples and the teacher's DDIM samples from the same noise (DMD's
+    regression term; `RegressionPairs`, made once at the first student update).
     """
 
     def __init__(self, model: Model, stats: Stats, teacher: Teacher, fake_updates: int = 5, gan_weight: float = 0.0,
