@@ -190,10 +190,11 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="distill: the teacher's noise level (EDM sigma, sqrt((1 - alpha_bar) / alpha_bar)) that the "
                    "student's top level sits at; it starts as the teacher's denoiser there. [default: 2.5]")
 @click.option("--regress-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
-              help="distill: weight of a regression of the student's one-step samples onto the teacher's ODE samples "
-                   "(DDIM, 25 steps) from the same noise, beside distribution matching (0: none). [default: 0] "
+              help="distill: weight of a regression of the student's one-step samples (NFE 1, its top level) onto the "
+                   "teacher's ODE samples (DDIM, 25 steps) from the same noise, beside distribution matching (0: "
+                   "none). [default: 0] "
                    "E.g. --regress-weight 1")
-@click.option("--regress-pairs", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--regress-pairs", type=click.IntRange(1, 1_000_000), default=None, metavar="N",
               help="distill: how many (noise, teacher sample) pairs the regression draws from, made by the teacher "
                    "at the start of the run (and again on resume). [default: 1024]")
 @click.option("--dg-target", type=FiniteFloatRange(0, 1), default=None, metavar="R",
@@ -328,6 +329,9 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
     base = read_preset(preset) if preset else read_config(config_file) if config_file else TrainConfig()
     cfg = base.replace(**changes)
     check_objective_options(cfg.objective, given, resuming=resume is not None)
+    if "regress_pairs" in given and not cfg.regress_weight and resume is None:
+        raise UserError("--regress-pairs: only the regression uses it, and it is off; add --regress-weight W (> 0) "
+                        "or drop it")
     args = (cfg, run_dir, resume, changes, model_changes, quiet)
     if gpus == 1:
         from hybridgan.training import train as run_training

@@ -59,13 +59,17 @@ def judges(data: str) -> list[tuple[str, list[str]]]:
     return [("", ["--metrics", "fid,kid,classes"]), ("classifier ", ["--extractor", "classifier", "--metrics", "fid"])]
 
 
+def samples_file(out: Path, label: str, sampler: str, nfe: int) -> Path:
+    return out / "samples" / f"{label.replace(' ', '-')}-{sampler}-{nfe}.npy"
+
+
 def measure(label: str, ckpt: Path, sampler: str, nfe: int, args: argparse.Namespace) -> dict:
     results = args.out / "results.jsonl"
     done = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     for row in done:
         if (row["model"], row["sampler"], row["nfe"]) == (label, sampler, nfe):
             return row
-    samples = args.out / "samples" / f"{label.replace(' ', '-')}-{sampler}-{nfe}.npy"
+    samples = samples_file(args.out, label, sampler, nfe)
     if not samples.exists():
         samples.parent.mkdir(parents=True, exist_ok=True)
         hybrid("sample", str(ckpt), "--num", str(args.num), "--nfe", str(nfe), "--sampler", sampler, "--device", "cpu",
@@ -106,8 +110,8 @@ def summarize(dirs: list[Path]) -> None:
 
 
 def grid(out: Path, png: Path, models: list[str], count: int = 16) -> None:
-    """One panel per row of out/results.jsonl (of `models` only, if given): its first `count` samples,
-    the same seeds in every panel."""
+    """One panel per row of out/results.jsonl (of `models` only, if given) whose samples are kept: its
+    first `count` images (the same seeds in every panel), or all its points for vectors."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,21 +122,24 @@ def grid(out: Path, png: Path, models: list[str], count: int = 16) -> None:
     from hybridgan.hybrid.images import image_grid
 
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if not models or r["model"] in models]
-    files = [out / "samples" / f"{r['model'].replace(' ', '-')}-{r['sampler']}-{r['nfe']}.npy" for r in rows]
-    rows, files = zip(*[(r, f) for r, f in zip(rows, files) if f.exists()])
+    chosen = [(r, samples_file(out, r["model"], r["sampler"], r["nfe"])) for r in rows if not models or r["model"] in models]
+    chosen = [(r, f) for r, f in chosen if f.exists()]
+    if not chosen:
+        sys.exit(f"--grid: no row of {out / 'results.jsonl'} with samples kept" + (f" among {models}" if models else ""))
+    rows, files = zip(*chosen)
     cols = min(2, len(rows))
     lines = -(-len(rows) // cols)
     fig, axes = plt.subplots(lines, cols, figsize=(4.2 * cols, 1.4 * lines), dpi=120, squeeze=False)
     for ax, row, file in zip(axes.flat, rows, files):
         x = np.load(file)
-        score = f"FID {row['fid/fid']:.0f}" if "fid/fid" in row else f"{row['modes/modes_covered']:.0f} modes"
+        score = (f"FID {row['fid/fid']:.0f}" if "fid/fid" in row else
+                 f"{row['modes/modes_covered']:.0f} modes" if "modes/modes_covered" in row else "")
         if x.ndim == 4:
             ax.imshow(image_grid(torch.from_numpy(x[:count]), cols=8).squeeze(-1), cmap="gray", vmin=0, vmax=255)
         else:
             ax.scatter(x[:, 0], x[:, 1], s=0.5, c="#d62728")
             ax.set_aspect("equal")
-        ax.set_title(f"{row['model']}, {row['sampler']} {row['nfe']}: {score}", fontsize=7)
+        ax.set_title(f"{row['model']}, {row['sampler']} {row['nfe']}" + (f": {score}" if score else ""), fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -147,7 +154,9 @@ def main() -> None:
     if sys.argv[1:2] == ["--summarize"]:
         summarize([Path(d) for d in sys.argv[2:]])
         return
-    if sys.argv[1:2] == ["--grid"] and len(sys.argv) >= 4:
+    if sys.argv[1:2] == ["--grid"]:
+        if len(sys.argv) < 4:
+            sys.exit("usage: distill.py --grid DIR PNG [MODEL ...]")
         grid(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -60,6 +60,11 @@ class SeedNoise:
         return buffer[:, used]
 
 
+def start_noise(seeds: list[int], shape: tuple[int, ...]) -> Tensor:
+    """[N, *shape]: the noise each seed's chain starts from at its top level (the seed's first draw)."""
+    return SeedNoise(seeds).randn(*shape)
+
+
 def default_sampling(cfg: ModelConfig, fast: bool = False) -> tuple[str, int]:
     """(sampler, NFE) a model is meant to be sampled with: its whole chain, with the model's own
     sampler (`cfg.sampler`) or by default through the generator (`gan`) for short chains and
@@ -176,7 +181,7 @@ def _chain(model: Model, net: torch.nn.Module, seeds: list[int], steps: int | No
     """`sample` with one generator."""
     shape = model.cfg.shape
     noise = SeedNoise(seeds)
-    first = noise.randn(*shape)  # drawn either way: a seed's later draws do not depend on `start`
+    first = noise.randn(*shape)  # = start_noise(seeds, shape); drawn either way: later draws do not depend on `start`
     top, x = start if start is not None else (model.cfg.steps, first)
     if not 1 <= top <= model.cfg.steps:
         raise ValueError(f"the starting level must be in 1..{model.cfg.steps}, got {top}")

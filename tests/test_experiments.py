@@ -244,7 +244,14 @@ def test_distill_grid_draws_a_panel_per_chosen_row(tmp_path):
     two = script("distill.py", "--grid", str(tmp_path), str(tmp_path / "two.png"), "student", "hybrid 8 min")
     every = script("distill.py", "--grid", str(tmp_path), str(tmp_path / "all.png"))
     assert "two.png" in two and "all.png" in every
+    (tmp_path / "samples" / "teacher-ddim-4.npy").unlink()  # a row whose samples are gone has no panel
+    two_left = script("distill.py", "--grid", str(tmp_path), str(tmp_path / "left.png"))
+    assert "left.png" in two_left
     from PIL import Image
 
     # Two panels side by side make one line of the figure; three make two.
     assert Image.open(tmp_path / "two.png").height < Image.open(tmp_path / "all.png").height
+    assert Image.open(tmp_path / "left.png").size == Image.open(tmp_path / "two.png").size
+    with pytest.raises(AssertionError, match="no row"):  # no row of that name: one line, no figure
+        script("distill.py", "--grid", str(tmp_path), str(tmp_path / "none.png"), "no such model")
+    assert not (tmp_path / "none.png").exists()

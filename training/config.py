@@ -283,6 +283,10 @@ def with_model_overrides(model: ModelConfig, **changes: Any) -> ModelConfig:
 
 
 
+REGRESS_PAIRS = 1024  # distill: default --regress-pairs
+REGRESS_PAIRS_MAX = 1_000_000
+
+
 def check_distill(cfg: TrainConfig) -> None:
     """What a distillation run cannot take: options of the other objectives' discriminators."""
     if cfg.model is None:
@@ -293,6 +297,8 @@ def check_distill(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise UserError(f"{name} {value!r}: expected a whole number >= 1 (--{name.replace('_', '-')})")
+    if cfg.regress_pairs is not None and cfg.regress_pairs > REGRESS_PAIRS_MAX:
+        raise UserError(f"regress_pairs {cfg.regress_pairs}: at most {REGRESS_PAIRS_MAX:,} (--regress-pairs)")
     for name in ("gan_weight", "regress_weight"):
         value = getattr(cfg, name)
         if value is not None and not is_nonnegative_number(value):
@@ -326,7 +332,7 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
         fake_updates=cfg.fake_updates or 2,
         gan_weight=cfg.gan_weight if cfg.gan_weight is not None else 0.01,
         regress_weight=cfg.regress_weight if cfg.regress_weight is not None else 0.0,
-        regress_pairs=cfg.regress_pairs or 1024,
+        regress_pairs=cfg.regress_pairs or REGRESS_PAIRS,
     )
 
 

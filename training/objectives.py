@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hybridgan.hybrid.model import Model, ModelConfig, run_generator
-from hybridgan.hybrid.samplers import SeedNoise, sample_batched, sample_labels
+from hybridgan.hybrid.samplers import sample_batched, sample_labels, start_noise
 from hybridgan.hybrid.schedule import Schedule
 from hybridgan.training import distributed
-from hybridgan.training.config import TrainConfig, default_model
+from hybridgan.training.config import REGRESS_PAIRS, TrainConfig, default_model
 from hybridgan.training.stats import Stats
 from hybridgan.training.teacher import Teacher, load_teacher
 
@@ -301,7 +301,7 @@ class DistillBatch:
     n_gen: Tensor
     x0_pred: Tensor | None = None  # the student's sample at `level` (with its graph when G is due)
     y: Tensor | None = None  # [B] long: the class of each real sample, which the student's sample takes too (None: off)
-    pair: Tensor | None = None  # [B] long: the regression pairs of this step (None: no regression)
+    pair_index: Tensor | None = None  # [B] long: the regression pairs of this step (None: no regression)
 
 
 @dataclass
@@ -314,8 +314,8 @@ class RegressionPairs:
     y: Tensor | None  # [M] long: the class of each pair (conditional models; None: off)
 
 
-REGRESS_SEED_BASE = 2_000_000  # pair i's noise comes from seed REGRESS_SEED_BASE + i, apart from the eval seeds
-REGRESS_DDIM_STEPS = 25  # the teacher's ODE steps per target (digits, teacher of 4 minutes: FID 72 at N = 1000; 50: 59)
+REGRESS_SEED_BASE = 2_000_000  # pair i's noise comes from seed REGRESS_SEED_BASE + i, past the eval seeds (1000000..1999999)
+REGRESS_DDIM_STEPS = 25  # the teacher's ODE steps per target (cost against quality: docs/distill.md#a-regression-term)
 
 
 DM_LEVELS = (0.02, 0.98)  # the share of the teacher's chain the DM gradient is taken over (DMD2's range)
@@ -343,7 +343,8 @@ class Distill(Objective):
     """
 
     def __init__(self, model: Model, stats: Stats, teacher: Teacher, fake_updates: int = 5, gan_weight: float = 0.0,
-                 r1_gamma: float = 0.0, r1_every: int = 16, regress_weight: float = 0.0, regress_pairs: int = 1024) -> None:
+                 r1_gamma: float = 0.0, r1_every: int = 16, regress_weight: float = 0.0,
+                 regress_pairs: int = REGRESS_PAIRS) -> None:
         super().__init__(model, stats, r1_gamma=r1_gamma, r1_every=r1_every)
         self.teacher, self.fake_updates, self.gan_weight = teacher, fake_updates, gan_weight
         self.regress_weight, self.regress_pairs = regress_weight, regress_pairs
@@ -368,8 +369,10 @@ class Distill(Objective):
 
     @classmethod
     def build(cls, model: Model, stats: Stats, cfg: TrainConfig, **inputs: Any) -> Objective:
-        return cls(model, stats, inputs["teacher"], cfg.fake_updates, cfg.gan_weight, cfg.r1_gamma, cfg.r1_every,
-                   cfg.regress_weight or 0.0, cfg.regress_pairs or 1024)
+        # `or`: configs of runs from before the regression term have None for its options.
+        return cls(model, stats, inputs["teacher"], fake_updates=cfg.fake_updates, gan_weight=cfg.gan_weight,
+                   r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every, regress_weight=cfg.regress_weight or 0.0,
+                   regress_pairs=cfg.regress_pairs or REGRESS_PAIRS)
 
     @property
     def networks(self) -> dict[str, torch.nn.Module]:
@@ -400,9 +403,9 @@ class Distill(Objective):
         t_fake, n_fake = levels(1, T), randn()
         t_d, n_real, n_gen = levels(0, T - 1), randn(), randn()
         # Drawn only with the regression on, so that runs without it keep their random stream.
-        pair = torch.randint(0, self.regress_pairs, (B,), generator=gen, device=dev) if self.regress_weight else None
+        pair_index = torch.randint(0, self.regress_pairs, (B,), generator=gen, device=dev) if self.regress_weight else None
         return DistillBatch(x0=x0, level=level, chain=chain, t_dm=t_dm, n_dm=n_dm, t_fake=t_fake, n_fake=n_fake,
-                            t_d=t_d, n_real=n_real, n_gen=n_gen, y=y, pair=pair)
+                            t_d=t_d, n_real=n_real, n_gen=n_gen, y=y, pair_index=pair_index)
 
     def begin(self, batch: DistillBatch, due: tuple[Phase, ...] | None = None) -> None:  # type: ignore[override]
         x = self._student_input(batch)
@@ -468,11 +471,13 @@ class Distill(Objective):
         return per_sample.mean()
 
     def _regress_loss(self, batch: DistillBatch) -> Tensor:
-        """The MSE between the student's one-step samples and the teacher's ODE samples from the same noise (DMD's
-        regression term, with MSE for LPIPS)."""
-        pairs = self.pairs = self.pairs or self._make_pairs(batch.x0.device)
-        noise, target = pairs.noise[batch.pair], pairs.target[batch.pair]
-        y = None if pairs.y is None else pairs.y[batch.pair]
+        """The MSE between the student's one-step samples (its x0 estimate at its top level K, what NFE 1
+        returns; the levels below learn by DM alone) and the teacher's ODE samples from the same noise
+        (DMD's regression term, with MSE for LPIPS)."""
+        if self.pairs is None:
+            self.pairs = self._make_pairs(batch.x0.device)
+        i = batch.pair_index
+        noise, target, y = self.pairs.noise[i], self.pairs.target[i], None if self.pairs.y is None else self.pairs.y[i]
         top = torch.full((len(noise),), self.model.cfg.steps, dtype=torch.long, device=noise.device)
         x0 = self.model.predict_x0(self.model.G, noise, top, None, y).float()
         per_sample = (x0 - target).square().flatten(1).mean(1)
@@ -487,7 +492,7 @@ class Distill(Objective):
         teacher, n = self.teacher.model, self.regress_pairs
         seeds = list(range(REGRESS_SEED_BASE, REGRESS_SEED_BASE + n))
         y = sample_labels(self.model.cfg, None, seeds)
-        noise = SeedNoise(seeds).randn(*teacher.cfg.shape)  # the first draw of each seed: the chain's start
+        noise = start_noise(seeds, teacher.cfg.shape)  # where `hybrid sample` starts the student's chain of each seed
         with torch.autocast(device.type, enabled=False):  # fp32, as in _dm_loss: eps -> x0 amplifies rounding
             target = sample_batched(teacher, seeds, batch=256, steps=min(REGRESS_DDIM_STEPS, self.T), sampler="ddim",
                                     device=device, net=self.teacher.net, labels=y)
