@@ -188,7 +188,8 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="distill: weight of the adversarial loss beside distribution matching (0: none). [default: 0.01]")
 @click.option("--student-sigma", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="S",
               help="distill: the teacher's noise level (EDM sigma, sqrt((1 - alpha_bar) / alpha_bar)) that the "
-                   "student's top level sits at; it starts as the teacher's denoiser there. [default: 2.5]")
+                   "student's top level sits at; it starts as the teacher's denoiser there. [default: 1.0 with --steps 1, "
+                   "else 2.5]")
 @click.option("--regress-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
               help="distill: weight of a regression of the student's one-step samples (NFE 1, its top level) onto the "
                    "teacher's ODE samples (DDIM, 25 steps) from the same noise, beside distribution matching (0: "
@@ -219,7 +220,8 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
               help="Batch size. [default: 16 for images, 128 for vectors] E.g. --batch 128")
 @click.option("--steps", type=click.IntRange(1, 10_000), default=None, metavar="T",
-              help="Levels T of the diffusion chain. [default: 4 for GAN objectives, 1000 for ddpm] E.g. --steps 2")
+              help="Levels T of the diffusion chain. [default: 4 for hybrid and ddgan, 1000 for ddpm, 1 for distill "
+                   "and diffusion-gan] E.g. --steps 2")
 @click.option("--schedule", type=click.Choice(["vp", "linear", "cosine", "logsnr"]), default=None,
               help="Noise schedule. [default: cosine for the hybrid on images, vp for ddgan on images, logsnr on vectors, "
                    "linear for ddpm]")

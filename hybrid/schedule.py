@@ -112,6 +112,12 @@ class Schedule:
             return s.float() / self.T
         return s.float() * (self.base_top / self.base_steps) / self.T
 
+    def level_of_sigma(self, sigma: float) -> int:
+        """The level (1..T) whose noise-to-signal ratio sqrt((1 - alpha_bar) / alpha_bar) (EDM's
+        sigma) is closest to `sigma` in log scale."""
+        a = self.alpha_bar[1:]
+        return int(((1 - a) / a).log().sub(2 * math.log(sigma)).abs().argmin()) + 1
+
     @property
     def betas(self) -> Tensor:
         """beta_s for s = 1..T (index 0 holds beta_1). [T] float64."""

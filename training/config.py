@@ -18,6 +18,7 @@ from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import ModelConfig
 from hybridgan.hybrid.nets import NetConfig, check_net_config
 from hybridgan.hybrid.samplers import Sampler
+from hybridgan.hybrid.schedule import Schedule
 from hybridgan.training import PRESETS, preset_names
 
 
@@ -31,7 +32,7 @@ class TrainConfig:
     teacher_sha256: str | None = None  # distill: the teacher file's SHA-256 (set by the run; a resumed run checks it)
     fake_updates: int | None = None  # distill: fake-denoiser (and D) updates per student update (None: 2)
     gan_weight: float | None = None  # distill: weight of the adversarial loss beside distribution matching (None: ...)
-    student_sigma: float | None = None  # distill: the teacher's noise level the student's top level sits at (None: 2.5)
+    student_sigma: float | None = None  # distill: the teacher's noise level at the student's top level (None: 1.0 for one level, else 2.5)
     regress_weight: float | None = None  # distill: weight of the regression onto the teacher's ODE samples (None: 0)
     regress_pairs: int | None = None  # distill: how many (noise, teacher sample) pairs the regression uses (None: 1024)
     dg_target: float | None = None  # diffusion-gan: the r_d = E[sign(D(real))] that T is adjusted toward (None: 0.6)
@@ -284,6 +285,12 @@ def with_model_overrides(model: ModelConfig, **changes: Any) -> ModelConfig:
 
 
 REGRESS_PAIRS = 1024  # distill: default --regress-pairs
+# distill: default --student-sigma, the teacher's noise level at the student's top level. A one-level
+# student returns the eps teacher's x0 = (x - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) there, every
+# error of its eps times sigma: 1.0 beat 2.5 (SiD's sigma_init) at 1 NFE on digits; with more levels
+# 2.5 gave the better samples at their full NFE (docs/distill.md#the-students-top-level).
+STUDENT_SIGMA = 2.5
+STUDENT_SIGMA_ONE_LEVEL = 1.0
 REGRESS_PAIRS_MAX = 1_000_000
 
 
@@ -312,13 +319,18 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
     base = model.schedule_steps
     if base is None or not 1 <= model.steps <= base:
         raise UserError(f"--steps {model.steps}: a student's chain is 1..{base} of its teacher's levels (e.g. --steps 1, 2 or 4)")
-    top = model.schedule_top or base
-    if model.steps > top:
-        raise UserError(f"--steps {model.steps}: the student's top level is the teacher's level {top} "
-                        f"(--student-sigma {cfg.student_sigma}), too low for {model.steps} levels; raise --student-sigma")
+    sigma = cfg.student_sigma
+    if sigma is None and model.schedule_top is None:
+        sigma = STUDENT_SIGMA_ONE_LEVEL if model.steps == 1 else STUDENT_SIGMA
+    if sigma is not None:  # the top is the teacher's level of noise sigma (a config without sigma keeps its own)
+        model = dataclasses.replace(model, schedule_top=Schedule(model.schedule, base).level_of_sigma(sigma))
+    if model.steps > model.schedule_top:
+        raise UserError(f"--steps {model.steps}: the student's top level is the teacher's level {model.schedule_top} "
+                        f"(--student-sigma {sigma}), too low for {model.steps} levels; raise --student-sigma")
     image = len(model.shape) == 3
     return cfg.replace(
         model=model,
+        student_sigma=sigma,
         batch=cfg.batch or (16 if image else 128),
         lr_g=cfg.lr_g or 2e-4,
         lr_d=cfg.lr_d or (2e-3 if image else 1e-3),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,6 @@ from torch import Tensor
 
 from hybridgan.hybrid.model import Model, ModelConfig, run_generator
 from hybridgan.hybrid.samplers import sample_batched, sample_labels, start_noise
-from hybridgan.hybrid.schedule import Schedule
 from hybridgan.training import distributed
 from hybridgan.training.config import REGRESS_PAIRS, TrainConfig, default_model
 from hybridgan.training.stats import Stats
@@ -361,10 +359,8 @@ class Distill(Objective):
     @classmethod
     def prepare(cls, cfg: TrainConfig, data_shape: tuple[int, ...], resumed: bool) -> tuple[TrainConfig, dict[str, Any]]:
         teacher = load_teacher(cfg.teacher, data_shape, cfg.teacher_sha256 if resumed else None)
-        if not resumed:
-            sigma = cfg.student_sigma if cfg.student_sigma is not None else STUDENT_SIGMA
-            cfg = cfg.replace(teacher_sha256=teacher.sha256, student_sigma=sigma,
-                              model=cfg.model or student_model(teacher, sigma))
+        if not resumed:  # the student's top level follows from --student-sigma and --steps (config.resolve_distill)
+            cfg = cfg.replace(teacher_sha256=teacher.sha256, model=cfg.model or student_model(teacher))
         return cfg, {"teacher": teacher}
 
     @classmethod
@@ -518,25 +514,15 @@ class Distill(Objective):
         return self._lazy_r1(r1_penalty(self.model.D, x_t, None, batch.t_d.float() / self.T, batch.y))
 
 
-STUDENT_SIGMA = 2.5  # the noise level a student's top level is told it sees (SiD's sigma_init)
-
-
-def student_model(teacher: Teacher, sigma: float = STUDENT_SIGMA) -> ModelConfig:
+def student_model(teacher: Teacher) -> ModelConfig:
     """The student of a teacher: its network and parameterisation (it starts as the teacher's
-    function), at levels evenly spaced below the teacher's level of noise `sigma`, sampled through
-    itself (`gan`: the posterior step between levels that training simulates), and a discriminator
-    for the data."""
+    function), at levels evenly spaced below a level of the teacher's chain (`schedule_top`, set
+    from --student-sigma by config.resolve_distill once the number of levels is known), sampled
+    through itself (`gan`: the posterior step between levels that training simulates), and a
+    discriminator for the data."""
     t = teacher.model.cfg
     d = default_model(tuple(t.shape), "hybrid").discriminator
-    return dataclasses.replace(t, steps=1, schedule_steps=t.steps, schedule_top=level_of_sigma(teacher.model.schedule, sigma),
-                               sampler="gan", discriminator=d)
-
-
-def level_of_sigma(schedule: Schedule, sigma: float) -> int:
-    """The level (1..T) whose noise-to-signal ratio sqrt((1 - alpha_bar) / alpha_bar) (EDM's sigma)
-    is closest to `sigma` in log scale."""
-    a = schedule.alpha_bar[1:]
-    return int(((1 - a) / a).log().sub(2 * math.log(sigma)).abs().argmin()) + 1
+    return dataclasses.replace(t, steps=1, schedule_steps=t.steps, schedule_top=None, sampler="gan", discriminator=d)
 
 
 @dataclass
