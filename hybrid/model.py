@@ -33,7 +33,7 @@ class ModelConfig:
     schedule_steps: int | None = None  # the levels are evenly spaced ones of this long a chain of the schedule (a
     # distilled student: its teacher's T, so that level k of T sits at the teacher's level k * schedule_steps / T); None: T
     schedule_top: int | None = None  # the highest of those levels (a student started below its teacher's noisiest level,
-    # training.objectives.student_model: level k of T sits at k * schedule_top / T); None: schedule_steps
+    # training.config.resolve_distill: level k of T sits at k * schedule_top / T); None: schedule_steps
     sampler: str | None = None  # gan | ddpm | ddim: how samples are drawn unless asked otherwise (None: by the chain's length)
     classes: tuple[float, ...] = ()  # a class-conditional model: each class's share of its training data; (): unconditional
     generator: NetConfig = field(default_factory=NetConfig)  # the generator network

@@ -11,6 +11,7 @@ import torch
 
 from conftest import assert_same_samples, assert_user_error, latest_checkpoint, read_stats, toy_config
 from hybridgan.hybrid.checkpoint import load, load_model
+from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import Model
 from hybridgan.hybrid.samplers import sample_batched
 from hybridgan.hybrid.schedule import Schedule
@@ -274,15 +275,23 @@ def test_a_resumed_run_refuses_a_changed_teacher(teacher, tmp_path, hybrid):
 # ------------------------------------------------------------------------------------ diffusers
 
 
-def test_a_diffusers_unet_folder_is_a_teacher(tmp_path, hybrid):
+def diffusers_folder(folder, **scheduler):
+    """A tiny randomly initialised UNet2DModel for 1x8x8 images saved to `folder`, with a DDPMScheduler
+    of `scheduler`'s settings beside it. Returns (diffusers, unet, scheduler)."""
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
     unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
                                  block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
                                  up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
-    folder = tmp_path / "unet"
     unet.save_pretrained(folder)
-    diffusers.DDPMScheduler(num_train_timesteps=1000).save_pretrained(folder)
+    sched = diffusers.DDPMScheduler(**scheduler)
+    sched.save_pretrained(folder)
+    return diffusers, unet, sched
+
+
+def test_a_diffusers_unet_folder_is_a_teacher(tmp_path, hybrid):
+    folder = tmp_path / "unet"
+    diffusers, unet, _ = diffusers_folder(folder, num_train_timesteps=1000)
     teacher = load_teacher(str(folder), (1, 8, 8))
     assert teacher.model.cfg.steps == 1000 and teacher.model.cfg.schedule == "linear"
     x = torch.randn(4, 1, 8, 8)
@@ -301,3 +310,22 @@ def test_a_diffusers_unet_folder_is_a_teacher(tmp_path, hybrid):
     assert result.code == 0, result.err
     result = hybrid("sample", latest_checkpoint(tmp_path / "run"), "--num", "4", "--out", tmp_path / "x.npy", "--device", "cpu")
     assert result.code == 0, result.err
+
+
+
+@pytest.mark.parametrize("T", [1000, 250])
+def test_a_diffusers_cosine_teachers_chain_is_its_schedulers(tmp_path, T):
+    _, _, sched = diffusers_folder(tmp_path / "unet", num_train_timesteps=T, beta_schedule="squaredcos_cap_v2")
+    teacher = load_teacher(str(tmp_path / "unet"), (1, 8, 8))
+    assert teacher.model.cfg.steps == T and teacher.model.cfg.schedule == "cosine"
+    torch.testing.assert_close(teacher.model.schedule.alpha_bar[1:].float(), sched.alphas_cumprod, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("scheduler", [dict(num_train_timesteps=500), dict(beta_end=0.03), dict(beta_schedule="scaled_linear"),
+                                       dict(prediction_type="v_prediction")])
+def test_a_diffusers_teacher_whose_chain_we_do_not_follow_is_refused(tmp_path, scheduler):
+    """A linear schedule over other than 1000 steps (ours rescales the betas, diffusers' does not), other
+    betas, another schedule or parameterisation: one line, before any training."""
+    diffusers_folder(tmp_path / "unet", **scheduler)
+    with pytest.raises(UserError, match="only epsilon-predicting teachers"):
+        load_teacher(str(tmp_path / "unet"), (1, 8, 8))

@@ -285,13 +285,13 @@ def with_model_overrides(model: ModelConfig, **changes: Any) -> ModelConfig:
 
 
 REGRESS_PAIRS = 1024  # distill: default --regress-pairs
+REGRESS_PAIRS_MAX = 1_000_000
 # distill: default --student-sigma, the teacher's noise level at the student's top level. A one-level
 # student returns the eps teacher's x0 = (x - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) there, every
 # error of its eps times sigma: 1.0 beat 2.5 (SiD's sigma_init) at 1 NFE on digits; with more levels
 # 2.5 gave the better samples at their full NFE (docs/distill.md#the-students-top-level).
 STUDENT_SIGMA = 2.5
 STUDENT_SIGMA_ONE_LEVEL = 1.0
-REGRESS_PAIRS_MAX = 1_000_000
 
 
 def check_distill(cfg: TrainConfig) -> None:
@@ -325,8 +325,9 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
     if sigma is not None:  # the top is the teacher's level of noise sigma (a config without sigma keeps its own)
         model = dataclasses.replace(model, schedule_top=Schedule(model.schedule, base).level_of_sigma(sigma))
     if model.steps > model.schedule_top:
+        where = f"--student-sigma {sigma}" if sigma is not None else "the config's"
         raise UserError(f"--steps {model.steps}: the student's top level is the teacher's level {model.schedule_top} "
-                        f"(--student-sigma {sigma}), too low for {model.steps} levels; raise --student-sigma")
+                        f"({where}), too low for {model.steps} levels; raise --student-sigma")
     image = len(model.shape) == 3
     return cfg.replace(
         model=model,

@@ -112,11 +112,13 @@ def load_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...], expect
         raise UserError(f"--teacher {path}: the files have changed since the run started; give the teacher the run "
                         "was started with")
     kind = DIFFUSERS_SCHEDULES.get(sched.get("beta_schedule", "linear"))
-    linear_ok = (sched.get("beta_start", 1e-4), sched.get("beta_end", 0.02)) == (1e-4, 0.02)
+    T = int(sched.get("num_train_timesteps", 1000))
+    # Our linear chain of T levels rescales Ho et al.'s betas by 1000 / T; diffusers' keeps them, so only T = 1000 agrees.
+    linear_ok = (sched.get("beta_start", 1e-4), sched.get("beta_end", 0.02), T) == (1e-4, 0.02, 1000)
     if kind is None or (kind == "linear" and not linear_ok) or sched.get("prediction_type", "epsilon") != "epsilon":
-        raise UserError(f"--teacher {path}: only epsilon-predicting teachers with a linear (1e-4..0.02) or "
-                        f"squaredcos_cap_v2 schedule are supported; {sched_file.name} says {sched.get('beta_schedule')}, "
-                        f"{sched.get('prediction_type', 'epsilon')}")
+        raise UserError(f"--teacher {path}: only epsilon-predicting teachers with a linear (1e-4..0.02 over 1000 steps) "
+                        f"or squaredcos_cap_v2 schedule are supported; {sched_file.name} says {sched.get('beta_schedule')} "
+                        f"over {T} steps, {sched.get('prediction_type', 'epsilon')}")
     try:
         unet = UNet2DModel.from_pretrained(str(folder))
     except (OSError, ValueError, RuntimeError) as e:
@@ -127,7 +129,6 @@ def load_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...], expect
                         "distill it on the data it was trained on")
     from hybridgan.training.config import default_model  # the student's own network: diffusers' UNet is not ours
 
-    T = int(sched.get("num_train_timesteps", 1000))
     cfg = dataclasses.replace(default_model(shape, "ddpm"), steps=T, schedule=kind, prediction="eps")
     model = Model(cfg)
     model.G_ema = DiffusersEps(unet, T)
