@@ -185,7 +185,12 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--fake-updates", type=click.IntRange(min=1), default=None, metavar="N",
               help="distill: fake-denoiser and discriminator updates per student update. [default: 2] E.g. --fake-updates 5")
 @click.option("--gan-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
-              help="distill: weight of the adversarial loss beside distribution matching (0: none). [default: 0.01]")
+              help="distill: weight of the adversarial loss beside distribution matching (0: none). [default: 0.01 for "
+                   "images, 1 for vectors]")
+@click.option("--gan-sigma", type=FiniteFloatRange(min=0), default=None, metavar="S",
+              help="distill: the highest noise level (EDM sigma) at which the discriminator judges real and student "
+                   "samples, noised alike to a level drawn evenly from the teacher's levels up to it (0: clean samples "
+                   "only). [default: 0] E.g. --gan-sigma 0.5")
 @click.option("--student-sigma", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="S",
               help="distill: the teacher's noise level (EDM sigma, sqrt((1 - alpha_bar) / alpha_bar)) that the "
                    "student's top level sits at; it starts as the teacher's denoiser there. [default: 1.0 with --steps 1, "
@@ -350,7 +355,7 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
 DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
 
 
-DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "student_sigma", "regress_weight", "regress_pairs")
+DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "gan_sigma", "student_sigma", "regress_weight", "regress_pairs")
 DIFFUSION_GAN_OPTIONS = ("dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")
 
 

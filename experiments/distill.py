@@ -10,6 +10,7 @@ mixtures by modes and swd. Runs, samples and results already present are kept.
     python experiments/distill.py --out runs/distill/s0 --seed 0 --teacher-minutes 4 --student-minutes 4 --teacher-1000
     python experiments/distill.py --data toy:25gaussians --out runs/distill-toy --teacher-minutes 2 --student-minutes 2 --steps 1
     python experiments/distill.py --out runs/distill/s0 --name s-fu5 --student-only -- --fake-updates 5
+    python experiments/distill.py --out runs/distill16/s1 --seed 1 --teacher-minutes 16 --teacher-only --teacher-ddim 4,25,100
 
 Arguments after `--` go to the student's `hybrid train`. Prints one table; results.jsonl keeps
 every row. Over seeds, mean +- std (sample std) of each row, with n where fewer directories have it:
@@ -169,6 +170,7 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--student-only", action="store_true", help="the teacher (trained if missing) and the student only")
+    parser.add_argument("--teacher-only", action="store_true", help="the teacher (trained if missing) and its rows only")
     parser.add_argument("--student-nfe", default="1,2,4", help="the student's rows (default 1,2,4)")
     parser.add_argument("--scratch-nfe", default="1,4", help="the rows of the hybrid of the total time (default 1,4)")
     parser.add_argument("--teacher-ddim", default="4,100", help="the teacher's DDIM rows (default 4,100)")
@@ -181,16 +183,19 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     seed = ["--seed", str(args.seed)]
     teacher = train(args.out / "teacher", args.data, args.teacher_minutes, ["--objective", "ddpm", *seed])
-    student = train(args.out / args.name, args.data, args.student_minutes,
-                    ["--objective", "distill", "--teacher", str(teacher), "--steps", str(args.steps), *seed,
-                     *args.student_args])
-    rows = [measure(args.name, student, "gan", nfe, args) for nfe in nfes(args.student_nfe) if nfe <= args.steps]
-    if not args.student_only:
+    rows = []
+    if not args.teacher_only:
+        student = train(args.out / args.name, args.data, args.student_minutes,
+                        ["--objective", "distill", "--teacher", str(teacher), "--steps", str(args.steps), *seed,
+                         *args.student_args])
+        rows += [measure(args.name, student, "gan", nfe, args) for nfe in nfes(args.student_nfe) if nfe <= args.steps]
+    if not (args.student_only or args.teacher_only):
         total = args.teacher_minutes + args.student_minutes
         scratch = train(args.out / "scratch", args.data, total, ["--objective", "hybrid", *seed])
         rows += [measure(f"hybrid {total:g} min", scratch, "gan", nfe, args) for nfe in nfes(args.scratch_nfe)]
         alike = train(args.out / "scratch-teacher-time", args.data, args.teacher_minutes, ["--objective", "hybrid", *seed])
         rows.append(measure(f"hybrid {args.teacher_minutes:g} min", alike, "gan", 4, args))
+    if not args.student_only:
         rows += [measure("teacher", teacher, "ddim", nfe, args) for nfe in nfes(args.teacher_ddim)]
         if args.teacher_1000:
             rows.append(measure("teacher", teacher, "ddpm", 1000, args))

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from hybridgan.hybrid.model import Model, ModelConfig, run_generator
 from hybridgan.hybrid.samplers import sample_batched, sample_labels, start_noise
+from hybridgan.hybrid.schedule import Schedule
 from hybridgan.training import distributed
 from hybridgan.training.config import REGRESS_PAIRS, TrainConfig, default_model
 from hybridgan.training.stats import Stats
@@ -319,6 +320,14 @@ REGRESS_DDIM_STEPS = 25  # the teacher's ODE steps per target (cost against qual
 DM_LEVELS = (0.02, 0.98)  # the share of the teacher's chain the DM gradient is taken over (DMD2's range)
 
 
+def gan_top(schedule: Schedule, sigma: float | None) -> int:
+    """The highest teacher level at which distill's D judges samples: that of noise `sigma` (0: none, D
+    judges clean samples; None: T - 1, every level but the last, as runs before --gan-sigma had it)."""
+    if sigma is None:
+        return schedule.T - 1
+    return schedule.level_of_sigma(sigma) if sigma > 0 else 0
+
+
 @register("distill")
 class Distill(Objective):
     """A few-step student from a diffusion teacher: distribution matching (DMD) plus a GAN (DMD2).
@@ -334,7 +343,8 @@ class Distill(Objective):
     ("real") and that of a fake denoiser ("fake": a copy of the teacher trained online by plain
     denoising of the student's samples) give the gradient (fake - real) / mean|x0' - real|, applied
     as the MSE to a detached target (DMD). D judges real data and student samples noised alike to a
-    random teacher level (Diffusion-GAN, DMD2's diffusion GAN). The fake denoiser and D update every
+    teacher level drawn evenly up to `gan_top` (0 by default: the samples as they are; DMD2's diffusion
+    GAN draws from every level, where D sees mostly noise). The fake denoiser and D update every
     step, G every `fake_updates` steps (two time-scale). With `regress_weight`, G's loss adds the MSE
     between its one-step samples and the teacher's DDIM samples from the same noise (DMD's
     regression term; `RegressionPairs`, made once at the first student update).
@@ -342,9 +352,10 @@ class Distill(Objective):
 
     def __init__(self, model: Model, stats: Stats, teacher: Teacher, fake_updates: int = 5, gan_weight: float = 0.0,
                  r1_gamma: float = 0.0, r1_every: int = 16, regress_weight: float = 0.0,
-                 regress_pairs: int = REGRESS_PAIRS) -> None:
+                 regress_pairs: int = REGRESS_PAIRS, gan_sigma: float | None = None) -> None:
         super().__init__(model, stats, r1_gamma=r1_gamma, r1_every=r1_every)
         self.teacher, self.fake_updates, self.gan_weight = teacher, fake_updates, gan_weight
+        self.gan_top = gan_top(teacher.model.schedule, gan_sigma)
         self.regress_weight, self.regress_pairs = regress_weight, regress_pairs
         self.pairs: RegressionPairs | None = None  # made by the teacher at the first student update (timed with the run)
         device = next(model.G.parameters()).device
@@ -368,7 +379,7 @@ class Distill(Objective):
         # `or`: configs of runs from before the regression term have None for its options.
         return cls(model, stats, inputs["teacher"], fake_updates=cfg.fake_updates, gan_weight=cfg.gan_weight,
                    r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every, regress_weight=cfg.regress_weight or 0.0,
-                   regress_pairs=cfg.regress_pairs or REGRESS_PAIRS)
+                   regress_pairs=cfg.regress_pairs or REGRESS_PAIRS, gan_sigma=cfg.gan_sigma)
 
     @property
     def networks(self) -> dict[str, torch.nn.Module]:
@@ -397,7 +408,7 @@ class Distill(Objective):
         lo, hi = (max(1, round(share * T)) for share in DM_LEVELS)
         t_dm, n_dm = levels(lo, hi), randn()
         t_fake, n_fake = levels(1, T), randn()
-        t_d, n_real, n_gen = levels(0, T - 1), randn(), randn()
+        t_d, n_real, n_gen = levels(0, self.gan_top), randn(), randn()
         # Drawn only with the regression on, so that runs without it keep their random stream.
         pair_index = torch.randint(0, self.regress_pairs, (B,), generator=gen, device=dev) if self.regress_weight else None
         return DistillBatch(x0=x0, level=level, chain=chain, t_dm=t_dm, n_dm=n_dm, t_fake=t_fake, n_fake=n_fake,
