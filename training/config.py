@@ -33,7 +33,8 @@ class TrainConfig:
     fake_updates: int | None = None  # distill: fake-denoiser (and D) updates per student update (None: 2)
     gan_weight: float | None = None  # distill: weight of the adversarial loss beside distribution matching (None: by data)
     student_sigma: float | None = None  # distill: the teacher's noise level at the student's top level (None: 1.0 for one level, else 2.5)
-    gan_sigma: float | None = None  # distill: the highest noise level (EDM sigma) at which D judges samples (None: 0, clean)
+    gan_sigma: float | None = None  # distill: the highest noise level (EDM sigma) at which D judges samples (default 0:
+    # clean; None in a run recorded before the option: every level, which its resume keeps)
     regress_weight: float | None = None  # distill: weight of the regression onto the teacher's ODE samples (None: 0)
     regress_pairs: int | None = None  # distill: how many (noise, teacher sample) pairs the regression uses (None: 1024)
     dg_target: float | None = None  # diffusion-gan: the r_d = E[sign(D(real))] that T is adjusted toward (None: 0.6)
