@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import hybridgan
+from hybridgan.hybrid.checkpoint import list_checkpoints
 from hybridgan.metrics import inception
 from hybridgan.training.data import load_dataset
 
@@ -215,6 +216,22 @@ def test_feature_spaces_tabulates_each_source_in_each_space(digits_run, tmp_path
     with pytest.raises(SystemExit) as stop:
         module.main([str(tmp_path / "ones.npy"), "--num", "30"])
     assert stop.value.code == 2 and "--ref digits" in capsys.readouterr().err
+
+
+def test_distill_measures_the_student_and_its_learning_curve_once(tmp_path):
+    """`experiments/distill.py --student-only --curve` on a toy: the teacher and the student train, the
+    student's last snapshot and every earlier one get a row each; run again, it trains and measures nothing."""
+    args = ("--data", "toy:8gaussians", "--out", str(tmp_path), "--teacher-minutes", "0.02", "--student-minutes",
+            "0.02", "--steps", "1", "--num", "64", "--student-only", "--student-nfe", "1", "--curve", "--",
+            "--batch", "64", "--kimg", "2", "--snapshot-every", "1")
+    script("distill.py", *args)
+    snapshots = [int(p.stem.split("-")[1]) for p in list_checkpoints(tmp_path / "student" / "checkpoints")]
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert snapshots == [1, 2]  # --kimg 2 overrides the script's --kimg; a snapshot every kimg
+    assert [r["model"] for r in rows] == ["student"] + [f"student {kimg} kimg" for kimg in snapshots[:-1]]
+    assert all(r["nfe"] == 1 and 0 <= r["modes/modes_covered"] <= 8 for r in rows)
+    again = script("distill.py", *args)
+    assert "$ hybrid" not in again and (tmp_path / "results.jsonl").read_text().count("\n") == len(rows)
 
 
 def test_distill_summarize_gives_mean_and_std_over_seed_directories(tmp_path):
