@@ -1,6 +1,6 @@
 """Where a training step's time goes: torch.profiler over the default digits step, old and new.
 
-    python bench/step_profile.py --old REV [--objective hybrid] [--batch 16] [--precision auto] [--steps 32]
+    python bench/step_profile.py --old REV [--objective hybrid|ddpm|distill] [--batch 16] [--precision auto] [--steps 32]
 
 For each version (bench/versions.py) a worker builds the Trainer as `hybrid train` would (digits,
 the objective's defaults), runs 20 untimed steps, then profiles --steps steps (a multiple of 16
@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from versions import check_import, header, run_worker, table, versions  # noqa: E402
 
 TOP = 12
-PARTS = ("draw", "G forward (begin)", "D phase", "R1 phase", "G phase", "backward", "optimizer", "EMA")
+PARTS = ("draw", "G forward (begin)", "D phase", "R1 phase", "G phase", "DM gradient (in G phase)", "fake phase", "backward",
+         "optimizer", "EMA")
 
 
 def worker(objective: str, batch: int, precision: str, steps: int) -> dict:
@@ -39,10 +40,20 @@ def worker(objective: str, batch: int, precision: str, steps: int) -> dict:
     from hybridgan.training.trainer import Trainer
 
     data = load_dataset("digits")
-    cfg = resolve(TrainConfig(data="digits", objective=objective, batch=batch, precision=precision, device="cpu"),
-                  data.shape)
+    cfg = TrainConfig(data="digits", objective=objective, batch=batch, precision=precision, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, RunDir(tmp), data, Console(None, quiet=True))
+        inputs = None
+        if objective == "distill":  # its teacher: a ddpm run of a few steps (its weights do not change the cost)
+            from hybridgan.hybrid.checkpoint import list_checkpoints
+            from hybridgan.training.objectives import OBJECTIVES
+            from hybridgan.training.trainer import train
+
+            teacher = train(TrainConfig(data="digits", objective="ddpm", kimg=0.064, device="cpu"), f"{tmp}/teacher",
+                            quiet=True)
+            cfg, inputs = OBJECTIVES["distill"].prepare(cfg.replace(teacher=str(list_checkpoints(f"{teacher}/checkpoints")[-1])),
+                                                        data.shape, resumed=False)
+        cfg = resolve(cfg, data.shape)
+        trainer = Trainer(cfg, RunDir(tmp), data, Console(None, quiet=True), inputs)
         labelled(trainer, record_function)
         for _ in range(20):  # 20, then a multiple of 16: the profiled steps hold R1 at its rate
             trainer.step()
@@ -78,6 +89,8 @@ def labelled(trainer, record_function) -> None:
     objective = trainer.objective
     wrap(objective, "draw", "draw")
     wrap(objective, "begin", "G forward (begin)")
+    if hasattr(objective, "_dm_loss"):  # distill: the teacher's and the fake denoiser's forwards
+        wrap(objective, "_dm_loss", "DM gradient (in G phase)")
     loss = objective.loss
 
     def phase_loss(phase, batch):
@@ -99,7 +112,7 @@ def labelled(trainer, record_function) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--old", default=None, help="the commit to compare with (e.g. main); none: this checkout alone")
-    parser.add_argument("--objective", default="hybrid", help="hybrid (default) or ddpm")
+    parser.add_argument("--objective", default="hybrid", help="hybrid (default), ddpm or distill (its teacher a ddpm run of 64 images)")
     parser.add_argument("--batch", type=int, default=16, help="default 16, the image default")
     parser.add_argument("--precision", default="auto", help="auto (default: bf16 where the CPU computes it), fp32 or bf16")
     parser.add_argument("--steps", type=int, default=32, help="profiled steps (default 32)")

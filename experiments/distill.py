@@ -11,7 +11,7 @@ mixtures by modes and swd. Runs, samples and results already present are kept.
     python experiments/distill.py --data toy:25gaussians --out runs/distill-toy --teacher-minutes 2 --student-minutes 2 --steps 1
     python experiments/distill.py --out runs/distill/s0 --name s-fu5 --student-only -- --fake-updates 5
     python experiments/distill.py --out runs/distill16/s1 --seed 1 --teacher-minutes 16 --teacher-only --teacher-ddim 4,25,100
-    python experiments/distill.py --out runs/distill/s0 --steps 1 --name k1 --student-only --student-nfe 1 --curve
+    python experiments/distill.py --out runs/distill/s0 --steps 1 --name k1-curve --student-only --student-nfe 1 --curve
 
 Arguments after `--` go to the student's `hybrid train`. Prints one table; results.jsonl keeps
 every row. Over seeds, mean +- std (sample std) of each row, with n where fewer directories have it:
@@ -179,7 +179,8 @@ def main() -> None:
     parser.add_argument("--teacher-1000", action="store_true",
                         help="also the teacher at its 1000 ancestral steps (on one CPU thread ~40 minutes at N = 1000)")
     parser.add_argument("--curve", action="store_true",
-                        help="also every earlier snapshot of the student at its first --student-nfe (its learning curve)")
+                        help="also every earlier snapshot of the student at its first --student-nfe (its learning curve; "
+                             "rows 'NAME K kimg')")
     parser.add_argument("student_args", nargs="*")
     args = parser.parse_args()
     if args.student_minutes > args.teacher_minutes:
@@ -192,9 +193,10 @@ def main() -> None:
         student = train(args.out / args.name, args.data, args.student_minutes,
                         ["--objective", "distill", "--teacher", str(teacher), "--steps", str(args.steps), *seed,
                          *args.student_args])
-        rows += [measure(args.name, student, "gan", nfe, args) for nfe in nfes(args.student_nfe) if nfe <= args.steps]
-        if args.curve:
-            rows += [measure(f"{args.name} {int(ckpt.stem.split('-')[1])} kimg", ckpt, "gan", nfes(args.student_nfe)[0], args)
+        student_nfe = [nfe for nfe in nfes(args.student_nfe) if nfe <= args.steps]
+        rows += [measure(args.name, student, "gan", nfe, args) for nfe in student_nfe]
+        if args.curve and student_nfe:
+            rows += [measure(f"{args.name} {int(ckpt.stem.split('-')[1])} kimg", ckpt, "gan", student_nfe[0], args)
                      for ckpt in list_checkpoints(student.parent)[:-1]]
     if not (args.student_only or args.teacher_only):
         total = args.teacher_minutes + args.student_minutes

@@ -223,13 +223,16 @@ def test_distill_measures_the_student_and_its_learning_curve_once(tmp_path):
     student's last snapshot and every earlier one get a row each; run again, it trains and measures nothing."""
     args = ("--data", "toy:8gaussians", "--out", str(tmp_path), "--teacher-minutes", "0.02", "--student-minutes",
             "0.02", "--steps", "1", "--num", "64", "--student-only", "--student-nfe", "1", "--curve", "--",
-            "--batch", "64", "--kimg", "2", "--snapshot-every", "1")
-    script("distill.py", *args)
-    snapshots = [int(p.stem.split("-")[1]) for p in list_checkpoints(tmp_path / "student" / "checkpoints")]
+            "--batch", "64", "--minutes", "0", "--kimg", "2", "--snapshot-every", "1")
+    first = script("distill.py", *args)
+    snapshots = list_checkpoints(tmp_path / "student" / "checkpoints")
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert snapshots == [1, 2]  # --kimg 2 overrides the script's --kimg; a snapshot every kimg
-    assert [r["model"] for r in rows] == ["student"] + [f"student {kimg} kimg" for kimg in snapshots[:-1]]
-    assert all(r["nfe"] == 1 and 0 <= r["modes/modes_covered"] <= 8 for r in rows)
+    # The student's options come last and win: no time limit, 2 kimg, a snapshot every kimg.
+    assert [p.name for p in snapshots] == ["checkpoint-000001.pt", "checkpoint-000002.pt"]
+    assert [r["model"] for r in rows] == ["student", "student 1 kimg"] and all(r["nfe"] == 1 for r in rows)
+    assert f"hybrid sample {snapshots[0]} " in first  # the earlier snapshot's own samples
+    assert not np.array_equal(np.load(tmp_path / "samples" / "student-gan-1.npy"),
+                              np.load(tmp_path / "samples" / "student-1-kimg-gan-1.npy"))
     again = script("distill.py", *args)
     assert "$ hybrid" not in again and (tmp_path / "results.jsonl").read_text().count("\n") == len(rows)
 
