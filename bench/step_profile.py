@@ -44,14 +44,12 @@ def worker(objective: str, batch: int, precision: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         inputs = None
         if objective == "distill":  # its teacher: a ddpm run of a few steps (its weights do not change the cost)
-            from hybridgan.hybrid.checkpoint import list_checkpoints
             from hybridgan.training.objectives import OBJECTIVES
             from hybridgan.training.trainer import train
 
-            teacher = train(TrainConfig(data="digits", objective="ddpm", kimg=0.064, device="cpu"), f"{tmp}/teacher",
-                            quiet=True)
-            cfg, inputs = OBJECTIVES["distill"].prepare(cfg.replace(teacher=str(list_checkpoints(f"{teacher}/checkpoints")[-1])),
-                                                        data.shape, resumed=False)
+            teacher = RunDir(train(TrainConfig(data="digits", objective="ddpm", kimg=0.064, device="cpu"),
+                                   f"{tmp}/teacher", quiet=True)).latest_checkpoint()
+            cfg, inputs = OBJECTIVES["distill"].prepare(cfg.replace(teacher=str(teacher)), data.shape, resumed=False)
         cfg = resolve(cfg, data.shape)
         trainer = Trainer(cfg, RunDir(tmp), data, Console(None, quiet=True), inputs)
         labelled(trainer, record_function)

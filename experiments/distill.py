@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from hybridgan.hybrid.checkpoint import list_checkpoints  # noqa: E402
+from hybridgan.hybrid.checkpoint import checkpoint_kimg, list_checkpoints  # noqa: E402
 
 
 def hybrid(*args: str, capture: bool = False) -> str:
@@ -196,7 +196,7 @@ def main() -> None:
         student_nfe = [nfe for nfe in nfes(args.student_nfe) if nfe <= args.steps]
         rows += [measure(args.name, student, "gan", nfe, args) for nfe in student_nfe]
         if args.curve and student_nfe:
-            rows += [measure(f"{args.name} {int(ckpt.stem.split('-')[1])} kimg", ckpt, "gan", student_nfe[0], args)
+            rows += [measure(f"{args.name} {checkpoint_kimg(ckpt)} kimg", ckpt, "gan", student_nfe[0], args)
                      for ckpt in list_checkpoints(student.parent)[:-1]]
     if not (args.student_only or args.teacher_only):
         total = args.teacher_minutes + args.student_minutes

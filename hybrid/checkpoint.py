@@ -27,6 +27,12 @@ def checkpoint_name(kimg: int) -> str:
     return f"checkpoint-{kimg:06d}.pt"
 
 
+def checkpoint_kimg(path: str | Path) -> int | None:
+    """The kimg a checkpoint's file name records (`checkpoint_name`'s inverse); None for any other name."""
+    m = _NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
 
@@ -100,7 +106,7 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    found = [(kimg, p) for p in folder.iterdir() if (kimg := checkpoint_kimg(p)) is not None]
     return [p for _, p in sorted(found)]
 
 
