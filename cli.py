@@ -195,6 +195,10 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="distill: the teacher's noise level (EDM sigma, sqrt((1 - alpha_bar) / alpha_bar)) that the "
                    "student's top level sits at; it starts as the teacher's denoiser there. [default: 1.0 with --steps 1, "
                    "else 2.5]")
+@click.option("--dm-loss", type=click.Choice(["dmd", "sid"]), default=None,
+              help="distill: the distribution-matching loss. dmd: DMD's gradient (fake - real) on the student's "
+                   "samples; sid: SiD's loss, its gradient also taken through the teacher and the fake denoiser "
+                   "(about a third more time per step). [default: dmd]")
 @click.option("--regress-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
               help="distill: weight of a regression of the student's one-step samples (NFE 1, its top level) onto the "
                    "teacher's ODE samples (DDIM, 25 steps) from the same noise, beside distribution matching (0: "
@@ -357,7 +361,8 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
 DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
 
 
-DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "gan_sigma", "student_sigma", "regress_weight", "regress_pairs")
+DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "gan_sigma", "student_sigma", "dm_loss", "regress_weight",
+                   "regress_pairs")
 DIFFUSION_GAN_OPTIONS = ("dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")
 
 

@@ -114,6 +114,52 @@ def test_the_student_starts_from_the_teacher_and_the_dm_gradient_is_zero_there(t
     assert objective.loss(G, batch).item() == 0.0
 
 
+def student_gradient(objective: Distill, batch) -> Tensor:
+    """The student's gradient from the distribution-matching loss alone, as the trainer's G phase takes it
+    (only G's weights take gradients)."""
+    objective.model.G.zero_grad(set_to_none=True)
+    for net in (objective.fake, objective.teacher.net):
+        net.requires_grad_(False)
+    objective.begin(batch)
+    objective._dm_loss(batch).backward()
+    objective.fake.requires_grad_(True)
+    return torch.cat([p.grad.flatten() for p in objective.model.G.parameters()])
+
+
+def test_sids_loss_takes_its_gradient_through_both_denoisers(teacher):
+    """--dm-loss sid: while the fake denoiser is the teacher, SiD's loss and the student's gradient are 0
+    (the paths through the two denoisers cancel). Once it differs, the gradient differs from DMD's, whose
+    gradient is SiD's term in the student's samples alone: the rest comes through the denoisers' inputs,
+    and neither denoiser's weights take any."""
+    cfg, inputs = Distill.prepare(distill_config(teacher), (2,), resumed=False)
+    cfg = resolve(cfg, (2,))
+    assert cfg.dm_loss == "dmd"
+    x0 = torch.randn(64, 2)
+    objectives = {}
+    for loss in ("dmd", "sid"):
+        torch.manual_seed(0)
+        objective = objectives[loss] = Distill.build(Model(cfg.model), Stats(), cfg.replace(dm_loss=loss), **inputs)
+        batch = objective.draw(x0, torch.Generator().manual_seed(0))
+        objective.begin(batch)
+        assert objective._dm_loss(batch).item() == 0.0
+        assert student_gradient(objective, batch).abs().max().item() < 1e-7
+    with torch.no_grad():
+        for objective in objectives.values():
+            for p in objective.fake.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    grads = {}
+    for loss, objective in objectives.items():
+        batch = objective.draw(x0, torch.Generator().manual_seed(0))
+        grads[loss] = student_gradient(objective, batch)
+        assert all(p.grad is None for p in objective.fake.parameters())
+        assert all(p.grad is None for p in objective.teacher.net.parameters())
+    dmd, sid = grads["dmd"], grads["sid"]
+    assert dmd.norm() > 0 and sid.norm() > 0 and torch.isfinite(sid).all()
+    assert (sid - dmd).norm() > 0.1 * dmd.norm(), ((sid - dmd).norm(), dmd.norm())
+    with pytest.raises(UserError, match="dm_loss"):
+        check_distill(cfg.replace(dm_loss="dmd2"))
+
+
 def test_the_discriminator_judges_samples_noised_up_to_gan_sigma(teacher):
     """--gan-sigma S: D's levels are drawn evenly from 0 up to the teacher's level of noise S (0, the
     default: clean samples); a config without it (runs from before the option) from every level but the last."""
@@ -136,8 +182,9 @@ def test_the_discriminator_judges_samples_noised_up_to_gan_sigma(teacher):
         check_distill(cfg.replace(gan_sigma=-1.0))
 
 
-def test_distill_moves_the_student_toward_the_data(teacher, tmp_path):
-    cfg = distill_config(teacher, kimg=100, tick_kimg=25, snapshot_kimg=100, lr_g=1e-3, fake_updates=2)
+@pytest.mark.parametrize("dm_loss", ["dmd", "sid"])
+def test_distill_moves_the_student_toward_the_data(teacher, tmp_path, dm_loss):
+    cfg = distill_config(teacher, kimg=100, tick_kimg=25, snapshot_kimg=100, lr_g=1e-3, fake_updates=2, dm_loss=dm_loss)
     cfg0, inputs = Distill.prepare(cfg, (2,), resumed=False)
     start = Model(resolve(cfg0, (2,)).model)
     Distill.build(start, Stats(), resolve(cfg0, (2,)), **inputs)
@@ -206,11 +253,11 @@ def test_the_regression_pulls_the_students_one_step_samples_onto_the_teachers_od
     assert with_regression < 0.3 * dm_alone, (with_regression, dm_alone)
 
 
-@pytest.mark.parametrize("regress", [0.0, 1.0])
-def test_a_resumed_distill_run_matches_an_uninterrupted_one_bitwise(teacher, tmp_path, hybrid, regress):
+@pytest.mark.parametrize("regress, dm_loss", [(0.0, "dmd"), (1.0, "dmd"), (0.0, "sid")])
+def test_a_resumed_distill_run_matches_an_uninterrupted_one_bitwise(teacher, tmp_path, hybrid, regress, dm_loss):
     """Also with the regression on: a resumed run makes the same pairs and draws the same ones."""
     changes = dict(model_changes={"steps": 2}, quiet=True)
-    extra = dict(regress_weight=regress, regress_pairs=64)
+    extra = dict(regress_weight=regress, regress_pairs=64, dm_loss=dm_loss)
     whole = train(distill_config(teacher, kimg=2, **extra), run_dir=tmp_path / "whole", **changes)
     part = train(distill_config(teacher, kimg=1, **extra), run_dir=tmp_path / "part", **changes)
     result = hybrid("train", "--run-dir", part, "--resume", "auto", "--kimg", "2", "--quiet")
@@ -293,6 +340,9 @@ def test_distill_options_elsewhere_are_one_line(teacher, tmp_path, hybrid):
     assert_user_error(result, "--regress-pairs", "--regress-weight")
     result = hybrid("train", "--data", "toy:8gaussians", "--gan-sigma", "0.5", "--run-dir", tmp_path / "run")
     assert_user_error(result, "--gan-sigma", "--objective distill")
+    result = hybrid("train", "--objective", "ddpm", "--data", "toy:8gaussians", "--dm-loss", "sid", "--run-dir",
+                    tmp_path / "run")
+    assert_user_error(result, "--dm-loss", "--objective distill")
     result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians",
                     "--gan-sigma", "-1", "--run-dir", tmp_path / "run")
     assert_user_error(result, "--gan-sigma")

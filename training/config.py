@@ -36,6 +36,7 @@ class TrainConfig:
     gan_sigma: float | None = None  # distill: the highest noise level (EDM sigma) at which D judges samples (default 0:
     # clean; None in a run recorded before the option: every level, which its resume keeps)
     regress_weight: float | None = None  # distill: weight of the regression onto the teacher's ODE samples (None: 0)
+    dm_loss: str | None = None  # distill: the distribution-matching loss, "dmd" or "sid" (None: dmd)
     regress_pairs: int | None = None  # distill: how many (noise, teacher sample) pairs the regression uses (None: 1024)
     dg_target: float | None = None  # diffusion-gan: the r_d = E[sign(D(real))] that T is adjusted toward (None: 0.6)
     dg_t_min: int | None = None  # diffusion-gan: the shortest chain D's inputs are diffused along, where T starts (None: 10)
@@ -287,6 +288,7 @@ def with_model_overrides(model: ModelConfig, **changes: Any) -> ModelConfig:
 
 
 REGRESS_PAIRS = 1024  # distill: default --regress-pairs
+DM_LOSSES = ("dmd", "sid")  # distill --dm-loss: DMD's gradient, or SiD's loss taken through both denoisers
 REGRESS_PAIRS_MAX = 1_000_000
 # distill: default --student-sigma, the teacher's noise level at the student's top level. A one-level
 # student returns the eps teacher's x0 = (x - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) there, every
@@ -326,6 +328,8 @@ def check_distill(cfg: TrainConfig) -> None:
         raise UserError(f"student_sigma {cfg.student_sigma!r}: expected a finite number > 0 (--student-sigma)")
     if cfg.gan_sigma is not None and not is_nonnegative_number(cfg.gan_sigma):
         raise UserError(f"gan_sigma {cfg.gan_sigma!r}: expected a finite number >= 0 (--gan-sigma)")
+    if cfg.dm_loss is not None and cfg.dm_loss not in DM_LOSSES:
+        raise UserError(f"dm_loss {cfg.dm_loss!r}: expected one of {', '.join(DM_LOSSES)} (--dm-loss)")
 
 
 def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
@@ -360,6 +364,7 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
         gan_sigma=cfg.gan_sigma if cfg.gan_sigma is not None else GAN_SIGMA,
         regress_weight=cfg.regress_weight if cfg.regress_weight is not None else 0.0,
         regress_pairs=cfg.regress_pairs or REGRESS_PAIRS,
+        dm_loss=cfg.dm_loss or "dmd",
     )
 
 

@@ -318,6 +318,7 @@ REGRESS_DDIM_STEPS = 25  # the teacher's ODE steps per target (cost against qual
 
 
 DM_LEVELS = (0.02, 0.98)  # the share of the teacher's chain the DM gradient is taken over (DMD2's range)
+SID_ALPHA = 1.2  # SiD's alpha, the weight of its second term (the paper's choice for every data set)
 
 
 def gan_top(schedule: Schedule, sigma: float | None) -> int:
@@ -352,9 +353,10 @@ class Distill(Objective):
 
     def __init__(self, model: Model, stats: Stats, teacher: Teacher, fake_updates: int = 5, gan_weight: float = 0.0,
                  r1_gamma: float = 0.0, r1_every: int = 16, regress_weight: float = 0.0,
-                 regress_pairs: int = REGRESS_PAIRS, gan_sigma: float | None = None) -> None:
+                 regress_pairs: int = REGRESS_PAIRS, gan_sigma: float | None = None, dm_loss: str = "dmd") -> None:
         super().__init__(model, stats, r1_gamma=r1_gamma, r1_every=r1_every)
         self.teacher, self.fake_updates, self.gan_weight = teacher, fake_updates, gan_weight
+        self.dm_loss = dm_loss
         self.gan_top = gan_top(teacher.model.schedule, gan_sigma)
         self.regress_weight, self.regress_pairs = regress_weight, regress_pairs
         self.pairs: RegressionPairs | None = None  # made by the teacher at the first student update (timed with the run)
@@ -379,7 +381,8 @@ class Distill(Objective):
         # `or`: configs of runs from before the regression term have None for its options.
         return cls(model, stats, inputs["teacher"], fake_updates=cfg.fake_updates, gan_weight=cfg.gan_weight,
                    r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every, regress_weight=cfg.regress_weight or 0.0,
-                   regress_pairs=cfg.regress_pairs or REGRESS_PAIRS, gan_sigma=cfg.gan_sigma)
+                   regress_pairs=cfg.regress_pairs or REGRESS_PAIRS, gan_sigma=cfg.gan_sigma,
+                   dm_loss=cfg.dm_loss or "dmd")
 
     @property
     def networks(self) -> dict[str, torch.nn.Module]:
@@ -458,21 +461,32 @@ class Distill(Objective):
         return self._r1(batch)
 
     def _dm_loss(self, batch: DistillBatch) -> Tensor:
-        """DMD's distribution-matching loss, whose gradient in x0' is (fake - real) / mean|x0' - real|
-        per sample (over its elements)."""
+        """The distribution-matching loss of the student's samples x0', noised to teacher levels t_dm,
+        between the teacher's x0 estimate ("real") and the fake denoiser's ("fake"), per sample
+        normalised by mean|x0' - real| over its elements (the scale). `dmd`: the MSE to a detached
+        target, whose gradient in x0' is (fake - real) / scale. `sid`: SiD's loss (real - fake) .
+        ((real - x0') - alpha (real - fake)) / scale, with the gradient also taken through both
+        denoisers' inputs (their weights stay as they are: only G's parameters take gradients in
+        this phase); its term in x0' alone is DMD's gradient."""
         x0_pred, t = batch.x0_pred, batch.t_dm
         teacher = self.teacher.model
+        sid = self.dm_loss == "sid"
         # fp32: eps -> x0 divides by sqrt(alpha_bar), down to 0.007 at 0.98 T of a linear chain;
         # bf16's three digits of eps would become errors of +-0.5 in x0.
-        with torch.no_grad(), torch.autocast(x0_pred.device.type, enabled=False):
-            x_t = teacher.schedule.q_sample(x0_pred.detach(), t, batch.n_dm)
+        with torch.set_grad_enabled(sid and torch.is_grad_enabled()), torch.autocast(x0_pred.device.type, enabled=False):
+            x_t = teacher.schedule.q_sample(x0_pred if sid else x0_pred.detach(), t, batch.n_dm)
             real = teacher.predict_x0(self.teacher.net, x_t, t, None, batch.y).float()
             fake = teacher.predict_x0(self.fake, x_t, t, None, batch.y).float()
-            scale = (x0_pred.detach() - real).abs().flatten(1).mean(1).clamp_min(1e-12)
-            grad = torch.nan_to_num((fake - real) / scale.reshape(-1, *[1] * (real.dim() - 1)))
-        per_sample = 0.5 * (x0_pred - (x0_pred - grad).detach()).square().flatten(1).mean(1)
+        with torch.no_grad():
+            scale = (x0_pred - real).abs().flatten(1).mean(1).clamp_min(1e-12).reshape(-1, *[1] * (real.dim() - 1))
+            grad = torch.nan_to_num((fake - real) / scale)
+        if sid:
+            gap = real - fake
+            per_sample = (gap * ((real - x0_pred) - SID_ALPHA * gap) / scale).flatten(1).mean(1)
+        else:
+            per_sample = 0.5 * (x0_pred - (x0_pred - grad).detach()).square().flatten(1).mean(1)
         self.stats.report("DM/grad_norm", grad.flatten(1).norm(dim=1))
-        self.stats.report("DM/scale", scale)
+        self.stats.report("DM/scale", scale.flatten())
         self.stats.report("Loss/G/dm", per_sample)
         self.stats.report_per_level("Loss/G/dm", per_sample, t, self.T)
         return per_sample.mean()
