@@ -1,6 +1,7 @@
 """Where a training step's time goes: torch.profiler over the default digits step, old and new.
 
     python bench/step_profile.py --old REV [--objective hybrid|ddpm|distill] [--batch 16] [--precision auto] [--steps 32]
+    python bench/step_profile.py --objective distill --dm-loss sid
 
 For each version (bench/versions.py) a worker builds the Trainer as `hybrid train` would (digits,
 the objective's defaults), runs 20 untimed steps, then profiles --steps steps (a multiple of 16
@@ -27,7 +28,7 @@ PARTS = ("draw", "G forward (begin)", "D phase", "R1 phase", "G phase", "DM grad
          "optimizer", "EMA")
 
 
-def worker(objective: str, batch: int, precision: str, steps: int) -> dict:
+def worker(objective: str, batch: int, precision: str, steps: int, dm_loss: str) -> dict:
     import tempfile
 
     import torch
@@ -49,7 +50,8 @@ def worker(objective: str, batch: int, precision: str, steps: int) -> dict:
 
             teacher = RunDir(train(TrainConfig(data="digits", objective="ddpm", kimg=0.064, device="cpu"),
                                    f"{tmp}/teacher", quiet=True)).latest_checkpoint()
-            cfg, inputs = OBJECTIVES["distill"].prepare(cfg.replace(teacher=str(teacher)), data.shape, resumed=False)
+            cfg = cfg.replace(teacher=str(teacher), **({"dm_loss": dm_loss} if dm_loss else {}))
+            cfg, inputs = OBJECTIVES["distill"].prepare(cfg, data.shape, resumed=False)
         cfg = resolve(cfg, data.shape)
         trainer = Trainer(cfg, RunDir(tmp), data, Console(None, quiet=True), inputs)
         labelled(trainer, record_function)
@@ -114,19 +116,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="default 16, the image default")
     parser.add_argument("--precision", default="auto", help="auto (default: bf16 where the CPU computes it), fp32 or bf16")
     parser.add_argument("--steps", type=int, default=32, help="profiled steps (default 32)")
-    parser.add_argument("--worker", nargs=4, default=None, help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--dm-loss", default="", help="distill: dmd or sid (default: the objective's, dmd)")
+    parser.add_argument("--worker", nargs=5, default=None, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
     if args.worker:
-        objective, batch, precision, steps = args.worker
-        print(json.dumps(worker(objective, int(batch), precision, int(steps))))
+        objective, batch, precision, steps, dm_loss = args.worker
+        print(json.dumps(worker(objective, int(batch), precision, int(steps), dm_loss)))
         return
-    print(header("bench/step_profile.py", f"{args.objective}, batch {args.batch}, precision {args.precision}, "
+    if args.dm_loss and args.objective != "distill":
+        parser.error("--dm-loss: only --objective distill has one")
+    loss = f", --dm-loss {args.dm_loss}" if args.dm_loss else ""
+    print(header("bench/step_profile.py", f"{args.objective}{loss}, batch {args.batch}, precision {args.precision}, "
                                           f"{args.steps} profiled steps, 1 thread"))
     with versions(args.old) as vs:
         results = {}
         for v in vs:
             check_import(v)
-            results[v.label] = run_worker(__file__, v, [args.objective, str(args.batch), args.precision, str(args.steps)])
+            results[v.label] = run_worker(__file__, v, [args.objective, str(args.batch), args.precision, str(args.steps),
+                                                            args.dm_loss])
             if "error" in results[v.label]:
                 sys.exit(f"{v.label}: {results[v.label]['error']}")
     labels = list(results)

@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import Model, ModelConfig, run_generator
 from hybridgan.hybrid.samplers import sample_batched, sample_labels, start_noise
 from hybridgan.hybrid.schedule import Schedule
 from hybridgan.training import distributed
-from hybridgan.training.config import REGRESS_PAIRS, TrainConfig, default_model
+from hybridgan.training.config import DM_LOSSES, REGRESS_PAIRS, TrainConfig, default_model
 from hybridgan.training.stats import Stats
 from hybridgan.training.teacher import Teacher, load_teacher
 
@@ -318,7 +319,7 @@ REGRESS_DDIM_STEPS = 25  # the teacher's ODE steps per target (cost against qual
 
 
 DM_LEVELS = (0.02, 0.98)  # the share of the teacher's chain the DM gradient is taken over (DMD2's range)
-SID_ALPHA = 1.2  # SiD's alpha, the weight of its second term (the paper's choice for every data set)
+SID_ALPHA = 1.2  # SiD's alpha, the weight of its second term (its choice for CIFAR-10, ImageNet 64 and FFHQ; 1.0 for AFHQ)
 
 
 def gan_top(schedule: Schedule, sigma: float | None) -> int:
@@ -348,7 +349,8 @@ class Distill(Objective):
     GAN draws from every level, where D sees mostly noise). The fake denoiser and D update every
     step, G every `fake_updates` steps (two time-scale). With `regress_weight`, G's loss adds the MSE
     between its one-step samples and the teacher's DDIM samples from the same noise (DMD's
-    regression term; `RegressionPairs`, made once at the first student update).
+    regression term; `RegressionPairs`, made once at the first student update). With `dm_loss` "sid"
+    the distribution-matching term is SiD's loss instead of DMD's gradient (`_dm_loss`).
     """
 
     def __init__(self, model: Model, stats: Stats, teacher: Teacher, fake_updates: int = 5, gan_weight: float = 0.0,
@@ -356,6 +358,8 @@ class Distill(Objective):
                  regress_pairs: int = REGRESS_PAIRS, gan_sigma: float | None = None, dm_loss: str = "dmd") -> None:
         super().__init__(model, stats, r1_gamma=r1_gamma, r1_every=r1_every)
         self.teacher, self.fake_updates, self.gan_weight = teacher, fake_updates, gan_weight
+        if dm_loss not in DM_LOSSES:  # a config file or a resumed run's config.json (the CLI checks its own)
+            raise UserError(f"dm_loss {dm_loss!r}: expected one of {', '.join(DM_LOSSES)} (--dm-loss)")
         self.dm_loss = dm_loss
         self.gan_top = gan_top(teacher.model.schedule, gan_sigma)
         self.regress_weight, self.regress_pairs = regress_weight, regress_pairs
@@ -467,20 +471,23 @@ class Distill(Objective):
         target, whose gradient in x0' is (fake - real) / scale. `sid`: SiD's loss (real - fake) .
         ((real - x0') - alpha (real - fake)) / scale, with the gradient also taken through both
         denoisers' inputs (their weights stay as they are: only G's parameters take gradients in
-        this phase); its term in x0' alone is DMD's gradient."""
+        this phase); its term in x0' alone is DMD's gradient, the norm `DM/grad_norm` reports for both.
+        The fake denoiser runs in eval mode here, as the teacher does (dropout off)."""
         x0_pred, t = batch.x0_pred, batch.t_dm
         teacher = self.teacher.model
-        sid = self.dm_loss == "sid"
+        sid = self.dm_loss == "sid" and x0_pred.requires_grad  # no graph to build where G is not trained
         # fp32: eps -> x0 divides by sqrt(alpha_bar), down to 0.007 at 0.98 T of a linear chain;
         # bf16's three digits of eps would become errors of +-0.5 in x0.
-        with torch.set_grad_enabled(sid and torch.is_grad_enabled()), torch.autocast(x0_pred.device.type, enabled=False):
+        self.fake.eval()
+        with torch.set_grad_enabled(sid), torch.autocast(x0_pred.device.type, enabled=False):
             x_t = teacher.schedule.q_sample(x0_pred if sid else x0_pred.detach(), t, batch.n_dm)
             real = teacher.predict_x0(self.teacher.net, x_t, t, None, batch.y).float()
             fake = teacher.predict_x0(self.fake, x_t, t, None, batch.y).float()
+        self.fake.train()
         with torch.no_grad():
             scale = (x0_pred - real).abs().flatten(1).mean(1).clamp_min(1e-12).reshape(-1, *[1] * (real.dim() - 1))
             grad = torch.nan_to_num((fake - real) / scale)
-        if sid:
+        if self.dm_loss == "sid":
             gap = real - fake
             per_sample = (gap * ((real - x0_pred) - SID_ALPHA * gap) / scale).flatten(1).mean(1)
         else:
