@@ -198,7 +198,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--dm-loss", type=click.Choice(["dmd", "sid"]), default=None,
               help="distill: the distribution-matching loss. dmd: DMD's gradient (fake - real) on the student's "
                    "samples; sid: SiD's loss, its gradient also taken through the teacher and the fake denoiser "
-                   "(on digits 1.2-1.4x the time per step). [default: dmd]")
+                   "(on digits 1.15-1.4x the time per step). [default: dmd]")
 @click.option("--regress-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
               help="distill: weight of a regression of the student's one-step samples (NFE 1, its top level) onto the "
                    "teacher's ODE samples (DDIM, 25 steps) from the same noise, beside distribution matching (0: "

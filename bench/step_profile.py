@@ -116,7 +116,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="default 16, the image default")
     parser.add_argument("--precision", default="auto", help="auto (default: bf16 where the CPU computes it), fp32 or bf16")
     parser.add_argument("--steps", type=int, default=32, help="profiled steps (default 32)")
-    parser.add_argument("--dm-loss", default="", help="distill: dmd or sid (default: the objective's, dmd)")
+    parser.add_argument("--dm-loss", default="", choices=("", "dmd", "sid"),
+                        help="distill: dmd or sid (default: the objective's, dmd; commits before the option take neither)")
     parser.add_argument("--worker", nargs=5, default=None, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
     if args.worker:

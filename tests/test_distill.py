@@ -134,6 +134,7 @@ def test_the_dm_losses_gradients_in_the_students_samples_are_dmds_and_sids(teach
     for loss in ("dmd", "sid"):
         objective.dm_loss = loss
         assert sample_gradient(objective, batch, x0).abs().max().item() < 1e-7, loss  # SiD's two paths cancel to rounding
+        assert objective._dm_loss(batch).item() == 0.0, loss
     with torch.no_grad():
         for p in objective.fake.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
@@ -154,6 +155,15 @@ def test_the_dm_losses_gradients_in_the_students_samples_are_dmds_and_sids(teach
         got[loss] = sample_gradient(objective, batch, x0) * x0.numel()  # a mean over samples and elements
         torch.testing.assert_close(got[loss], expected[loss], rtol=1e-4, atol=1e-6)
     assert (got["sid"] - got["dmd"]).norm() > 0.1 * got["dmd"].norm()
+    # The fake denoiser gives the DM term its estimate without dropout, as the teacher does, and goes
+    # back to training mode for its own phase.
+    dropouts = [m for m in objective.fake.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts
+    for module in dropouts:
+        module.p = 0.5
+    assert objective.fake.training
+    torch.testing.assert_close(sample_gradient(objective, batch, x0), sample_gradient(objective, batch, x0), rtol=0, atol=0)
+    assert objective.fake.training
     with pytest.raises(UserError, match="dm_loss"):
         check_distill(cfg.replace(dm_loss="dmd2"))
     with pytest.raises(UserError, match="dm_loss"):

@@ -386,7 +386,7 @@ class Distill(Objective):
         return cls(model, stats, inputs["teacher"], fake_updates=cfg.fake_updates, gan_weight=cfg.gan_weight,
                    r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every, regress_weight=cfg.regress_weight or 0.0,
                    regress_pairs=cfg.regress_pairs or REGRESS_PAIRS, gan_sigma=cfg.gan_sigma,
-                   dm_loss=cfg.dm_loss or "dmd")
+                   dm_loss=cfg.dm_loss if cfg.dm_loss is not None else "dmd")
 
     @property
     def networks(self) -> dict[str, torch.nn.Module]:
@@ -475,15 +475,18 @@ class Distill(Objective):
         The fake denoiser runs in eval mode here, as the teacher does (dropout off)."""
         x0_pred, t = batch.x0_pred, batch.t_dm
         teacher = self.teacher.model
-        sid = self.dm_loss == "sid" and x0_pred.requires_grad  # no graph to build where G is not trained
+        sid = self.dm_loss == "sid" and x0_pred.requires_grad and torch.is_grad_enabled()  # a graph only to train G
         # fp32: eps -> x0 divides by sqrt(alpha_bar), down to 0.007 at 0.98 T of a linear chain;
         # bf16's three digits of eps would become errors of +-0.5 in x0.
+        was_training = self.fake.training
         self.fake.eval()
-        with torch.set_grad_enabled(sid), torch.autocast(x0_pred.device.type, enabled=False):
-            x_t = teacher.schedule.q_sample(x0_pred if sid else x0_pred.detach(), t, batch.n_dm)
-            real = teacher.predict_x0(self.teacher.net, x_t, t, None, batch.y).float()
-            fake = teacher.predict_x0(self.fake, x_t, t, None, batch.y).float()
-        self.fake.train()
+        try:
+            with torch.set_grad_enabled(sid), torch.autocast(x0_pred.device.type, enabled=False):
+                x_t = teacher.schedule.q_sample(x0_pred if sid else x0_pred.detach(), t, batch.n_dm)
+                real = teacher.predict_x0(self.teacher.net, x_t, t, None, batch.y).float()
+                fake = teacher.predict_x0(self.fake, x_t, t, None, batch.y).float()
+        finally:
+            self.fake.train(was_training)
         with torch.no_grad():
             scale = (x0_pred - real).abs().flatten(1).mean(1).clamp_min(1e-12).reshape(-1, *[1] * (real.dim() - 1))
             grad = torch.nan_to_num((fake - real) / scale)
