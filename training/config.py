@@ -328,8 +328,14 @@ def check_distill(cfg: TrainConfig) -> None:
         raise UserError(f"student_sigma {cfg.student_sigma!r}: expected a finite number > 0 (--student-sigma)")
     if cfg.gan_sigma is not None and not is_nonnegative_number(cfg.gan_sigma):
         raise UserError(f"gan_sigma {cfg.gan_sigma!r}: expected a finite number >= 0 (--gan-sigma)")
-    if cfg.dm_loss is not None and cfg.dm_loss not in DM_LOSSES:
-        raise UserError(f"dm_loss {cfg.dm_loss!r}: expected one of {', '.join(DM_LOSSES)} (--dm-loss)")
+    if cfg.dm_loss is not None:
+        check_dm_loss(cfg.dm_loss)
+
+
+def check_dm_loss(dm_loss: str) -> None:
+    """A distillation loss by name, from the command line, a config file or a resumed run's config.json."""
+    if dm_loss not in DM_LOSSES:
+        raise UserError(f"dm_loss {dm_loss!r}: expected one of {', '.join(DM_LOSSES)} (--dm-loss)")
 
 
 def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
@@ -364,7 +370,7 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
         gan_sigma=cfg.gan_sigma if cfg.gan_sigma is not None else GAN_SIGMA,
         regress_weight=cfg.regress_weight if cfg.regress_weight is not None else 0.0,
         regress_pairs=cfg.regress_pairs or REGRESS_PAIRS,
-        dm_loss=cfg.dm_loss or "dmd",
+        dm_loss=cfg.dm_loss if cfg.dm_loss is not None else "dmd",
     )
 
 

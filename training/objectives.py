@@ -22,12 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import Model, ModelConfig, run_generator
 from hybridgan.hybrid.samplers import sample_batched, sample_labels, start_noise
 from hybridgan.hybrid.schedule import Schedule
 from hybridgan.training import distributed
-from hybridgan.training.config import DM_LOSSES, REGRESS_PAIRS, TrainConfig, default_model
+from hybridgan.training.config import REGRESS_PAIRS, TrainConfig, check_dm_loss, default_model
 from hybridgan.training.stats import Stats
 from hybridgan.training.teacher import Teacher, load_teacher
 
@@ -358,8 +357,7 @@ class Distill(Objective):
                  regress_pairs: int = REGRESS_PAIRS, gan_sigma: float | None = None, dm_loss: str = "dmd") -> None:
         super().__init__(model, stats, r1_gamma=r1_gamma, r1_every=r1_every)
         self.teacher, self.fake_updates, self.gan_weight = teacher, fake_updates, gan_weight
-        if dm_loss not in DM_LOSSES:  # a config file or a resumed run's config.json (the CLI checks its own)
-            raise UserError(f"dm_loss {dm_loss!r}: expected one of {', '.join(DM_LOSSES)} (--dm-loss)")
+        check_dm_loss(dm_loss)  # a resumed run's config.json is not checked by check_distill
         self.dm_loss = dm_loss
         self.gan_top = gan_top(teacher.model.schedule, gan_sigma)
         self.regress_weight, self.regress_pairs = regress_weight, regress_pairs
