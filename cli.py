@@ -55,6 +55,23 @@ def parse_levels(text: str, T: int) -> list[int]:
         raise UserError(f"--levels {text!r}: {e}") from None
 
 
+class Betas(click.ParamType):
+    """Adam's two betas, "B1,B2", each in [0, 1)."""
+
+    name = "betas"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            betas = tuple(float(part) for part in value.split(","))
+        except ValueError:
+            betas = ()
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            self.fail(f"{value!r}: expected two numbers in [0, 1), e.g. 0.9,0.999", param, ctx)
+        return betas
+
+
 def parse_list(text: str | None) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip()) if text else ()
 
@@ -266,6 +283,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="Generator learning rate. [default: 2e-4]")
 @click.option("--lr-d", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="LR",
               help="Discriminator learning rate. [default: 2e-3 images, 1e-3 vectors]")
+@click.option("--betas", type=Betas(), default=None, metavar="B1,B2",
+              help="Adam's betas of every network the run trains. [default: 0.5,0.9, Denoising Diffusion GANs'] "
+                   "E.g. --betas 0.9,0.999")
 @click.option("--lr-decay", type=click.Choice(["cosine", "constant"]), default=None,
               help="Learning-rate schedule: cosine falls to 5% of the start by the end of the run "
               "(--kimg or --minutes, whichever ends it). [default: constant]")

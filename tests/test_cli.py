@@ -15,7 +15,9 @@ from PIL import Image
 
 from conftest import REPO, TINY_NET, assert_same_samples, assert_user_error, latest_checkpoint, toy_config
 from hybridgan import cli
+from hybridgan.hybrid.checkpoint import load
 from hybridgan.training import train
+from hybridgan.training.config import read_config
 from hybridgan.training.data import SOURCES
 
 COMMANDS = [[], ["train"], ["sample"], ["data"], ["data", "list"], ["data", "info"]]
@@ -355,6 +357,33 @@ def test_a_config_file_with_a_bad_regulariser_exits_2(tmp_path, hybrid, name, va
     # NaN and infinity are not JSON, but Python writes and reads them
     path.write_text(json.dumps({"data": "toy:8gaussians", name: float("nan")}))
     assert_user_error(hybrid("train", "--config", path, "--run-dir", tmp_path / "run", "--kimg", "0.064"), "nan")
+
+
+def test_betas_reach_every_optimiser_and_the_config(tmp_path, hybrid):
+    run = tmp_path / "run"
+    result = hybrid("train", "--data", "toy:8gaussians", "--kimg", "0.128", "--batch", "64", "--channels", "16",
+                    "--betas", "0.9,0.999", "--run-dir", run, "--quiet")
+    assert result.code == 0, result.err
+    assert read_config(run / "config.json").betas == (0.9, 0.999)
+    opts = load(latest_checkpoint(run))["opt"]
+    assert set(opts) == {"G", "D"}
+    assert all(group["betas"] == (0.9, 0.999) for opt in opts.values() for group in opt["param_groups"])
+
+
+@pytest.mark.parametrize("value", ["0.9", "0.9,1", "-0.1,0.9", "a,b", "0.5,0.9,0.99"])
+def test_bad_betas_exit_2(tmp_path, hybrid, value):
+    result = hybrid("train", "--data", "toy:8gaussians", "--kimg", "0.064", "--betas", value, "--run-dir", tmp_path / "run")
+    assert_user_error(result, "--betas")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", [[0.5], [0.5, 1.0], "0.5,0.9", [0.5, None]])
+def test_a_config_file_with_bad_betas_exits_2(tmp_path, hybrid, value):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"data": "toy:8gaussians", "betas": value}))
+    result = hybrid("train", "--config", path, "--run-dir", tmp_path / "run", "--kimg", "0.064")
+    assert_user_error(result, "betas", "[0, 1)")
+    assert not (tmp_path / "run").exists()
 
 
 def test_instance_noise_without_a_discriminator_exits_2(tmp_path, hybrid):

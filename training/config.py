@@ -210,6 +210,9 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         raise UserError(f"--d-augment {cfg.d_augment!r}: choose one of {', '.join(D_AUGMENTS)}")
     if cfg.d_augment != "none" and (cfg.objective not in ("hybrid", "ddgan") or len(data_shape) != 3):
         raise UserError(f"--d-augment {cfg.d_augment}: needs images and a discriminator (--objective hybrid or ddgan)")
+    betas = cfg.betas
+    if not (isinstance(betas, tuple) and len(betas) == 2 and all(is_nonnegative_number(b) and b < 1 for b in betas)):
+        raise UserError(f"betas {betas!r}: expected Adam's two betas in [0, 1) (--betas B1,B2)")
     if cfg.lr_decay not in LR_DECAYS:
         raise UserError(f"--lr-decay {cfg.lr_decay!r}: choose one of {', '.join(LR_DECAYS)}")
     image = len(data_shape) == 3
