@@ -151,7 +151,8 @@ def train(config: TrainConfig | None = None, run_dir: str | Path | None = None, 
     except TypeError as e:  # an option TrainConfig does not have
         raise UserError(f"train: {e}") from None
     # A resumed run takes its config from the checkpoint; `options` are then the changes asked for (kimg, ...).
-    return run_training(cfg, run_dir=run_dir, resume=resume, changes=options, quiet=quiet)
+    changes = {name: getattr(cfg, name) for name in options}  # as the config holds them (lists as tuples)
+    return run_training(cfg, run_dir=run_dir, resume=resume, changes=changes, quiet=quiet)
 
 
 def _device(device: str | torch.device) -> torch.device:

@@ -61,13 +61,14 @@ class Betas(click.ParamType):
     name = "betas"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
+        from hybridgan.training.config import valid_betas
+
+        parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
         try:
-            betas = tuple(float(part) for part in value.split(","))
-        except ValueError:
+            betas = tuple(float(part) for part in parts)
+        except (TypeError, ValueError):
             betas = ()
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        if not valid_betas(betas):
             self.fail(f"{value!r}: expected two numbers in [0, 1), e.g. 0.9,0.999", param, ctx)
         return betas
 

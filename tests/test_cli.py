@@ -370,6 +370,15 @@ def test_betas_reach_every_optimiser_and_the_config(tmp_path, hybrid):
     assert all(group["betas"] == (0.9, 0.999) for opt in opts.values() for group in opt["param_groups"])
 
 
+def test_the_python_api_takes_betas_as_a_list(tmp_path):
+    from hybridgan import train as api_train
+
+    run = api_train(toy_config(kimg=0.064, batch=64), run_dir=tmp_path / "run", betas=[0.9, 0.999])
+    assert read_config(run / "config.json").betas == (0.9, 0.999)
+    result = api_train(run_dir=run, resume="auto", kimg=0.128, betas=[0.9, 0.999])  # the same betas: no change
+    assert load(latest_checkpoint(result))["progress"]["nimg"] == 128
+
+
 @pytest.mark.parametrize("value", ["0.9", "0.9,1", "-0.1,0.9", "a,b", "0.5,0.9,0.99"])
 def test_bad_betas_exit_2(tmp_path, hybrid, value):
     result = hybrid("train", "--data", "toy:8gaussians", "--kimg", "0.064", "--betas", value, "--run-dir", tmp_path / "run")
@@ -377,7 +386,7 @@ def test_bad_betas_exit_2(tmp_path, hybrid, value):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("value", [[0.5], [0.5, 1.0], "0.5,0.9", [0.5, None]])
+@pytest.mark.parametrize("value", [[0.5], [0.5, 1.0], "0.5,0.9", [0.5, None], 0.5])
 def test_a_config_file_with_bad_betas_exits_2(tmp_path, hybrid, value):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"data": "toy:8gaussians", "betas": value}))

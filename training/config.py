@@ -79,7 +79,14 @@ class TrainConfig:
         return asdict(self)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **as_tuples(changes))
+
+
+SEQUENCES = ("betas", "metrics")  # tuples in a TrainConfig; JSON and Python callers may give lists
+
+
+def as_tuples(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if k in SEQUENCES and isinstance(v, list) else v for k, v in d.items()}
 
 
 def config_from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -89,10 +96,7 @@ def config_from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
     unknown = sorted(set(d) - known)
     if unknown:
         raise UserError(f"{source}: unknown option(s) {unknown}; known: {sorted(known)}")
-    d = dict(d)
-    for key in ("betas", "metrics"):
-        if key in d and d[key] is not None:
-            d[key] = tuple(d[key])
+    d = as_tuples(d)
     if d.get("model") is not None:
         try:
             d["model"] = ModelConfig.from_dict(d["model"])
@@ -169,6 +173,11 @@ def default_model(shape: tuple[int, ...], objective: str) -> ModelConfig:
     return ModelConfig(shape=tuple(shape), generator=g, discriminator=d if gan else None, **chain)
 
 
+def valid_betas(betas: Any) -> bool:
+    """Adam's betas: a tuple of two finite numbers in [0, 1)."""
+    return isinstance(betas, tuple) and len(betas) == 2 and all(is_nonnegative_number(b) and b < 1 for b in betas)
+
+
 def is_nonnegative_number(value: Any) -> bool:
     """A finite int or float >= 0; not a bool, a string or a number too large for a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -210,9 +219,8 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         raise UserError(f"--d-augment {cfg.d_augment!r}: choose one of {', '.join(D_AUGMENTS)}")
     if cfg.d_augment != "none" and (cfg.objective not in ("hybrid", "ddgan") or len(data_shape) != 3):
         raise UserError(f"--d-augment {cfg.d_augment}: needs images and a discriminator (--objective hybrid or ddgan)")
-    betas = cfg.betas
-    if not (isinstance(betas, tuple) and len(betas) == 2 and all(is_nonnegative_number(b) and b < 1 for b in betas)):
-        raise UserError(f"betas {betas!r}: expected Adam's two betas in [0, 1) (--betas B1,B2)")
+    if not valid_betas(cfg.betas):
+        raise UserError(f"betas {cfg.betas!r}: expected Adam's two betas in [0, 1) (--betas B1,B2)")
     if cfg.lr_decay not in LR_DECAYS:
         raise UserError(f"--lr-decay {cfg.lr_decay!r}: choose one of {', '.join(LR_DECAYS)}")
     image = len(data_shape) == 3
