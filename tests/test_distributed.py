@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,18 +34,24 @@ def config(**changes):
     return toy_config(kimg=0.5, tick_kimg=0.25, snapshot_kimg=0.5, seed=3, grid_seeds=64).replace(**changes)
 
 
+def train_two_processes(dump: Path, *args: str) -> subprocess.CompletedProcess:
+    """`hybrid train ARGS --gpus 2` in a subprocess, each rank dumping its final state to `dump`
+    (rank{r}.pt, made by tests/rank_dump); asserts that it succeeded."""
+    dump.mkdir(exist_ok=True)
+    paths = [str(REPO / "tests" / "rank_dump"), str(REPO), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HYBRID_RANK_DUMP=str(dump), PYTHONPATH=os.pathsep.join(filter(None, paths)))
+    proc = subprocess.run([sys.executable, "-m", "hybridgan.cli", "train", *args, "--gpus", "2"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
     """`hybrid train --gpus 2 --device cpu` in a subprocess; each rank dumps its final state."""
     root = tmp_path_factory.mktemp("ddp")
-    dump = root / "ranks"
-    dump.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", HYBRID_RANK_DUMP=str(dump),
-               PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "rank_dump"), str(REPO)]))
-    proc = subprocess.run([sys.executable, "-m", "hybridgan.cli", "train", *OPTIONS, "--gpus", "2", "--run-dir", str(root / "run")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "run", dump, proc
+    proc = train_two_processes(root / "ranks", *OPTIONS, "--run-dir", str(root / "run"))
+    return root / "run", root / "ranks", proc
 
 
 def assert_close(a: dict, b: dict, atol: float) -> None:
@@ -108,14 +115,8 @@ def test_one_process_resumes_a_two_process_checkpoint_as_two_processes_do(two_pr
     one, two, dump = tmp_path / "one", tmp_path / "two", tmp_path / "ranks"
     shutil.copytree(run, one)
     shutil.copytree(run, two)
-    dump.mkdir()
     train(config(), run_dir=one, resume="auto", changes={"kimg": 1.0}, quiet=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", HYBRID_RANK_DUMP=str(dump),
-               PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "rank_dump"), str(REPO)]))
-    proc = subprocess.run([sys.executable, "-m", "hybridgan.cli", "train", "--run-dir", str(two), "--resume", "auto",
-                           "--kimg", "1.0", "--gpus", "2", "--device", "cpu"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_two_processes(dump, "--run-dir", str(two), "--resume", "auto", "--kimg", "1.0", "--device", "cpu")
     ranks = [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     a, b = load(latest_checkpoint(one)), load(latest_checkpoint(two))
     assert a["progress"]["nimg"] == b["progress"]["nimg"] == 1024
@@ -130,13 +131,7 @@ def test_diffusion_gan_adapts_one_t_over_the_processes_as_one_process_does(tmp_p
     global batch does (a low target and dg_kimg 0.5 move T at each of the run's adjustments)."""
     dgan = ["--objective", "diffusion-gan", "--dg-target", "0.3", "--dg-kimg", "0.5"]
     dump = tmp_path / "ranks"
-    dump.mkdir()
-    paths = [str(REPO / "tests" / "rank_dump"), str(REPO), os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HYBRID_RANK_DUMP=str(dump), PYTHONPATH=os.pathsep.join(filter(None, paths)))
-    proc = subprocess.run([sys.executable, "-m", "hybridgan.cli", "train", *OPTIONS, *dgan, "--gpus", "2",
-                           "--run-dir", str(tmp_path / "run")], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_two_processes(dump, *OPTIONS, *dgan, "--run-dir", str(tmp_path / "run"))
     ranks = [torch.load(dump / f"rank{r}.pt", weights_only=True)["objective"] for r in range(2)]
     single = train(config(objective="diffusion-gan", dg_target=0.3, dg_kimg=0.5), run_dir=tmp_path / "single",
                    model_changes=TINY_NET, quiet=True)
