@@ -79,6 +79,20 @@ def test_ddpm_regresses_what_the_generator_predicts_and_predict_x0_inverts_it(pr
     assert objective.loss(objective.phases[0], batch).item() == pytest.approx(0.01, rel=1e-4)
 
 
+@pytest.mark.parametrize("objective", ["hybrid", "ddgan", "diffusion-gan"])
+def test_r1_gamma_zero_runs_no_r1_phase(tmp_path, objective):
+    """--r1-gamma 0 drops the Dreg phase: a zero penalty's Adam step would still move D by its
+    momentum. With R1, the same run reports it on step 0 (lazy R1 runs on steps 0, 16, ...)."""
+    reported = {}
+    for gamma in (0.0, 0.02):
+        run = train(toy_config(objective=objective, kimg=0.128, tick_kimg=0.064, snapshot_kimg=0.128, r1_gamma=gamma),
+                    run_dir=tmp_path / f"g{gamma}", model_changes=TINY_NET, quiet=True)
+        stats = read_stats(run)
+        assert all("Loss/D" in r for r in stats), "D trains either way"
+        reported[gamma] = any("Loss/Dreg" in r or "Loss/D/r1" in r for r in stats)
+    assert reported == {0.0: False, 0.02: True}
+
+
 @pytest.mark.parametrize("d_pair", ["x_prev", "x0"])
 def test_ddgan_discriminator_learns(tmp_path, d_pair):
     run = train(toy_config(objective="ddgan", kimg=8, snapshot_kimg=8, d_pair=d_pair), run_dir=tmp_path / "run",

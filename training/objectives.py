@@ -129,6 +129,13 @@ class Objective:
     def loss(self, phase: Phase, batch: Batch) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def d_phases(self) -> tuple[Phase, ...]:
+        """D's phases: its loss every step, and R1 every r1_every steps where r1_gamma > 0. At 0 there is
+        no Dreg phase: a zero penalty's step would still move D by Adam's momentum, and cost a double backward."""
+        r1 = (Phase("Dreg", "D", self.r1_every),) if self.r1_gamma else ()
+        return (Phase("D", "D"), *r1)
+
     def _lazy_r1(self, penalty: Tensor) -> Tensor:
         """The loss of the Dreg phase from an R1 penalty (`r1_penalty`), reported as Loss/D/r1. Lazy
         regularisation: applied every r1_every steps with the weight scaled to match."""
@@ -170,7 +177,7 @@ class DDGAN(Objective):
 
     @property
     def phases(self) -> tuple[Phase, ...]:  # type: ignore[override]
-        return (Phase("D", "D"), Phase("Dreg", "D", self.r1_every), Phase("G", "G"))
+        return (*self.d_phases, Phase("G", "G"))
 
     def begin(self, batch: Batch, due: tuple[Phase, ...] | None = None) -> None:
         model = self.model
@@ -393,7 +400,7 @@ class Distill(Objective):
     @property
     def phases(self) -> tuple[Phase, ...]:  # type: ignore[override]
         g_and_fake = (Phase("G", "G", self.fake_updates), Phase("fake", "fake"))
-        return g_and_fake + ((Phase("D", "D"), Phase("Dreg", "D", self.r1_every)) if self.gan_weight else ())
+        return g_and_fake + (self.d_phases if self.gan_weight else ())
 
     @property
     def T(self) -> int:
@@ -612,7 +619,7 @@ class DiffusionGAN(Objective):
 
     @property
     def phases(self) -> tuple[Phase, ...]:  # type: ignore[override]
-        return (Phase("D", "D"), Phase("Dreg", "D", self.r1_every), Phase("G", "G"))
+        return (*self.d_phases, Phase("G", "G"))
 
     def __init__(self, model: Model, stats: Stats, r1_gamma: float = 0.02, r1_every: int = 16, target: float = 0.6,
                  t_min: int = 10, t_max: int = 1000, ada_kimg: float = 100.0, noise: float = 0.05,
