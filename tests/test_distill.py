@@ -192,6 +192,22 @@ def test_the_discriminator_judges_samples_noised_up_to_gan_sigma(teacher):
         check_distill(cfg.replace(gan_sigma=-1.0))
 
 
+def test_the_students_phases_follow_the_gan_weight_and_r1(teacher):
+    """The student every fake_updates steps and the fake denoiser every step; D and lazy R1 only with a
+    GAN term, and no R1 phase at --r1-gamma 0 (test_training: its zero step would still move D)."""
+    cfg, inputs = Distill.prepare(distill_config(teacher), (2,), resumed=False)
+    cfg = resolve(cfg, (2,))
+
+    def phases(**changes) -> list[tuple[str, str, int]]:
+        objective = Distill.build(Model(cfg.model), Stats(), cfg.replace(**changes), **inputs)
+        return [(p.name, p.network, p.interval) for p in objective.phases]
+
+    both = [("G", "G", cfg.fake_updates), ("fake", "fake", 1)]
+    assert phases() == both + [("D", "D", 1), ("Dreg", "D", cfg.r1_every)]
+    assert phases(r1_gamma=0.0) == both + [("D", "D", 1)]
+    assert phases(gan_weight=0.0) == both
+
+
 @pytest.mark.parametrize("dm_loss", ["dmd", "sid"])
 def test_distill_moves_the_student_toward_the_data(teacher, tmp_path, dm_loss):
     cfg = distill_config(teacher, kimg=100, tick_kimg=25, snapshot_kimg=100, lr_g=1e-3, fake_updates=2, dm_loss=dm_loss)
