@@ -217,6 +217,10 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="distill: the distribution-matching loss. dmd: DMD's gradient (fake - real) on the student's "
                    "samples; sid: SiD's loss, its gradient also taken through the teacher and the fake denoiser "
                    "(on digits 1.15-1.4x the time per step). [default: dmd]")
+@click.option("--d-features", type=click.Choice(["own", "teacher"]), default=None,
+              help="distill: what the discriminator reads. own: its own convolutional network on the samples; "
+                   "teacher: small trainable heads on the frozen teacher's encoder features of them (hybrid teachers "
+                   "of images). [default: own]")
 @click.option("--regress-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
               help="distill: weight of a regression of the student's one-step samples (NFE 1, its top level) onto the "
                    "teacher's ODE samples (DDIM, 25 steps) from the same noise, beside distribution matching (0: "
@@ -364,8 +368,10 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
     if "regress_pairs" in given and not cfg.regress_weight and resume is None:
         raise UserError("--regress-pairs: only the regression uses it, and it is off; add --regress-weight W (> 0) "
                         "or drop it")
-    if "gan_sigma" in given and cfg.gan_weight == 0 and resume is None:
-        raise UserError("--gan-sigma: only the discriminator uses it, and --gan-weight 0 turns it off; drop one")
+    for name in ("gan_sigma", "d_features"):
+        if name in given and cfg.gan_weight == 0 and resume is None:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag}: only the discriminator uses it, and --gan-weight 0 turns it off; drop one")
     args = (cfg, run_dir, resume, changes, model_changes, quiet)
     if gpus == 1:
         from hybridgan.training import train as run_training
@@ -383,7 +389,7 @@ DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
 
 
 DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "gan_sigma", "student_sigma", "dm_loss", "regress_weight",
-                   "regress_pairs")
+                   "regress_pairs", "d_features")
 DIFFUSION_GAN_OPTIONS = ("dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")
 
 

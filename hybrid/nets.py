@@ -216,6 +216,16 @@ class UNetGenerator(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None, y: Tensor | None = None) -> Tensor:
         emb = self.embed(t, z, y)
+        skips, h = self._encode(x, emb)
+        for layer in self.up:
+            if isinstance(layer, (ResBlock, _Sequential)):
+                h = layer(torch.cat([h, skips.pop()], dim=1), emb)
+            else:
+                h = layer(h)
+        return self.head(h)
+
+    def _encode(self, x: Tensor, emb: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The encoder: the stem's and every down layer's output (the decoder's skips), and the middle's."""
         h = self.stem(x)
         skips = [h]
         for layer in self.down:
@@ -223,12 +233,16 @@ class UNetGenerator(nn.Module):
             skips.append(h)
         for layer in self.mid:
             h = layer(h, emb)
-        for layer in self.up:
-            if isinstance(layer, (ResBlock, _Sequential)):
-                h = layer(torch.cat([h, skips.pop()], dim=1), emb)
-            else:
-                h = layer(h)
-        return self.head(h)
+        return skips, h
+
+    def encoder_features(self, x: Tensor, t: Tensor, z: Tensor | None = None, y: Tensor | None = None) -> list[Tensor]:
+        """The encoder's features of x_t at time t, coarsest last: the output of each resolution's last
+        block ([B, C_r, r, r] for every resolution r) and of the middle. What a discriminator built on a
+        trained denoiser reads (`FeatureDiscriminator`)."""
+        skips, h = self._encode(x, self.embed(t, z, y))
+        ends = [skips[i] for i, layer in enumerate(self.down, start=1) if not isinstance(layer, nn.Conv2d)]
+        ends = [f for i, f in enumerate(ends) if i == len(ends) - 1 or ends[i + 1].shape[-1] != f.shape[-1]]
+        return [*ends, h]
 
 
 class _Sequential(nn.Module):
@@ -322,6 +336,46 @@ class ConvDiscriminator(nn.Module):
         if self.mbstd_group:
             h = torch.cat([h, minibatch_std(h, self.mbstd_group)], dim=1)
         return projection_logits(h.sum(dim=(2, 3)), self.head, self.label, y)
+
+
+class FeatureDiscriminator(nn.Module):
+    """D(x, x_t, t, y) on a frozen network's features: [B, C, R, R], [B] in [0, 1] and [B] class -> logits [B].
+
+    `trunk` (a UNetGenerator, e.g. a trained diffusion teacher) turns x at time t into features at each
+    resolution (`UNetGenerator.encoder_features`); a small trainable head per feature map (3x3 conv, activation,
+    mean over positions, linear and class projection) scores each, and the logit is the heads' mean.
+    Only the heads are parameters: the trunk is held outside the module's registry, so it is neither
+    trained, nor saved in D's state dict, nor moved by `.to()`; gradients still flow through it to x
+    (the generator's adversarial loss and R1). x_t is ignored: D judges x alone (`noised_logits`), as
+    Latent Adversarial Diffusion Distillation judges its teacher's features of noised samples. A class y
+    goes to the trunk (a class-conditional one) and to each head's projection.
+    """
+
+    def __init__(self, trunk: nn.Module, in_channels: int, resolution: int, width: int = 64, act: str = "silu",
+                 num_classes: int = 0) -> None:
+        super().__init__()
+        self._trunk = (trunk,)  # a tuple: not a submodule
+        device = next(trunk.parameters()).device
+        with torch.no_grad():
+            probe = trunk.encoder_features(torch.zeros(1, in_channels, resolution, resolution, device=device),
+                                   torch.zeros(1, device=device))
+        self.convs = nn.ModuleList(nn.Conv2d(f.shape[1], width, 3, padding=1) for f in probe)
+        self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in probe)
+        self.labels = nn.ModuleList(label_projection(num_classes, width) for _ in probe) if num_classes else None
+        self.act = activation(act)
+
+    @property
+    def trunk(self) -> nn.Module:
+        return self._trunk[0]
+
+    def forward(self, x: Tensor, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        trunk = self.trunk
+        features = trunk.encoder_features(x, t) if y is None else trunk.encoder_features(x, t, None, y)
+        logits = []
+        for i, (f, conv, head) in enumerate(zip(features, self.convs, self.heads)):
+            h = self.act(conv(f)).mean(dim=(2, 3))
+            logits.append(projection_logits(h, head, self.labels[i] if self.labels else None, y).float())
+        return torch.stack(logits).mean(0)
 
 
 def label_projection(num_classes: int, features: int) -> nn.Embedding | None:

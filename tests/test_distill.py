@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import assert_same_samples, assert_user_error, latest_checkpoint, read_stats, toy_config
+from conftest import TINY_UNET, assert_same_samples, assert_user_error, digits_config, latest_checkpoint, read_stats, toy_config
 from hybridgan.hybrid.checkpoint import load, load_model
 from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import Model
@@ -34,6 +34,14 @@ def teacher(tmp_path_factory) -> str:
     run_dir = tmp_path_factory.mktemp("teacher") / "run"
     cfg = toy_config(objective="ddpm", kimg=200, batch=128, lr_g=2e-3, tick_kimg=100, snapshot_kimg=200)
     train(cfg, run_dir=run_dir, model_changes=TEACHER_NET, quiet=True)
+    return str(latest_checkpoint(run_dir))
+
+
+@pytest.fixture(scope="session")
+def image_teacher(tmp_path_factory) -> str:
+    """A ddpm teacher of the digits with an 8-channel UNet: a few steps, enough to have features (~5 s)."""
+    run_dir = tmp_path_factory.mktemp("image-teacher") / "run"
+    train(digits_config(objective="ddpm", kimg=0.256), run_dir=run_dir, model_changes=TINY_UNET, quiet=True)
     return str(latest_checkpoint(run_dir))
 
 
@@ -303,6 +311,33 @@ def test_a_resumed_distill_run_matches_an_uninterrupted_one_bitwise(teacher, tmp
     assert a["config"]["teacher_sha256"] == b["config"]["teacher_sha256"] and len(a["config"]["teacher_sha256"]) == 64
 
 
+def test_a_discriminator_on_the_teachers_features_resumes_exactly_and_keeps_only_its_heads(image_teacher, tmp_path,
+                                                                                          hybrid):
+    """--d-features teacher: D is the objective's network (heads on the frozen teacher), R1 runs through the
+    teacher (every second step here), and the student's file still samples on its own."""
+    def config(kimg: float):
+        return digits_config(objective="distill", teacher=image_teacher, d_features="teacher", kimg=kimg, r1_every=2)
+
+    whole = train(config(0.256), run_dir=tmp_path / "whole", quiet=True)
+    part = train(config(0.128), run_dir=tmp_path / "part", quiet=True)
+    result = hybrid("train", "--run-dir", part, "--resume", "auto", "--kimg", "0.256", "--quiet")
+    assert result.code == 0, result.err
+    a, b = load(latest_checkpoint(whole)), load(latest_checkpoint(part))
+    assert "D" not in a and a["config"]["model"]["discriminator"] is None and a["config"]["d_features"] == "teacher"
+    assert {name.split(".")[0] for name in a["nets"]["D"]} == {"convs", "heads"}  # no copy of the teacher
+    for key, state in (("G", a["G"]), ("D", a["nets"]["D"]), ("fake", a["nets"]["fake"])):
+        other = b[key] if key == "G" else b["nets"][key]
+        for name, tensor in state.items():
+            assert torch.equal(tensor, other[name]), f"{key}.{name} differs after resume"
+    for pid, state in a["opt"]["D"]["state"].items():
+        assert all(torch.equal(v, b["opt"]["D"]["state"][pid][k]) for k, v in state.items())
+    stats = read_stats(whole)[-1]
+    assert "Loss/G/adv" in stats and "Loss/D/r1" in stats and stats["D/logit/real"] != stats["D/logit/fake"]
+    result = hybrid("sample", latest_checkpoint(whole), "--num", "4", "--out", tmp_path / "x.npy", "--device", "cpu")
+    assert result.code == 0, result.err
+    assert np.load(tmp_path / "x.npy").shape == (4, 1, 16, 16)
+
+
 def test_sample_and_eval_need_only_the_student_checkpoint(teacher, tmp_path, hybrid):
     run = train(distill_config(teacher), run_dir=tmp_path / "run", model_changes={"steps": 4}, quiet=True)
     student = tmp_path / "student.pt"
@@ -375,6 +410,14 @@ def test_distill_options_elsewhere_are_one_line(teacher, tmp_path, hybrid):
     result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians",
                     "--gan-sigma", "0.5", "--gan-weight", "0", "--run-dir", tmp_path / "run")
     assert_user_error(result, "--gan-sigma", "--gan-weight 0")
+    result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians",
+                    "--d-features", "teacher", "--gan-weight", "0", "--run-dir", tmp_path / "run")
+    assert_user_error(result, "--d-features", "--gan-weight 0")
+    result = hybrid("train", "--data", "toy:8gaussians", "--d-features", "teacher", "--run-dir", tmp_path / "run")
+    assert_user_error(result, "--d-features", "--objective distill")
+    result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians",
+                    "--d-features", "teacher", "--run-dir", tmp_path / "run")
+    assert_user_error(result, "--d-features teacher", teacher)  # a vector teacher has no encoder features
     assert not (tmp_path / "run").exists()
 
 

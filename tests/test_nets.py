@@ -9,7 +9,14 @@ import torch
 from torch import nn
 
 from hybridgan.hybrid.model import net_config_from_dict
-from hybridgan.hybrid.nets import ConvDiscriminator, NetConfig, UNetGenerator, check_net_config, minibatch_std
+from hybridgan.hybrid.nets import (
+    ConvDiscriminator,
+    FeatureDiscriminator,
+    NetConfig,
+    UNetGenerator,
+    check_net_config,
+    minibatch_std,
+)
 
 
 def discriminator(group: int) -> ConvDiscriminator:
@@ -76,3 +83,35 @@ def test_networks_of_odd_width_run(shape):
     t, z = torch.tensor([1, 2, 4]), torch.randn(3, 4)
     assert model.G(x, t / 4, z).shape == x.shape
     assert model.D(x, x, t / 4).shape[0] == 3
+
+
+def test_a_unets_features_are_its_encoder_at_each_resolution_and_the_middle():
+    net = UNetGenerator(1, 16, NetConfig(channels=8, channel_mult=(1, 2, 2), num_blocks=2)).eval()
+    nn.init.normal_(net.head[-1].weight, std=0.1)  # zero at initialisation
+    x, t = torch.randn(3, 1, 16, 16), torch.rand(3)
+    features = net.encoder_features(x, t)
+    assert [tuple(f.shape) for f in features] == [(3, 8, 16, 16), (3, 16, 8, 8), (3, 16, 4, 4), (3, 16, 4, 4)]
+    # The middle is what the decoder starts from: changing it changes the output.
+    mid = net.mid[-1]
+    out = net(x, t)
+    with torch.no_grad():
+        mid.conv2.bias += 1
+    after = net.encoder_features(x, t)
+    assert torch.equal(after[0], features[0]) and not torch.equal(after[-1], features[-1])
+    assert not torch.equal(net(x, t), out)
+
+
+def test_a_feature_discriminator_trains_its_heads_only_and_passes_gradients_to_the_sample():
+    trunk = UNetGenerator(1, 16, NetConfig(channels=8), num_classes=3).requires_grad_(False).eval()
+    D = FeatureDiscriminator(trunk, 1, 16, num_classes=3)
+    names = {name.split(".")[0] for name in D.state_dict()}
+    assert names == {"convs", "heads", "labels"}  # the trunk is neither saved nor trained
+    x = torch.randn(4, 1, 16, 16, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0])
+    logits = D(x, x, torch.zeros(4), y)
+    assert logits.shape == (4,)
+    logits.sum().backward()
+    assert x.grad.abs().sum() > 0 and all(p.grad is None for p in trunk.parameters())
+    assert all(p.grad is not None for p in D.parameters())
+    # The class enters through the trunk's embedding and each head's projection.
+    assert not torch.equal(D(x, x, torch.zeros(4), torch.tensor([1, 1, 1, 1])), logits)

@@ -37,6 +37,8 @@ class TrainConfig:
     # clean; None in a run recorded before the option: every level, which its resume keeps)
     regress_weight: float | None = None  # distill: weight of the regression onto the teacher's ODE samples (None: 0)
     dm_loss: str | None = None  # distill: the distribution-matching loss, "dmd" or "sid" (None: dmd)
+    d_features: str | None = None  # distill: what D reads, "own" (its own network on the samples) or "teacher" (heads on
+    # the frozen teacher's encoder features) (None: own)
     regress_pairs: int | None = None  # distill: how many (noise, teacher sample) pairs the regression uses (None: 1024)
     dg_target: float | None = None  # diffusion-gan: the r_d = E[sign(D(real))] that T is adjusted toward (None: 0.6)
     dg_t_min: int | None = None  # diffusion-gan: the shortest chain D's inputs are diffused along, where T starts (None: 10)
@@ -300,6 +302,7 @@ def with_model_overrides(model: ModelConfig, **changes: Any) -> ModelConfig:
 
 REGRESS_PAIRS = 1024  # distill: default --regress-pairs
 DM_LOSSES = ("dmd", "sid")  # distill --dm-loss: DMD's gradient, or SiD's loss taken through both denoisers
+D_FEATURES = ("own", "teacher")  # distill --d-features: D's own network, or heads on the frozen teacher's features
 REGRESS_PAIRS_MAX = 1_000_000
 # distill: default --student-sigma, the teacher's noise level at the student's top level. A one-level
 # student returns the eps teacher's x0 = (x - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) there, every
@@ -341,6 +344,8 @@ def check_distill(cfg: TrainConfig) -> None:
         raise UserError(f"gan_sigma {cfg.gan_sigma!r}: expected a finite number >= 0 (--gan-sigma)")
     if cfg.dm_loss is not None:
         check_dm_loss(cfg.dm_loss)
+    if cfg.d_features is not None and cfg.d_features not in D_FEATURES:
+        raise UserError(f"d_features {cfg.d_features!r}: expected one of {', '.join(D_FEATURES)} (--d-features)")
 
 
 def check_dm_loss(dm_loss: str) -> None:
@@ -364,9 +369,13 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
         raise UserError(f"--steps {model.steps}: the student's top level is the teacher's level {model.schedule_top} "
                         f"({where}), too low for {model.steps} levels; raise --student-sigma")
     image = len(model.shape) == 3
+    d_features = cfg.d_features or "own"
+    if d_features == "teacher":  # D is the objective's: heads on the teacher (training.objectives.Distill)
+        model = dataclasses.replace(model, discriminator=None)
     return cfg.replace(
         model=model,
         student_sigma=sigma,
+        d_features=d_features,
         batch=cfg.batch or (16 if image else 128),
         lr_g=cfg.lr_g or 2e-4,
         lr_d=cfg.lr_d or (2e-3 if image else 1e-3),

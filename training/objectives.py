@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import Model, ModelConfig, run_generator
+from hybridgan.hybrid.nets import FeatureDiscriminator
 from hybridgan.hybrid.samplers import sample_batched, sample_labels, start_noise
 from hybridgan.hybrid.schedule import Schedule
 from hybridgan.training import distributed
@@ -361,7 +363,8 @@ class Distill(Objective):
 
     def __init__(self, model: Model, stats: Stats, teacher: Teacher, fake_updates: int = 5, gan_weight: float = 0.0,
                  r1_gamma: float = 0.0, r1_every: int = 16, regress_weight: float = 0.0,
-                 regress_pairs: int = REGRESS_PAIRS, gan_sigma: float | None = None, dm_loss: str = "dmd") -> None:
+                 regress_pairs: int = REGRESS_PAIRS, gan_sigma: float | None = None, dm_loss: str = "dmd",
+                 d_features: str = "own") -> None:
         super().__init__(model, stats, r1_gamma=r1_gamma, r1_every=r1_every)
         self.teacher, self.fake_updates, self.gan_weight = teacher, fake_updates, gan_weight
         check_dm_loss(dm_loss)  # a resumed run's config.json is not checked by check_distill
@@ -372,6 +375,9 @@ class Distill(Objective):
         device = next(model.G.parameters()).device
         teacher.model.to(device)
         self.fake = copy.deepcopy(teacher.net).requires_grad_(True).train()
+        # D: the model's own network, or the objective's heads on the frozen teacher (trained and kept as its network).
+        self.teacher_d = teacher_discriminator(teacher, model.cfg) if d_features == "teacher" else None
+        self.D = self.teacher_d if self.teacher_d is not None else model.D
         # The student starts as the teacher where the networks match: the same weights and
         # parameterisation, so its level k is the teacher's denoiser at the level k stands for.
         if model.cfg.generator == teacher.model.cfg.generator and type(teacher.net) is type(model.G):
@@ -381,6 +387,9 @@ class Distill(Objective):
     @classmethod
     def prepare(cls, cfg: TrainConfig, data_shape: tuple[int, ...], resumed: bool) -> tuple[TrainConfig, dict[str, Any]]:
         teacher = load_teacher(cfg.teacher, data_shape, cfg.teacher_sha256 if resumed else None)
+        if cfg.d_features == "teacher" and not hasattr(teacher.net, "encoder_features"):
+            raise UserError(f"--d-features teacher: reads the encoder features of a hybrid teacher of images; "
+                            f"{cfg.teacher} has none (a diffusers or vector teacher); use --d-features own")
         if not resumed:  # the student's top level follows from --student-sigma and --steps (config.resolve_distill)
             cfg = cfg.replace(teacher_sha256=teacher.sha256, model=cfg.model or student_model(teacher))
         return cfg, {"teacher": teacher}
@@ -391,11 +400,11 @@ class Distill(Objective):
         return cls(model, stats, inputs["teacher"], fake_updates=cfg.fake_updates, gan_weight=cfg.gan_weight,
                    r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every, regress_weight=cfg.regress_weight or 0.0,
                    regress_pairs=cfg.regress_pairs or REGRESS_PAIRS, gan_sigma=cfg.gan_sigma,
-                   dm_loss=cfg.dm_loss if cfg.dm_loss is not None else "dmd")
+                   dm_loss=cfg.dm_loss if cfg.dm_loss is not None else "dmd", d_features=cfg.d_features or "own")
 
     @property
     def networks(self) -> dict[str, torch.nn.Module]:
-        return {"fake": self.fake}
+        return {"fake": self.fake, **({"D": self.teacher_d} if self.teacher_d is not None else {})}
 
     @property
     def phases(self) -> tuple[Phase, ...]:  # type: ignore[override]
@@ -547,11 +556,18 @@ class Distill(Objective):
     def _d(self, x0: Tensor, t: Tensor, noise: Tensor, y: Tensor | None) -> Tensor:
         """D's logits for samples x0 of classes y noised to teacher levels t (`noised_logits`)."""
         x_t = self.teacher.model.schedule.q_sample(x0, t, noise)
-        return noised_logits(self.model.D, x_t, t.float() / self.T, y)
+        return noised_logits(self.D, x_t, t.float() / self.T, y)
 
     def _r1(self, batch: DistillBatch) -> Tensor:
         x_t = self.teacher.model.schedule.q_sample(batch.x0, batch.t_d, batch.n_real)
-        return self._lazy_r1(r1_penalty(self.model.D, x_t, None, batch.t_d.float() / self.T, batch.y))
+        return self._lazy_r1(r1_penalty(self.D, x_t, None, batch.t_d.float() / self.T, batch.y))
+
+
+def teacher_discriminator(teacher: Teacher, cfg: ModelConfig) -> FeatureDiscriminator:
+    """`--d-features teacher`: trainable heads on the frozen teacher's encoder features of a sample at D's level
+    (as LADD's discriminator reads its teacher's), with the activation of the default discriminator."""
+    act = default_model(tuple(cfg.shape), "hybrid").discriminator.act
+    return FeatureDiscriminator(teacher.net, cfg.shape[0], cfg.shape[1], act=act, num_classes=cfg.num_classes)
 
 
 def student_model(teacher: Teacher) -> ModelConfig:

@@ -100,6 +100,8 @@ class Trainer:
         if inputs is None:
             inputs = kind.prepare(cfg, tuple(data.shape), resumed=True)[1]
         self.objective: Objective = kind.build(self.model, self.stats, cfg, **inputs)
+        for net in self.objective.networks.values():  # distill's discriminator heads start random: rank 0's on every rank
+            distributed.broadcast_state(net)
         # The networks phases train: the model's, and the objective's own (distill's fake denoiser).
         self.nets: dict[str, torch.nn.Module] = {"G": self.model.G}
         if self.model.D is not None:
@@ -174,7 +176,7 @@ class Trainer:
                      f"batch {cfg.batch}, device {self.device}, precision {cfg.precision}"
                      + (", compiled" if self.compiled else ""))
         self.console(f"generator {_count(self.model.G)/1e6:.2f}M parameters"
-                     + (f", discriminator {_count(self.model.D)/1e6:.2f}M" if self.model.D is not None else ""))
+                     + (f", discriminator {_count(self.nets['D'])/1e6:.2f}M" if "D" in self.nets else ""))
         self.console(self.threads.start())
         self._tick_start = (self.clock(), self.progress.nimg)
         next_tick = self._next_multiple(cfg.tick_kimg)
