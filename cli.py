@@ -368,10 +368,8 @@ def train(preset: str | None, config_file: str | None, run_dir: str | None, resu
     if "regress_pairs" in given and not cfg.regress_weight and resume is None:
         raise UserError("--regress-pairs: only the regression uses it, and it is off; add --regress-weight W (> 0) "
                         "or drop it")
-    for name in ("gan_sigma", "d_features"):
-        if name in given and cfg.gan_weight == 0 and resume is None:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag}: only the discriminator uses it, and --gan-weight 0 turns it off; drop one")
+    if "gan_sigma" in given and cfg.gan_weight == 0 and resume is None:
+        raise UserError("--gan-sigma: only the discriminator uses it, and --gan-weight 0 turns it off; drop one")
     args = (cfg, run_dir, resume, changes, model_changes, quiet)
     if gpus == 1:
         from hybridgan.training import train as run_training

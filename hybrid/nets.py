@@ -240,9 +240,9 @@ class UNetGenerator(nn.Module):
         block ([B, C_r, r, r] for every resolution r) and of the middle. What a discriminator built on a
         trained denoiser reads (`FeatureDiscriminator`)."""
         skips, h = self._encode(x, self.embed(t, z, y))
-        ends = [skips[i] for i, layer in enumerate(self.down, start=1) if not isinstance(layer, nn.Conv2d)]
-        ends = [f for i, f in enumerate(ends) if i == len(ends) - 1 or ends[i + 1].shape[-1] != f.shape[-1]]
-        return [*ends, h]
+        # skips[i] is the input of down[i]: what a resolution ends with is the input of its downsampling.
+        ends = [skips[i] for i, layer in enumerate(self.down) if isinstance(layer, nn.Conv2d)]
+        return [*ends, skips[-1], h]
 
 
 class _Sequential(nn.Module):
@@ -363,6 +363,7 @@ class FeatureDiscriminator(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in probe)
         self.labels = nn.ModuleList(label_projection(num_classes, width) for _ in probe) if num_classes else None
         self.act = activation(act)
+        self.to(device)
 
     @property
     def trunk(self) -> nn.Module:

@@ -336,6 +336,14 @@ def test_a_discriminator_on_the_teachers_features_resumes_exactly_and_keeps_only
     result = hybrid("sample", latest_checkpoint(whole), "--num", "4", "--out", tmp_path / "x.npy", "--device", "cpu")
     assert result.code == 0, result.err
     assert np.load(tmp_path / "x.npy").shape == (4, 1, 16, 16)
+    # The option is the run's: a resume cannot change it; a new run from its config can.
+    result = hybrid("train", "--run-dir", part, "--resume", "auto", "--kimg", "0.384", "--d-features", "own")
+    assert_user_error(result, "d_features")
+    for option, own in (("teacher", False), ("own", True)):
+        result = hybrid("train", "--config", whole / "config.json", "--d-features", option, "--kimg", "0.032",
+                        "--run-dir", tmp_path / option, "--quiet")
+        assert result.code == 0, result.err
+        assert ("D" in load(latest_checkpoint(tmp_path / option))) == own
 
 
 def test_sample_and_eval_need_only_the_student_checkpoint(teacher, tmp_path, hybrid):

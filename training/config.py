@@ -245,10 +245,10 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         raise UserError(f"--sampler {model.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if tuple(model.shape) != tuple(data_shape):
         raise UserError(f"the model expects samples of shape {tuple(model.shape)}, the data has {tuple(data_shape)}")
+    if cfg.objective == "distill":  # its discriminator follows --d-features
+        return resolve_distill(cfg, model)
     if cfg.objective in OBJECTIVES_WITH_D and model.discriminator is None:
         raise UserError(f"--objective {cfg.objective} needs a discriminator, the model config has none")
-    if cfg.objective == "distill":
-        return resolve_distill(cfg, model)
     resolved = cfg.replace(
         model=model,
         # Small batches: in a fixed training time more steps beat larger batches, for every objective
@@ -372,6 +372,8 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
     d_features = cfg.d_features or "own"
     if d_features == "teacher":  # D is the objective's: heads on the teacher (training.objectives.Distill)
         model = dataclasses.replace(model, discriminator=None)
+    elif model.discriminator is None:  # e.g. the config of a run with --d-features teacher
+        model = dataclasses.replace(model, discriminator=default_model(tuple(model.shape), "hybrid").discriminator)
     return cfg.replace(
         model=model,
         student_sigma=sigma,

@@ -386,6 +386,9 @@ class Distill(Objective):
 
     @classmethod
     def prepare(cls, cfg: TrainConfig, data_shape: tuple[int, ...], resumed: bool) -> tuple[TrainConfig, dict[str, Any]]:
+        if cfg.d_features == "teacher" and cfg.gan_weight == 0:  # before the teacher is read
+            raise UserError("--d-features teacher: only the discriminator uses it, and --gan-weight 0 turns it off; "
+                            "drop one")
         teacher = load_teacher(cfg.teacher, data_shape, cfg.teacher_sha256 if resumed else None)
         if cfg.d_features == "teacher" and not hasattr(teacher.net, "encoder_features"):
             raise UserError(f"--d-features teacher: reads the encoder features of a hybrid teacher of images; "
@@ -565,9 +568,8 @@ class Distill(Objective):
 
 def teacher_discriminator(teacher: Teacher, cfg: ModelConfig) -> FeatureDiscriminator:
     """`--d-features teacher`: trainable heads on the frozen teacher's encoder features of a sample at D's level
-    (as LADD's discriminator reads its teacher's), with the activation of the default discriminator."""
-    act = default_model(tuple(cfg.shape), "hybrid").discriminator.act
-    return FeatureDiscriminator(teacher.net, cfg.shape[0], cfg.shape[1], act=act, num_classes=cfg.num_classes)
+    (as LADD's discriminator reads its teacher's), on the teacher's device."""
+    return FeatureDiscriminator(teacher.net, cfg.shape[0], cfg.shape[1], num_classes=cfg.num_classes)
 
 
 def student_model(teacher: Teacher) -> ModelConfig:
