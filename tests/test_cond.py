@@ -146,11 +146,15 @@ def test_a_student_of_a_conditional_teacher_is_conditional_and_says_so(tmp_path,
     result = hybrid(*common, "--run-dir", tmp_path / "plain")
     assert result.code == 2 and "the teacher is class-conditional: pass --cond" in result.err
     assert not (tmp_path / "plain").exists()
-    assert hybrid(*common, "--cond", "--run-dir", tmp_path / "student").code == 0
-    student = hybridgan.load(latest_checkpoint(tmp_path / "student"))
-    assert student.cfg.classes == hybridgan.load(teacher).cfg.classes
-    x = hybridgan.sample(student, range(4), labels=[3, 3, 5, 5])
-    assert x.shape == (4, 1, 16, 16) and torch.isfinite(x).all()
+    for d_features in ("own", "teacher"):  # teacher: the class goes to the teacher's features and to D's heads
+        run = tmp_path / f"student-{d_features}"
+        assert hybrid(*common, "--cond", "--d-features", d_features, "--run-dir", run).code == 0
+        student = hybridgan.load(latest_checkpoint(run))
+        assert student.cfg.classes == hybridgan.load(teacher).cfg.classes
+        x = hybridgan.sample(student, range(4), labels=[3, 3, 5, 5])
+        assert x.shape == (4, 1, 16, 16) and torch.isfinite(x).all()
+    heads = load_checkpoint(latest_checkpoint(tmp_path / "student-teacher"))["nets"]["D"]
+    assert any(name.startswith("labels.") for name in heads)
 
 
 def test_eval_judges_a_conditional_model_overall_and_class_by_class(cond_run, hybrid):
