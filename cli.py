@@ -220,7 +220,7 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--d-features", type=click.Choice(["own", "teacher"]), default=None,
               help="distill: what the discriminator reads. own: its own convolutional network on the samples; "
                    "teacher: small trainable heads on the frozen teacher's encoder features of them (hybrid teachers "
-                   "of images). [default: own]")
+                   "of images). [default: teacher where the teacher has them, else own]")
 @click.option("--regress-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
               help="distill: weight of a regression of the student's one-step samples (NFE 1, its top level) onto the "
                    "teacher's ODE samples (DDIM, 25 steps) from the same noise, beside distribution matching (0: "

@@ -355,15 +355,15 @@ class FeatureDiscriminator(nn.Module):
                  num_classes: int = 0) -> None:
         super().__init__()
         self._trunk = (trunk,)  # a tuple: not a submodule
-        device = next(trunk.parameters()).device
+        like = next(trunk.parameters())  # the heads are made on the trunk's device, in its precision
         with torch.no_grad():
-            probe = trunk.encoder_features(torch.zeros(1, in_channels, resolution, resolution, device=device),
-                                   torch.zeros(1, device=device))
+            probe = trunk.encoder_features(torch.zeros(1, in_channels, resolution, resolution).to(like),
+                                           torch.zeros(1).to(like))
         self.convs = nn.ModuleList(nn.Conv2d(f.shape[1], width, 3, padding=1) for f in probe)
         self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in probe)
         self.labels = nn.ModuleList(label_projection(num_classes, width) for _ in probe) if num_classes else None
         self.act = activation(act)
-        self.to(device)
+        self.to(like)
 
     @property
     def trunk(self) -> nn.Module:

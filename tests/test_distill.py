@@ -311,6 +311,17 @@ def test_a_resumed_distill_run_matches_an_uninterrupted_one_bitwise(teacher, tmp
     assert a["config"]["teacher_sha256"] == b["config"]["teacher_sha256"] and len(a["config"]["teacher_sha256"]) == 64
 
 
+def test_the_discriminator_reads_the_teachers_features_by_default_where_the_teacher_has_them(teacher, image_teacher):
+    def d_features(path: str, shape: tuple[int, ...], **changes) -> str:
+        base = digits_config(objective="distill") if len(shape) == 3 else distill_config(path)
+        return Distill.prepare(base.replace(teacher=path, **changes), shape, resumed=False)[0].d_features
+
+    assert d_features(image_teacher, (1, 16, 16)) == "teacher"
+    assert d_features(image_teacher, (1, 16, 16), d_features="own") == "own"
+    assert d_features(image_teacher, (1, 16, 16), gan_weight=0.0) == "own"  # no discriminator to read them
+    assert d_features(teacher, (2,)) == "own"  # a vector teacher's MLP has no encoder features
+
+
 def test_a_discriminator_on_the_teachers_features_resumes_exactly_and_keeps_only_its_heads(image_teacher, tmp_path,
                                                                                           hybrid):
     """--d-features teacher: D is the objective's network (heads on the frozen teacher), R1 runs through the

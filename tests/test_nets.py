@@ -115,5 +115,6 @@ def test_a_feature_discriminator_trains_its_heads_only_and_passes_gradients_to_t
     assert all(p.grad is not None for p in D.parameters())
     # The class enters through the trunk's embedding and each head's projection.
     assert not torch.equal(D(x, x, torch.zeros(4), torch.tensor([1, 1, 1, 1])), logits)
-    # The heads are made where the trunk is, in its precision (on a GPU: on the GPU).
-    assert all(p.dtype == torch.float64 for p in FeatureDiscriminator(trunk.double(), 1, 16).parameters())
+    # The heads are made where the trunk is (a teacher on a GPU: on the GPU; here the meta device).
+    elsewhere = UNetGenerator(1, 16, NetConfig(channels=8)).to("meta")
+    assert all(p.device.type == "meta" for p in FeatureDiscriminator(elsewhere, 1, 16).parameters())

@@ -38,7 +38,7 @@ class TrainConfig:
     regress_weight: float | None = None  # distill: weight of the regression onto the teacher's ODE samples (None: 0)
     dm_loss: str | None = None  # distill: the distribution-matching loss, "dmd" or "sid" (None: dmd)
     d_features: str | None = None  # distill: what D reads, "own" (its own network on the samples) or "teacher" (heads on
-    # the frozen teacher's encoder features) (None: own)
+    # the frozen teacher's encoder features) (None: teacher for a hybrid teacher of images, else own)
     regress_pairs: int | None = None  # distill: how many (noise, teacher sample) pairs the regression uses (None: 1024)
     dg_target: float | None = None  # diffusion-gan: the r_d = E[sign(D(real))] that T is adjusted toward (None: 0.6)
     dg_t_min: int | None = None  # diffusion-gan: the shortest chain D's inputs are diffused along, where T starts (None: 10)

@@ -394,7 +394,10 @@ class Distill(Objective):
             raise UserError(f"--d-features teacher: reads the encoder features of a hybrid teacher of images; "
                             f"{cfg.teacher} has none (a diffusers or vector teacher); use --d-features own")
         if not resumed:  # the student's top level follows from --student-sigma and --steps (config.resolve_distill)
-            cfg = cfg.replace(teacher_sha256=teacher.sha256, model=cfg.model or student_model(teacher))
+            # D reads the teacher's features where it has them (docs/distill.md#the-teachers-features).
+            readable = hasattr(teacher.net, "encoder_features") and cfg.gan_weight != 0
+            cfg = cfg.replace(teacher_sha256=teacher.sha256, model=cfg.model or student_model(teacher),
+                              d_features=cfg.d_features or ("teacher" if readable else "own"))
         return cfg, {"teacher": teacher}
 
     @classmethod
