@@ -322,6 +322,17 @@ def test_the_discriminator_reads_the_teachers_features_by_default_where_the_teac
     assert d_features(teacher, (2,)) == "own"  # a vector teacher's MLP has no encoder features
 
 
+def test_a_run_from_before_d_features_resumes_with_its_own_discriminator(teacher, tmp_path, hybrid):
+    run = train(distill_config(teacher, kimg=0.256), run_dir=tmp_path / "run", quiet=True)
+    ckpt = latest_checkpoint(run)
+    state = load(ckpt)
+    state["config"]["d_features"] = None  # as such runs recorded it
+    torch.save(state, ckpt)
+    result = hybrid("train", "--run-dir", run, "--resume", "auto", "--kimg", "0.512", "--d-features", "own", "--quiet")
+    assert result.code == 0, result.err
+    assert load(latest_checkpoint(run))["progress"]["nimg"] == 512
+
+
 def test_a_discriminator_on_the_teachers_features_resumes_exactly_and_keeps_only_its_heads(image_teacher, tmp_path,
                                                                                           hybrid):
     """--d-features teacher: D is the objective's network (heads on the frozen teacher), R1 runs through the

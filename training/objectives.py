@@ -390,14 +390,15 @@ class Distill(Objective):
             raise UserError("--d-features teacher: only the discriminator uses it, and --gan-weight 0 turns it off; "
                             "drop one")
         teacher = load_teacher(cfg.teacher, data_shape, cfg.teacher_sha256 if resumed else None)
-        if cfg.d_features == "teacher" and not hasattr(teacher.net, "encoder_features"):
+        has_features = hasattr(teacher.net, "encoder_features")
+        if cfg.d_features == "teacher" and not has_features:
             raise UserError(f"--d-features teacher: reads the encoder features of a hybrid teacher of images; "
                             f"{cfg.teacher} has none (a diffusers or vector teacher); use --d-features own")
         if not resumed:  # the student's top level follows from --student-sigma and --steps (config.resolve_distill)
             # D reads the teacher's features where it has them (docs/distill.md#the-teachers-features).
-            readable = hasattr(teacher.net, "encoder_features") and cfg.gan_weight != 0
+            default = "teacher" if has_features and cfg.gan_weight != 0 else "own"
             cfg = cfg.replace(teacher_sha256=teacher.sha256, model=cfg.model or student_model(teacher),
-                              d_features=cfg.d_features or ("teacher" if readable else "own"))
+                              d_features=cfg.d_features or default)
         return cfg, {"teacher": teacher}
 
     @classmethod
