@@ -203,8 +203,8 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--fake-updates", type=click.IntRange(min=1), default=None, metavar="N",
               help="distill: fake-denoiser and discriminator updates per student update. [default: 2] E.g. --fake-updates 5")
 @click.option("--gan-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
-              help="distill: weight of the adversarial loss beside distribution matching (0: none). [default: 0.01 for "
-                   "images, 1 for vectors]")
+              help="distill: weight of the adversarial loss beside distribution matching (0: none). [default: 0.05 for "
+                   "images with --d-features teacher, 0.01 with own, 1 for vectors]")
 @click.option("--gan-sigma", type=FiniteFloatRange(min=0), default=None, metavar="S",
               help="distill: the highest noise level (EDM sigma) at which the discriminator judges real and student "
                    "samples, noised alike to a level drawn evenly from the teacher's levels up to it (0: clean samples "
@@ -219,8 +219,8 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
                    "(on digits 1.15-1.4x the time per step). [default: dmd]")
 @click.option("--d-features", type=click.Choice(["own", "teacher"]), default=None,
               help="distill: what the discriminator reads. own: its own convolutional network on the samples; "
-                   "teacher: small trainable heads on the frozen teacher's encoder features of them (hybrid teachers "
-                   "of images). [default: teacher where the teacher has them, else own]")
+                   "teacher: small trainable heads on the frozen teacher's hidden features of them (hybrid teachers; "
+                   "not diffusers'). [default: teacher for images where the teacher has them, else own]")
 @click.option("--regress-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
               help="distill: weight of a regression of the student's one-step samples (NFE 1, its top level) onto the "
                    "teacher's ODE samples (DDIM, 25 steps) from the same noise, beside distribution matching (0: "

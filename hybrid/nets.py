@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hybridgan.hybrid.errors import UserError
+
 
 @dataclass(frozen=True)
 class NetConfig:
@@ -293,11 +295,22 @@ class MLPGenerator(nn.Module):
         init_weights(self, cfg.init)
 
     def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None, y: Tensor | None = None) -> Tensor:
-        emb = self.embed(t, z, y)
+        _, h = self._encode(x, self.embed(t, z, y))
+        return self.out(self.act(h))
+
+    def _encode(self, x: Tensor, emb: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Every block's output ([B, width] each) and the features the output layer reads."""
         h = self.inp(self.features(x)) + emb
+        blocks = []
         for layer, norm in zip(self.layers, self.norms):
             h = h + layer(self.dropout(self.act(norm(h, emb))))
-        return self.out(self.act(h))
+            blocks.append(h)
+        return blocks, h
+
+    def encoder_features(self, x: Tensor, t: Tensor, z: Tensor | None = None, y: Tensor | None = None) -> list[Tensor]:
+        """The hidden features of x_t at time t, [B, width] after each block: what a discriminator built on a
+        trained denoiser reads (`FeatureDiscriminator`)."""
+        return self._encode(x, self.embed(t, z, y))[0]
 
 
 class ConvDiscriminator(nn.Module):
@@ -339,11 +352,13 @@ class ConvDiscriminator(nn.Module):
 
 
 class FeatureDiscriminator(nn.Module):
-    """D(x, x_t, t, y) on a frozen network's features: [B, C, R, R], [B] in [0, 1] and [B] class -> logits [B].
+    """D(x, x_t, t, y) on a frozen network's features: x of `shape` ([B, C, R, R] or [B, D]), [B] in [0, 1] and
+    [B] class -> logits [B].
 
-    `trunk` (a UNetGenerator, e.g. a trained diffusion teacher) turns x at time t into features at each
-    resolution (`UNetGenerator.encoder_features`); a small trainable head per feature map (3x3 conv, activation,
-    mean over positions, linear and class projection) scores each, and the logit is the heads' mean.
+    `trunk` (a generator, e.g. a trained diffusion teacher) turns x at time t into features: a UNet's at each
+    resolution, an MLP's after each block (`encoder_features`). A small trainable head per feature map scores
+    each (a 3x3 conv, activation and the mean over positions for images; a linear layer and activation for
+    vectors; then a linear layer and class projection), and the logit is the heads' mean.
     Only the heads are parameters: the trunk is held outside the module's registry, so it is neither
     trained, nor saved in D's state dict, nor moved by `.to()`; gradients still flow through it to x
     (the generator's adversarial loss and R1). x_t is ignored: D judges x alone (`noised_logits`), as
@@ -351,15 +366,18 @@ class FeatureDiscriminator(nn.Module):
     goes to the trunk (a class-conditional one) and to each head's projection.
     """
 
-    def __init__(self, trunk: nn.Module, in_channels: int, resolution: int, width: int = 64, act: str = "silu",
+    def __init__(self, trunk: nn.Module, shape: tuple[int, ...], width: int = 64, act: str = "silu",
                  num_classes: int = 0) -> None:
         super().__init__()
         self._trunk = (trunk,)  # a tuple: not a submodule
         like = next(trunk.parameters())  # the heads are made on the trunk's device, in its precision
         with torch.no_grad():
-            probe = trunk.encoder_features(torch.zeros(1, in_channels, resolution, resolution).to(like),
-                                           torch.zeros(1).to(like))
-        self.convs = nn.ModuleList(nn.Conv2d(f.shape[1], width, 3, padding=1) for f in probe)
+            probe = trunk.encoder_features(torch.zeros(1, *shape).to(like), torch.zeros(1).to(like))
+        if not probe:  # an MLP of no hidden blocks
+            raise UserError("--d-features teacher: the teacher's network has no hidden blocks to read; use --d-features own")
+        # "convs": the name of the image heads' first layers in checkpoints; a vector's is linear.
+        self.convs = nn.ModuleList(nn.Conv2d(f.shape[1], width, 3, padding=1) if f.dim() == 4
+                                   else nn.Linear(f.shape[1], width) for f in probe)
         self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in probe)
         self.labels = nn.ModuleList(label_projection(num_classes, width) for _ in probe) if num_classes else None
         self.act = activation(act)
@@ -374,7 +392,8 @@ class FeatureDiscriminator(nn.Module):
         features = trunk.encoder_features(x, t) if y is None else trunk.encoder_features(x, t, None, y)
         logits = []
         for i, (f, conv, head) in enumerate(zip(features, self.convs, self.heads)):
-            h = self.act(conv(f)).mean(dim=(2, 3))
+            h = self.act(conv(f))
+            h = h.mean(dim=(2, 3)) if h.dim() == 4 else h
             logits.append(projection_logits(h, head, self.labels[i] if self.labels else None, y).float())
         return torch.stack(logits).mean(0)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from conftest import TINY_UNET, assert_same_samples, assert_user_error, digits_config, latest_checkpoint, read_stats, toy_config
 from hybridgan.hybrid.checkpoint import load, load_model
@@ -17,8 +18,8 @@ from hybridgan.hybrid.model import Model
 from hybridgan.hybrid.samplers import sample_batched
 from hybridgan.hybrid.schedule import Schedule
 from hybridgan.metrics.toy import mode_stats, sliced_wasserstein
-from hybridgan.training import train
-from hybridgan.training.config import check_distill, resolve
+from hybridgan.training import objectives, train
+from hybridgan.training.config import TrainConfig, check_distill, resolve
 from hybridgan.training.data import load_dataset
 from hybridgan.training.objectives import OBJECTIVES, REGRESS_DDIM_STEPS, REGRESS_SEED_BASE, Distill, gan_top
 from hybridgan.training.stats import Stats
@@ -183,7 +184,7 @@ def test_the_discriminator_judges_samples_noised_up_to_gan_sigma(teacher):
     default: clean samples); a config without it (runs from before the option) from every level but the last."""
     cfg, inputs = Distill.prepare(distill_config(teacher), (2,), resumed=False)
     cfg = resolve(cfg, (2,))
-    assert (cfg.gan_sigma, cfg.gan_weight) == (0.0, 1.0)  # vectors; images: 0.01
+    assert (cfg.gan_sigma, cfg.gan_weight) == (0.0, 1.0)  # vectors; images: 0.05 on the teacher's features, 0.01 own
 
     def d_levels(gan_sigma: float | None) -> Tensor:
         objective = Distill.build(Model(cfg.model), Stats(), cfg.replace(gan_sigma=gan_sigma), **inputs)
@@ -311,15 +312,26 @@ def test_a_resumed_distill_run_matches_an_uninterrupted_one_bitwise(teacher, tmp
     assert a["config"]["teacher_sha256"] == b["config"]["teacher_sha256"] and len(a["config"]["teacher_sha256"]) == 64
 
 
-def test_the_discriminator_reads_the_teachers_features_by_default_where_the_teacher_has_them(teacher, image_teacher):
-    def d_features(path: str, shape: tuple[int, ...], **changes) -> str:
+def test_the_discriminator_reads_the_teachers_features_by_default_for_images_and_weighs_them_more(teacher, image_teacher):
+    def resolved(path: str, shape: tuple[int, ...], **changes) -> TrainConfig:
         base = digits_config(objective="distill") if len(shape) == 3 else distill_config(path)
-        return Distill.prepare(base.replace(teacher=path, **changes), shape, resumed=False)[0].d_features
+        return resolve(Distill.prepare(base.replace(teacher=path, **changes), shape, resumed=False)[0], shape)
+
+    def d_features(path: str, shape: tuple[int, ...], **changes) -> str:
+        return resolved(path, shape, **changes).d_features
 
     assert d_features(image_teacher, (1, 16, 16)) == "teacher"
     assert d_features(image_teacher, (1, 16, 16), d_features="own") == "own"
     assert d_features(image_teacher, (1, 16, 16), gan_weight=0.0) == "own"  # no discriminator to read them
-    assert d_features(teacher, (2,)) == "own"  # a vector teacher's MLP has no encoder features
+    assert d_features(teacher, (2,)) == "own"  # vectors: own by default (docs/distill.md#the-teachers-features-on-25-gaussians)
+    assert d_features(teacher, (2,), d_features="teacher") == "teacher"
+    # The GAN's default weight follows (docs/distill.md#the-gan-weight-on-the-teachers-features); a given one stands.
+    assert resolved(image_teacher, (1, 16, 16)).gan_weight == 0.05
+    assert resolved(image_teacher, (1, 16, 16), gan_weight=0.01).gan_weight == 0.01
+    weight = {(t, f): resolved(t, s, d_features=f).gan_weight
+              for t, s in ((image_teacher, (1, 16, 16)), (teacher, (2,))) for f in ("own", "teacher")}
+    assert weight == {(image_teacher, "own"): 0.01, (image_teacher, "teacher"): 0.05,
+                      (teacher, "own"): 1.0, (teacher, "teacher"): 1.0}
 
 
 def test_a_run_from_before_d_features_resumes_with_its_own_discriminator(teacher, tmp_path, hybrid):
@@ -366,6 +378,31 @@ def test_a_discriminator_on_the_teachers_features_resumes_exactly_and_keeps_only
                         "--run-dir", tmp_path / option, "--quiet")
         assert result.code == 0, result.err
         assert ("D" in load(latest_checkpoint(tmp_path / option))) == own
+
+
+def test_a_teacher_without_encoder_features_refuses_d_features_teacher(teacher, monkeypatch):
+    """A teacher whose network gives no encoder features (a diffusers UNet): one line, before any training."""
+    real = load_teacher(teacher, (2,))
+    featureless = SimpleNamespace(net=nn.Identity(), model=real.model, sha256=real.sha256)
+    monkeypatch.setattr(objectives, "load_teacher", lambda *args: featureless)
+    with pytest.raises(UserError, match="--d-features teacher.*has none"):
+        Distill.prepare(distill_config(teacher, d_features="teacher"), (2,), resumed=False)
+    assert Distill.prepare(distill_config(teacher), (2,), resumed=False)[0].d_features == "own"
+
+
+def test_a_vector_teachers_features_feed_the_discriminator_with_d_features_teacher(teacher, tmp_path):
+    """An MLP teacher's hidden features (each block's output) take linear heads; the run trains them alone."""
+    run = train(distill_config(teacher, d_features="teacher", kimg=1, snapshot_kimg=0.512), run_dir=tmp_path / "run",
+                quiet=True)
+    first, state = (load(path) for path in sorted((run / "checkpoints").glob("checkpoint-*.pt")))
+    assert "D" not in state and state["config"]["d_features"] == "teacher"
+    student = state["config"]["model"]["generator"]  # the teacher's network
+    width, blocks = student["channels"], student["num_blocks"]
+    assert width == TEACHER_NET["channels"]
+    heads = state["nets"]["D"]
+    assert [tuple(heads[f"convs.{i}.weight"].shape) for i in range(blocks)] == [(64, width)] * blocks
+    assert all(not torch.equal(tensor, first["nets"]["D"][name]) for name, tensor in heads.items())  # they train
+    assert "Loss/G/adv" in read_stats(run)[-1]
 
 
 def test_sample_and_eval_need_only_the_student_checkpoint(teacher, tmp_path, hybrid):
@@ -445,9 +482,6 @@ def test_distill_options_elsewhere_are_one_line(teacher, tmp_path, hybrid):
     assert_user_error(result, "--d-features", "--gan-weight 0")
     result = hybrid("train", "--data", "toy:8gaussians", "--d-features", "teacher", "--run-dir", tmp_path / "run")
     assert_user_error(result, "--d-features", "--objective distill")
-    result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians",
-                    "--d-features", "teacher", "--run-dir", tmp_path / "run")
-    assert_user_error(result, "--d-features teacher", teacher)  # a vector teacher has no encoder features
     assert not (tmp_path / "run").exists()
 
 
@@ -508,6 +542,11 @@ def test_a_diffusers_unet_folder_is_a_teacher(tmp_path, hybrid):
     assert result.code == 0, result.err
     result = hybrid("sample", latest_checkpoint(tmp_path / "run"), "--num", "4", "--out", tmp_path / "x.npy", "--device", "cpu")
     assert result.code == 0, result.err
+    # Its discriminator is its own network: a diffusers UNet does not give its encoder's features.
+    result = hybrid("train", "--objective", "distill", "--teacher", folder, "--data", data, "--d-features", "teacher",
+                    "--run-dir", tmp_path / "refused")
+    assert_user_error(result, "--d-features teacher", str(folder))
+    assert not (tmp_path / "refused").exists()
 
 
 

@@ -6,12 +6,14 @@ from dataclasses import asdict
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import net_config_from_dict
 from hybridgan.hybrid.nets import (
     ConvDiscriminator,
     FeatureDiscriminator,
+    MLPGenerator,
     NetConfig,
     UNetGenerator,
     check_net_config,
@@ -101,9 +103,49 @@ def test_a_unets_features_are_its_encoder_at_each_resolution_and_the_middle():
     assert not torch.equal(net(x, t), out)
 
 
+def test_an_mlps_features_are_each_blocks_output_and_its_forward_is_unchanged():
+    net = MLPGenerator(2, NetConfig(channels=16, num_blocks=3, fourier=2, dropout=0.5), num_classes=3)
+    x, t, y = torch.randn(5, 2), torch.rand(5), torch.tensor([0, 1, 2, 0, 1])
+
+    def written_out() -> tuple[list[Tensor], Tensor]:  # the forward pass as it was before encoder_features
+        emb = net.embed(t, None, y)
+        h, blocks = net.inp(net.features(x)) + emb, []
+        for layer, norm in zip(net.layers, net.norms):
+            h = h + layer(net.dropout(net.act(norm(h, emb))))
+            blocks.append(h)
+        return blocks, net.out(net.act(h))
+
+    for mode in (net.eval, net.train):  # in training, dropout draws the same masks from the same seed
+        mode()
+        torch.manual_seed(0)
+        blocks, out = written_out()
+        torch.manual_seed(0)
+        assert torch.equal(net(x, t, None, y), out)
+        torch.manual_seed(0)
+        features = net.encoder_features(x, t, None, y)
+        assert [tuple(f.shape) for f in features] == [(5, 16)] * 3
+        assert all(torch.equal(a, b) for a, b in zip(features, blocks))
+
+
+def test_a_feature_discriminator_reads_an_mlp_with_linear_heads():
+    trunk = MLPGenerator(2, NetConfig(channels=16, num_blocks=2), num_classes=3).requires_grad_(False).eval()
+    D = FeatureDiscriminator(trunk, (2,), width=8, num_classes=3)
+    assert [type(m) for m in D.convs] == [nn.Linear, nn.Linear]
+    x = torch.randn(5, 2, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    logits = D(x, x, torch.zeros(5), y)
+    assert logits.shape == (5,)
+    logits.sum().backward()
+    assert x.grad.abs().sum() > 0 and all(p.grad is not None for p in D.parameters())
+    assert not torch.equal(D(x, x, torch.zeros(5), torch.zeros(5, dtype=torch.long)), logits)
+    # An MLP of no hidden blocks has nothing to read: one line.
+    with pytest.raises(UserError, match="no hidden blocks"):
+        FeatureDiscriminator(MLPGenerator(2, NetConfig(channels=16, num_blocks=0)), (2,))
+
+
 def test_a_feature_discriminator_trains_its_heads_only_and_passes_gradients_to_the_sample():
     trunk = UNetGenerator(1, 16, NetConfig(channels=8), num_classes=3).requires_grad_(False).eval()
-    D = FeatureDiscriminator(trunk, 1, 16, num_classes=3)
+    D = FeatureDiscriminator(trunk, (1, 16, 16), num_classes=3)
     names = {name.split(".")[0] for name in D.state_dict()}
     assert names == {"convs", "heads", "labels"}  # the trunk is neither saved nor trained
     x = torch.randn(4, 1, 16, 16, requires_grad=True)
@@ -117,4 +159,4 @@ def test_a_feature_discriminator_trains_its_heads_only_and_passes_gradients_to_t
     assert not torch.equal(D(x, x, torch.zeros(4), torch.tensor([1, 1, 1, 1])), logits)
     # The heads are made where the trunk is (a teacher on a GPU: on the GPU; here the meta device).
     elsewhere = UNetGenerator(1, 16, NetConfig(channels=8)).to("meta")
-    assert all(p.device.type == "meta" for p in FeatureDiscriminator(elsewhere, 1, 16).parameters())
+    assert all(p.device.type == "meta" for p in FeatureDiscriminator(elsewhere, (1, 16, 16)).parameters())

@@ -31,7 +31,7 @@ class TrainConfig:
     teacher: str | None = None  # distill: the teacher, a checkpoint of `hybrid train --objective ddpm`
     teacher_sha256: str | None = None  # distill: the teacher file's SHA-256 (set by the run; a resumed run checks it)
     fake_updates: int | None = None  # distill: fake-denoiser (and D) updates per student update (None: 2)
-    gan_weight: float | None = None  # distill: weight of the adversarial loss beside distribution matching (None: by data)
+    gan_weight: float | None = None  # distill: weight of the adversarial loss beside distribution matching (None: default_gan_weight)
     student_sigma: float | None = None  # distill: the teacher's noise level at the student's top level (None: 1.0 for one level, else 2.5)
     gan_sigma: float | None = None  # distill: the highest noise level (EDM sigma) at which D judges samples (default 0:
     # clean; None in a run recorded before the option: every level, which its resume keeps)
@@ -315,11 +315,19 @@ STUDENT_SIGMA_ONE_LEVEL = 1.0
 # fake and the one-step student loses its speckle (digits) and lands on the modes (25 Gaussians):
 # docs/distill.md#what-the-discriminator-judges.
 GAN_SIGMA = 0.0
-# distill: default --gan-weight by data. The distribution-matching loss is a mean over a sample's
-# elements, D's loss is not, so the same balance takes a weight ~ 1 / elements: 256 for 16x16 digits
-# against 2 for the mixtures (same page).
+# distill: default --gan-weight by data and discriminator. The distribution-matching loss is a mean
+# over a sample's elements, D's loss is not, so the same balance takes a weight ~ 1 / elements: 256
+# for 16x16 digits against 2 for the mixtures (same page). Heads on the teacher's features take 5x the
+# weight of a D of its own (docs/distill.md#the-gan-weight-on-the-teachers-features).
 GAN_WEIGHT_IMAGES = 0.01
+GAN_WEIGHT_TEACHER_FEATURES = 0.05
 GAN_WEIGHT_VECTORS = 1.0
+
+
+def default_gan_weight(image: bool, d_features: str) -> float:
+    if not image:
+        return GAN_WEIGHT_VECTORS
+    return GAN_WEIGHT_TEACHER_FEATURES if d_features == "teacher" else GAN_WEIGHT_IMAGES
 
 
 def check_distill(cfg: TrainConfig) -> None:
@@ -388,7 +396,7 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
         # 2 fake-denoiser updates per student update: on digits better than DMD2's 5 at equal images
         # and than 1 at equal time, single pilots (docs/distill.md#choosing-the-defaults).
         fake_updates=cfg.fake_updates or 2,
-        gan_weight=cfg.gan_weight if cfg.gan_weight is not None else (GAN_WEIGHT_IMAGES if image else GAN_WEIGHT_VECTORS),
+        gan_weight=cfg.gan_weight if cfg.gan_weight is not None else default_gan_weight(image, d_features),
         gan_sigma=cfg.gan_sigma if cfg.gan_sigma is not None else GAN_SIGMA,
         regress_weight=cfg.regress_weight if cfg.regress_weight is not None else 0.0,
         regress_pairs=cfg.regress_pairs or REGRESS_PAIRS,

@@ -392,11 +392,12 @@ class Distill(Objective):
         teacher = load_teacher(cfg.teacher, data_shape, cfg.teacher_sha256 if resumed else None)
         has_features = hasattr(teacher.net, "encoder_features")
         if cfg.d_features == "teacher" and not has_features:
-            raise UserError(f"--d-features teacher: reads the encoder features of a hybrid teacher of images; "
-                            f"{cfg.teacher} has none (a diffusers or vector teacher); use --d-features own")
+            raise UserError(f"--d-features teacher: reads the encoder features of a hybrid teacher; "
+                            f"{cfg.teacher} has none (a diffusers teacher); use --d-features own")
         if not resumed:  # the student's top level follows from --student-sigma and --steps (config.resolve_distill)
-            # D reads the teacher's features where it has them (docs/distill.md#the-teachers-features).
-            default = "teacher" if has_features and cfg.gan_weight != 0 else "own"
+            # D reads the teacher's features for images where it has them (docs/distill.md#the-teachers-features);
+            # vectors keep their own D (docs/distill.md#the-teachers-features-on-25-gaussians).
+            default = "teacher" if has_features and len(data_shape) == 3 and cfg.gan_weight != 0 else "own"
             cfg = cfg.replace(teacher_sha256=teacher.sha256, model=cfg.model or student_model(teacher),
                               d_features=cfg.d_features or default)
         return cfg, {"teacher": teacher}
@@ -573,7 +574,7 @@ class Distill(Objective):
 def teacher_discriminator(teacher: Teacher, cfg: ModelConfig) -> FeatureDiscriminator:
     """`--d-features teacher`: trainable heads on the frozen teacher's encoder features of a sample at D's level
     (as LADD's discriminator reads its teacher's), on the teacher's device."""
-    return FeatureDiscriminator(teacher.net, cfg.shape[0], cfg.shape[1], num_classes=cfg.num_classes)
+    return FeatureDiscriminator(teacher.net, tuple(cfg.shape), num_classes=cfg.num_classes)
 
 
 def student_model(teacher: Teacher) -> ModelConfig:

@@ -120,7 +120,8 @@ def load_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...], expect
                         f"or squaredcos_cap_v2 schedule are supported; {sched_file.name} says {sched.get('beta_schedule')} "
                         f"over {T} steps, {sched.get('prediction_type', 'epsilon')}")
     try:
-        unet = UNet2DModel.from_pretrained(str(folder))
+        # low_cpu_mem_usage=False: the default asks for the `accelerate` package, warning on stderr without it.
+        unet = UNet2DModel.from_pretrained(str(folder), low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError) as e:
         raise UserError(f"--teacher {path}: not a readable diffusers UNet2DModel ({str(e).splitlines()[0][:120]})") from None
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
