@@ -209,6 +209,9 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="distill: the highest noise level (EDM sigma) at which the discriminator judges real and student "
                    "samples, noised alike to a level drawn evenly from the teacher's levels up to it (0: clean samples "
                    "only). [default: 0] E.g. --gan-sigma 0.5")
+@click.option("--dm-sigma-min", type=FiniteFloatRange(min=0), default=None, metavar="S",
+              help="distill: the lowest noise level (EDM sigma) at which the distribution-matching gradient is taken "
+                   "(0: the teacher's first level). [default: 2% of the teacher's chain, DMD2's] E.g. --dm-sigma-min 0")
 @click.option("--student-sigma", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="S",
               help="distill: the teacher's noise level (EDM sigma, sqrt((1 - alpha_bar) / alpha_bar)) that the "
                    "student's top level sits at; it starts as the teacher's denoiser there. [default: 1.0 with --steps 1, "
@@ -387,7 +390,7 @@ DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
 
 
 DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "gan_sigma", "student_sigma", "dm_loss", "regress_weight",
-                   "regress_pairs", "d_features")
+                   "regress_pairs", "d_features", "dm_sigma_min")
 DIFFUSION_GAN_OPTIONS = ("dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")
 
 

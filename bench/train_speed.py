@@ -45,6 +45,7 @@ ROWS = [
     ("train digits", "train", "digits", "fp32", False, True),
     ("train digits", "train", "digits", "bf16", False, False),
     ("train digits", "train", "digits", "bf16", True, False),
+    ("train digits", "train", "digits", "bf16", False, True),
     ("sample digits 4 NFE", "sample", "digits", "fp32", False, False),
     ("sample digits 4 NFE", "sample", "digits", "bf16", False, False),
     ("train toy:25gaussians", "train", "toy:25gaussians", "fp32", False, False),

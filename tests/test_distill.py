@@ -201,6 +201,25 @@ def test_the_discriminator_judges_samples_noised_up_to_gan_sigma(teacher):
         check_distill(cfg.replace(gan_sigma=-1.0))
 
 
+def test_the_distribution_matching_levels_start_at_dm_sigma_min(teacher):
+    """--dm-sigma-min S: the DM gradient's levels are drawn evenly from the teacher's level of noise S (0: its
+    first level) up to 98% of its chain; without it (the default, and runs from before the option) from 2%, DMD2's."""
+    cfg, inputs = Distill.prepare(distill_config(teacher), (2,), resumed=False)
+    cfg = resolve(cfg, (2,))
+    assert cfg.dm_sigma_min is None
+
+    def dm_levels(sigma_min: float | None) -> Tensor:
+        objective = Distill.build(Model(cfg.model), Stats(), cfg.replace(dm_sigma_min=sigma_min), **inputs)
+        return objective.draw(torch.randn(8192, 2), torch.Generator().manual_seed(0)).t_dm
+
+    for sigma_min, lowest in ((None, 20), (0.0, 1), (0.5, 145)):  # the teacher's linear chain of 1000
+        levels = dm_levels(sigma_min)
+        assert levels.min() == lowest and levels.max() == 980
+        assert abs(levels.float().mean().item() / ((lowest + 980) / 2) - 1) < 0.02  # evenly
+    with pytest.raises(UserError, match="dm_sigma_min"):
+        check_distill(cfg.replace(dm_sigma_min=-1.0))
+
+
 def test_the_students_phases_follow_the_gan_weight_and_r1(teacher):
     """The student every fake_updates steps and the fake denoiser every step; D and lazy R1 only with a
     GAN term, and no R1 phase at --r1-gamma 0 (test_training: its zero step would still move D)."""
@@ -466,8 +485,9 @@ def test_distill_options_elsewhere_are_one_line(teacher, tmp_path, hybrid):
     result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians",
                     "--regress-pairs", "64", "--run-dir", tmp_path / "run")
     assert_user_error(result, "--regress-pairs", "--regress-weight")
-    result = hybrid("train", "--data", "toy:8gaussians", "--gan-sigma", "0.5", "--run-dir", tmp_path / "run")
-    assert_user_error(result, "--gan-sigma", "--objective distill")
+    for option in ("--gan-sigma", "--dm-sigma-min"):
+        result = hybrid("train", "--data", "toy:8gaussians", option, "0.5", "--run-dir", tmp_path / "run")
+        assert_user_error(result, option, "--objective distill")
     result = hybrid("train", "--objective", "ddpm", "--data", "toy:8gaussians", "--dm-loss", "sid", "--run-dir",
                     tmp_path / "run")
     assert_user_error(result, "--dm-loss", "--objective distill")

@@ -37,6 +37,8 @@ class TrainConfig:
     # clean; None in a run recorded before the option: every level, which its resume keeps)
     regress_weight: float | None = None  # distill: weight of the regression onto the teacher's ODE samples (None: 0)
     dm_loss: str | None = None  # distill: the distribution-matching loss, "dmd" or "sid" (None: dmd)
+    dm_sigma_min: float | None = None  # distill: the lowest noise level (EDM sigma) of the distribution-matching
+    # gradient (0: the teacher's first level; None: 2% of its chain, DMD2's)
     d_features: str | None = None  # distill: what D reads, "own" (its own network on the samples) or "teacher" (heads on
     # the frozen teacher's encoder features) (None: teacher for a hybrid teacher of images, else own)
     regress_pairs: int | None = None  # distill: how many (noise, teacher sample) pairs the regression uses (None: 1024)
@@ -348,8 +350,10 @@ def check_distill(cfg: TrainConfig) -> None:
             raise UserError(f"{name} {value!r}: expected a finite number >= 0 (--{name.replace('_', '-')})")
     if cfg.student_sigma is not None and not (is_nonnegative_number(cfg.student_sigma) and cfg.student_sigma > 0):
         raise UserError(f"student_sigma {cfg.student_sigma!r}: expected a finite number > 0 (--student-sigma)")
-    if cfg.gan_sigma is not None and not is_nonnegative_number(cfg.gan_sigma):
-        raise UserError(f"gan_sigma {cfg.gan_sigma!r}: expected a finite number >= 0 (--gan-sigma)")
+    for name in ("gan_sigma", "dm_sigma_min"):
+        value = getattr(cfg, name)
+        if value is not None and not is_nonnegative_number(value):
+            raise UserError(f"{name} {value!r}: expected a finite number >= 0 (--{name.replace('_', '-')})")
     if cfg.dm_loss is not None:
         check_dm_loss(cfg.dm_loss)
     if cfg.d_features is not None and cfg.d_features not in D_FEATURES:

@@ -330,6 +330,15 @@ DM_LEVELS = (0.02, 0.98)  # the share of the teacher's chain the DM gradient is 
 SID_ALPHA = 1.2  # SiD's alpha, the weight of its second term (its choice for CIFAR-10, ImageNet 64 and FFHQ; 1.0 for AFHQ)
 
 
+def dm_levels(schedule: Schedule, sigma_min: float | None) -> tuple[int, int]:
+    """The teacher levels (lowest, highest) the distribution-matching gradient is taken at: from that of noise
+    `sigma_min` (0: the first level; None: DM_LEVELS' share of the chain, DMD2's) to DM_LEVELS' upper share."""
+    T = schedule.T
+    lo = max(1, round(DM_LEVELS[0] * T)) if sigma_min is None else schedule.level_of_sigma(sigma_min) if sigma_min > 0 else 1
+    hi = max(lo, round(DM_LEVELS[1] * T))
+    return lo, hi
+
+
 def gan_top(schedule: Schedule, sigma: float | None) -> int:
     """The highest teacher level at which distill's D judges samples: that of noise `sigma` (0: none, D
     judges clean samples; None: T - 1, every level but the last, as runs before --gan-sigma had it)."""
@@ -364,12 +373,13 @@ class Distill(Objective):
     def __init__(self, model: Model, stats: Stats, teacher: Teacher, fake_updates: int = 5, gan_weight: float = 0.0,
                  r1_gamma: float = 0.0, r1_every: int = 16, regress_weight: float = 0.0,
                  regress_pairs: int = REGRESS_PAIRS, gan_sigma: float | None = None, dm_loss: str = "dmd",
-                 d_features: str = "own") -> None:
+                 d_features: str = "own", dm_sigma_min: float | None = None) -> None:
         super().__init__(model, stats, r1_gamma=r1_gamma, r1_every=r1_every)
         self.teacher, self.fake_updates, self.gan_weight = teacher, fake_updates, gan_weight
         check_dm_loss(dm_loss)  # a resumed run's config.json is not checked by check_distill
         self.dm_loss = dm_loss
         self.gan_top = gan_top(teacher.model.schedule, gan_sigma)
+        self.dm_levels = dm_levels(teacher.model.schedule, dm_sigma_min)
         self.regress_weight, self.regress_pairs = regress_weight, regress_pairs
         self.pairs: RegressionPairs | None = None  # made by the teacher at the first student update (timed with the run)
         device = next(model.G.parameters()).device
@@ -408,7 +418,8 @@ class Distill(Objective):
         return cls(model, stats, inputs["teacher"], fake_updates=cfg.fake_updates, gan_weight=cfg.gan_weight,
                    r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every, regress_weight=cfg.regress_weight or 0.0,
                    regress_pairs=cfg.regress_pairs or REGRESS_PAIRS, gan_sigma=cfg.gan_sigma,
-                   dm_loss=cfg.dm_loss if cfg.dm_loss is not None else "dmd", d_features=cfg.d_features or "own")
+                   dm_loss=cfg.dm_loss if cfg.dm_loss is not None else "dmd", d_features=cfg.d_features or "own",
+                   dm_sigma_min=cfg.dm_sigma_min)
 
     @property
     def networks(self) -> dict[str, torch.nn.Module]:
@@ -434,8 +445,7 @@ class Distill(Objective):
 
         level = int(torch.randint(1, K + 1, (1,), generator=gen, device=dev))  # a sync on a GPU, once per step
         chain = torch.randn((B, K, *x0.shape[1:]), generator=gen, device=dev)
-        lo, hi = (max(1, round(share * T)) for share in DM_LEVELS)
-        t_dm, n_dm = levels(lo, hi), randn()
+        t_dm, n_dm = levels(*self.dm_levels), randn()
         t_fake, n_fake = levels(1, T), randn()
         t_d, n_real, n_gen = levels(0, self.gan_top), randn(), randn()
         # Drawn only with the regression on, so that runs without it keep their random stream.
