@@ -9,6 +9,7 @@ texture costs; a real subset is shown beside the samples as the floor.
 
     hybrid sample CKPT --seeds 1000000-1000199 --out samples.npy
     python experiments/span.py samples.npy [more.npy ...] --ref digits
+    python experiments/span.py samples.npy --metrics none   # the off-span rms alone, in seconds
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main() -> None:
     p.add_argument("--ref", default="digits", help="reference data set [default: digits]")
     p.add_argument("--tail", type=float, default=1e-5, help="variance left outside the span [default: 1e-5]")
     p.add_argument("--num", type=int, default=200, help="size of the real subset shown as the floor")
-    p.add_argument("--metrics", default="fid,kid")
+    p.add_argument("--metrics", default="fid,kid", help="metrics of each set as is and projected (none: the off-span rms alone)")
     p.add_argument("--ref-num", type=int, help="reference images for the metrics [default: all]")
     args = p.parse_args()
     missing = [str(path) for path in args.samples if not path.is_file()]
@@ -71,14 +72,15 @@ def main() -> None:
             p.error(f"{name} holds samples of shape {x.shape}, {args.ref} of {ref.shape}")
     real = flat(ref)
     mean, basis = data_span(real, args.tail)
-    cfg = EvalConfig(metrics=tuple(args.metrics.split(",")), ref_num=args.ref_num)
+    metrics = () if args.metrics == "none" else tuple(args.metrics.split(","))
+    cfg = EvalConfig(metrics=metrics, ref_num=args.ref_num)
     print(f"{args.ref}: {len(real)} images, span of {basis.shape[1]} of {real.shape[1]} directions (tail {args.tail:g})")
 
     def report(name: str, x: torch.Tensor) -> None:
         projected = project(x, mean, basis)
         off = (x - projected).square().mean().sqrt()
         values = []
-        for label, y in (("as is", x), ("projected", projected)):
+        for label, y in (("as is", x), ("projected", projected)) if metrics else ():
             images = to_uint8(y.reshape(-1, *ref.shape))  # clamps to [-1, 1]
             result = evaluate(tensor_samples(images, name), ref, args.ref, cfg, torch.device("cpu"), log=lambda _: None)
             scores = {k: v for k, v in result.values.items() if not k.endswith("_std")}
