@@ -79,13 +79,14 @@ def main() -> None:
     def report(name: str, x: torch.Tensor) -> None:
         projected = project(x, mean, basis)
         off = (x - projected).square().mean().sqrt()
-        values = []
-        for label, y in (("as is", x), ("projected", projected)) if metrics else ():
+        parts = [name, f"off-span rms {off:.4f}"]
+        judged = (("as is", x), ("projected", projected)) if metrics else ()
+        for label, y in judged:
             images = to_uint8(y.reshape(-1, *ref.shape))  # clamps to [-1, 1]
             result = evaluate(tensor_samples(images, name), ref, args.ref, cfg, torch.device("cpu"), log=lambda _: None)
             scores = {k: v for k, v in result.values.items() if not k.endswith("_std")}
-            values.append(f"{label}: " + " ".join(f"{k} {v:.4g}" for k, v in scores.items()))
-        print(f"{name}  off-span rms {off:.4f}  " + "  ".join(values), flush=True)
+            parts.append(f"{label}: " + " ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+        print("  ".join(parts), flush=True)
 
     subset = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[: args.num]
     report(f"real subset (N = {args.num})", real[subset])

@@ -19,7 +19,7 @@ from hybridgan.hybrid.samplers import sample_batched
 from hybridgan.hybrid.schedule import Schedule
 from hybridgan.metrics.toy import mode_stats, sliced_wasserstein
 from hybridgan.training import objectives, train
-from hybridgan.training.config import TrainConfig, check_distill, resolve
+from hybridgan.training.config import TrainConfig, check_distill, dm_levels, resolve
 from hybridgan.training.data import load_dataset
 from hybridgan.training.objectives import OBJECTIVES, REGRESS_DDIM_STEPS, REGRESS_SEED_BASE, Distill, gan_top
 from hybridgan.training.stats import Stats
@@ -208,16 +208,22 @@ def test_the_distribution_matching_levels_start_at_dm_sigma_min(teacher):
     cfg = resolve(cfg, (2,))
     assert cfg.dm_sigma_min is None
 
-    def dm_levels(sigma_min: float | None) -> Tensor:
+    def drawn(sigma_min: float | None) -> Tensor:
         objective = Distill.build(Model(cfg.model), Stats(), cfg.replace(dm_sigma_min=sigma_min), **inputs)
         return objective.draw(torch.randn(8192, 2), torch.Generator().manual_seed(0)).t_dm
 
     for sigma_min, lowest in ((None, 20), (0.0, 1), (0.5, 145)):  # the teacher's linear chain of 1000
-        levels = dm_levels(sigma_min)
+        levels = drawn(sigma_min)
         assert levels.min() == lowest and levels.max() == 980
         assert abs(levels.float().mean().item() / ((lowest + 980) / 2) - 1) < 0.02  # evenly
     with pytest.raises(UserError, match="dm_sigma_min"):
         check_distill(cfg.replace(dm_sigma_min=-1.0))
+    # The levels follow the teacher's chain; none above its 98%, where an eps teacher's x0 estimate blows up.
+    assert dm_levels(Schedule("cosine", 1000), 0.5) == (290, 980) and dm_levels(Schedule("linear", 1), None) == (1, 1)
+    with pytest.raises(UserError, match="--dm-sigma-min 500: above the teacher's level 980 of 1000.*sigma 129"):
+        dm_levels(Schedule("linear", 1000), 500.0)
+    with pytest.raises(UserError, match="--dm-sigma-min 500"):
+        resolve(cfg.replace(dm_sigma_min=500.0), (2,))
 
 
 def test_the_students_phases_follow_the_gan_weight_and_r1(teacher):

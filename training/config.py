@@ -38,7 +38,7 @@ class TrainConfig:
     regress_weight: float | None = None  # distill: weight of the regression onto the teacher's ODE samples (None: 0)
     dm_loss: str | None = None  # distill: the distribution-matching loss, "dmd" or "sid" (None: dmd)
     dm_sigma_min: float | None = None  # distill: the lowest noise level (EDM sigma) of the distribution-matching
-    # gradient (0: the teacher's first level; None: 2% of its chain, DMD2's)
+    # gradient (0: the teacher's first level; None, kept as None: 2% of its chain, DMD2's)
     d_features: str | None = None  # distill: what D reads, "own" (its own network on the samples) or "teacher" (heads on
     # the frozen teacher's encoder features) (None: teacher for a hybrid teacher of images, else own)
     regress_pairs: int | None = None  # distill: how many (noise, teacher sample) pairs the regression uses (None: 1024)
@@ -326,6 +326,28 @@ GAN_WEIGHT_TEACHER_FEATURES = 0.05
 GAN_WEIGHT_VECTORS = 1.0
 
 
+# distill: the share of the teacher's chain the distribution-matching gradient is taken over (DMD2's
+# range); --dm-sigma-min moves the lower end.
+DM_LEVELS = (0.02, 0.98)
+
+
+def dm_levels(schedule: Schedule, sigma_min: float | None) -> tuple[int, int]:
+    """The teacher levels (lowest, highest) of the distribution-matching gradient: from the level of noise
+    `sigma_min` (0: the first level; None: DM_LEVELS' lower share, DMD2's) to DM_LEVELS' upper share, above
+    which an eps teacher's x0 estimate amplifies its errors too far (`--dm-sigma-min` above it: UserError)."""
+    T = schedule.T
+    hi = max(1, round(DM_LEVELS[1] * T))
+    if sigma_min is None:
+        lo = max(1, round(DM_LEVELS[0] * T))
+    else:
+        lo = schedule.level_of_sigma(sigma_min) if sigma_min > 0 else 1
+    if lo > hi:
+        a = float(schedule.alpha_bar[hi])
+        raise UserError(f"--dm-sigma-min {sigma_min:g}: above the teacher's level {hi} of {T} (98% of its chain, "
+                        f"sigma {((1 - a) / a) ** 0.5:.3g}), the highest the distribution matching uses")
+    return lo, hi
+
+
 def default_gan_weight(image: bool, d_features: str) -> float:
     if not image:
         return GAN_WEIGHT_VECTORS
@@ -344,16 +366,12 @@ def check_distill(cfg: TrainConfig) -> None:
             raise UserError(f"{name} {value!r}: expected a whole number >= 1 (--{name.replace('_', '-')})")
     if cfg.regress_pairs is not None and cfg.regress_pairs > REGRESS_PAIRS_MAX:
         raise UserError(f"regress_pairs {cfg.regress_pairs}: at most {REGRESS_PAIRS_MAX:,} (--regress-pairs)")
-    for name in ("gan_weight", "regress_weight"):
+    for name in ("gan_weight", "regress_weight", "gan_sigma", "dm_sigma_min"):
         value = getattr(cfg, name)
         if value is not None and not is_nonnegative_number(value):
             raise UserError(f"{name} {value!r}: expected a finite number >= 0 (--{name.replace('_', '-')})")
     if cfg.student_sigma is not None and not (is_nonnegative_number(cfg.student_sigma) and cfg.student_sigma > 0):
         raise UserError(f"student_sigma {cfg.student_sigma!r}: expected a finite number > 0 (--student-sigma)")
-    for name in ("gan_sigma", "dm_sigma_min"):
-        value = getattr(cfg, name)
-        if value is not None and not is_nonnegative_number(value):
-            raise UserError(f"{name} {value!r}: expected a finite number >= 0 (--{name.replace('_', '-')})")
     if cfg.dm_loss is not None:
         check_dm_loss(cfg.dm_loss)
     if cfg.d_features is not None and cfg.d_features not in D_FEATURES:
@@ -380,6 +398,7 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
         where = f"--student-sigma {sigma}" if sigma is not None else "the config's"
         raise UserError(f"--steps {model.steps}: the student's top level is the teacher's level {model.schedule_top} "
                         f"({where}), too low for {model.steps} levels; raise --student-sigma")
+    dm_levels(Schedule(model.schedule, base), cfg.dm_sigma_min)  # a --dm-sigma-min above the levels: one line
     image = len(model.shape) == 3
     d_features = cfg.d_features or "own"
     if d_features == "teacher":  # D is the objective's: heads on the teacher (training.objectives.Distill)

@@ -28,7 +28,7 @@ from hybridgan.hybrid.nets import FeatureDiscriminator
 from hybridgan.hybrid.samplers import sample_batched, sample_labels, start_noise
 from hybridgan.hybrid.schedule import Schedule
 from hybridgan.training import distributed
-from hybridgan.training.config import REGRESS_PAIRS, TrainConfig, check_dm_loss, default_model
+from hybridgan.training.config import REGRESS_PAIRS, TrainConfig, check_dm_loss, default_model, dm_levels
 from hybridgan.training.stats import Stats
 from hybridgan.training.teacher import Teacher, load_teacher
 
@@ -326,17 +326,7 @@ REGRESS_SEED_BASE = 2_000_000  # pair i's noise comes from seed REGRESS_SEED_BAS
 REGRESS_DDIM_STEPS = 25  # the teacher's ODE steps per target (cost against quality: docs/distill.md#a-regression-term)
 
 
-DM_LEVELS = (0.02, 0.98)  # the share of the teacher's chain the DM gradient is taken over (DMD2's range)
 SID_ALPHA = 1.2  # SiD's alpha, the weight of its second term (its choice for CIFAR-10, ImageNet 64 and FFHQ; 1.0 for AFHQ)
-
-
-def dm_levels(schedule: Schedule, sigma_min: float | None) -> tuple[int, int]:
-    """The teacher levels (lowest, highest) the distribution-matching gradient is taken at: from that of noise
-    `sigma_min` (0: the first level; None: DM_LEVELS' share of the chain, DMD2's) to DM_LEVELS' upper share."""
-    T = schedule.T
-    lo = max(1, round(DM_LEVELS[0] * T)) if sigma_min is None else schedule.level_of_sigma(sigma_min) if sigma_min > 0 else 1
-    hi = max(lo, round(DM_LEVELS[1] * T))
-    return lo, hi
 
 
 def gan_top(schedule: Schedule, sigma: float | None) -> int:
