@@ -166,6 +166,20 @@ def test_span_takes_off_the_texture_no_real_digit_has(tmp_path, monkeypatch):
     assert rows["textured"]["kid"] - rows["textured"]["kid_projected"] > 5 * abs(rows["clean"]["kid"]) + 0.01, printed
 
 
+def test_span_with_metrics_none_prints_the_off_span_rms_alone(tmp_path):
+    """--metrics none: each set's line is its name and off-span rms, nothing judged."""
+    digits = load_dataset("digits").data[:16].float() / 127.5 - 1
+    noise = 0.15 * torch.randn(digits.shape, generator=torch.Generator().manual_seed(2))
+    np.save(tmp_path / "clean.npy", digits.numpy())
+    np.save(tmp_path / "textured.npy", (digits + noise).clamp(-1, 1).numpy())
+    printed = script("span.py", str(tmp_path / "clean.npy"), str(tmp_path / "textured.npy"), "--metrics", "none",
+                     "--num", "16")
+    rows = [line.split("  ") for line in printed.splitlines()[1:]]
+    assert [len(row) for row in rows] == [2, 2, 2], printed  # the real subset, then the two sets
+    off = {Path(row[0]).stem: float(row[1].removeprefix("off-span rms ")) for row in rows[1:]}
+    assert off["clean"] < 0.002 and off["textured"] > 0.08, printed
+
+
 def test_span_judges_samples_at_their_own_resolution(tmp_path):
     """8x8 samples are projected onto the span of the digits at 8x8, not compared with 16x16 ones."""
     small = load_dataset("digits", 8).data[:40].float() / 127.5 - 1
