@@ -73,6 +73,22 @@ class Betas(click.ParamType):
         return betas
 
 
+class Sigmas(click.ParamType):
+    """One noise level (EDM sigma) or one per level, "S" or "S1,S2,...", each a finite number > 0."""
+
+    name = "sigmas"
+
+    def convert(self, value, param, ctx):
+        parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        try:
+            sigmas = tuple(float(part) for part in parts)
+        except (TypeError, ValueError):
+            sigmas = ()
+        if not sigmas or not all(math.isfinite(s) and s > 0 for s in sigmas):
+            self.fail(f"{value!r}: expected numbers > 0, e.g. 1.0 or 1.0,0.08", param, ctx)
+        return sigmas[0] if len(sigmas) == 1 else sigmas
+
+
 def parse_list(text: str | None) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip()) if text else ()
 
@@ -212,10 +228,15 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--dm-sigma-min", type=FiniteFloatRange(min=0), default=None, metavar="S",
               help="distill: the lowest noise level (EDM sigma) at which the distribution-matching gradient is taken "
                    "(0: the teacher's first level). [default: 2% of the teacher's chain, DMD2's] E.g. --dm-sigma-min 0")
-@click.option("--student-sigma", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="S",
+@click.option("--student-sigma", type=Sigmas(), default=None, metavar="S[,S...]",
               help="distill: the teacher's noise level (EDM sigma, sqrt((1 - alpha_bar) / alpha_bar)) that the "
-                   "student's top level sits at; it starts as the teacher's denoiser there. [default: 1.0 with --steps 1, "
-                   "else 2.5]")
+                   "student's top level sits at, its levels evenly spaced below; or one sigma per level, e.g. "
+                   "--steps 2 --student-sigma 1.0,0.08. Each level starts as the teacher's denoiser there. "
+                   "[default: 1.0 with --steps 1, else 2.5]")
+@click.option("--teacher-levels", type=click.IntRange(min=0), default=None, metavar="N",
+              help="distill: the student's lowest N levels stay the teacher's denoiser (a frozen copy saved with the "
+                   "student) and only the levels above train; e.g. --steps 2 --student-sigma 1.0,0.08 --teacher-levels 1: "
+                   "a one-step student whose samples the teacher finishes at sigma 0.08 (NFE 2). [default: 0]")
 @click.option("--dm-loss", type=click.Choice(["dmd", "sid"]), default=None,
               help="distill: the distribution-matching loss. dmd: DMD's gradient (fake - real) on the student's "
                    "samples; sid: SiD's loss, its gradient also taken through the teacher and the fake denoiser "
@@ -390,7 +411,7 @@ DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
 
 
 DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "gan_sigma", "student_sigma", "dm_loss", "regress_weight",
-                   "regress_pairs", "d_features", "dm_sigma_min")
+                   "regress_pairs", "d_features", "dm_sigma_min", "teacher_levels")
 DIFFUSION_GAN_OPTIONS = ("dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")
 
 

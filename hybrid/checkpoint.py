@@ -124,6 +124,8 @@ def model_from(ckpt: dict[str, Any], path: str | Path):
         model.G.load_state_dict(ckpt["G"])
         model.G_ema.load_state_dict(ckpt["G_ema"])
         model.load_past(ckpt.get("G_past", []))
+        if model.frozen is not None:
+            model.frozen.load_state_dict(ckpt["frozen"])
         if model.D is not None and "D" in ckpt:
             model.D.load_state_dict(ckpt["D"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:

@@ -34,6 +34,10 @@ class ModelConfig:
     # distilled student: its teacher's T, so that level k of T sits at the teacher's level k * schedule_steps / T); None: T
     schedule_top: int | None = None  # the highest of those levels (a student started below its teacher's noisiest level,
     # training.config.resolve_distill: level k of T sits at k * schedule_top / T); None: schedule_steps
+    schedule_levels: tuple[int, ...] | None = None  # instead of evenly spaced ones, these T increasing levels of the
+    # chain of schedule_steps (a student given one --student-sigma per level; schedule_top is then the last)
+    frozen_levels: int = 0  # the lowest levels 1..frozen_levels run `Model.frozen`, a fixed network of G's architecture
+    # (a distilled student's copy of its teacher, `train --teacher-levels`), not the generator
     sampler: str | None = None  # gan | ddpm | ddim: how samples are drawn unless asked otherwise (None: by the chain's length)
     classes: tuple[float, ...] = ()  # a class-conditional model: each class's share of its training data; (): unconditional
     generator: NetConfig = field(default_factory=NetConfig)  # the generator network
@@ -56,6 +60,8 @@ class ModelConfig:
         d = dict(d)
         d["shape"] = tuple(d["shape"])
         d["classes"] = tuple(d.get("classes", ()))
+        if d.get("schedule_levels") is not None:
+            d["schedule_levels"] = tuple(d["schedule_levels"])
         d["generator"] = net_config_from_dict(d["generator"])
         if d.get("discriminator") is not None:
             d["discriminator"] = net_config_from_dict(d["discriminator"])
@@ -105,9 +111,12 @@ class Model(nn.Module):
         ScheduleKind(cfg.schedule)
         Prediction(cfg.prediction)
         self.cfg = cfg
-        self.schedule = Schedule(cfg.schedule, cfg.steps, cfg.schedule_steps, cfg.schedule_top)
+        self.schedule = Schedule(cfg.schedule, cfg.steps, cfg.schedule_steps, cfg.schedule_top, cfg.schedule_levels)
+        if not 0 <= cfg.frozen_levels < cfg.steps:
+            raise ValueError(f"frozen_levels must be in 0..{cfg.steps - 1} (steps {cfg.steps}), got {cfg.frozen_levels}")
         self.G = build_generator(cfg)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
+        self.frozen = copy.deepcopy(self.G_ema) if cfg.frozen_levels else None
         self.D = build_discriminator(cfg) if cfg.discriminator is not None else None
         self.past = nn.ModuleList()
 
@@ -124,6 +133,16 @@ class Model(nn.Module):
         if self.cfg.prediction == Prediction.V:
             return self.schedule.v_to_x0(x_t, t, out.float())
         return out
+
+    def net_at(self, net: nn.Module, level: int) -> nn.Module:
+        """What runs at `level` of the chain for the generator `net`: `frozen` at the lowest frozen_levels."""
+        return self.frozen if level <= self.cfg.frozen_levels else net
+
+    def train(self, mode: bool = True) -> Model:
+        super().train(mode)
+        if self.frozen is not None:  # fixed weights: never dropout
+            self.frozen.eval()
+        return self
 
     def prediction_target(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """What the generator should output for x_t = q_sample(x0, t, eps): the inverse of predict_x0."""

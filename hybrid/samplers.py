@@ -194,7 +194,7 @@ def _chain(model: Model, net: torch.nn.Module, seeds: list[int], steps: int | No
         z = noise.randn(model.z_dim).to(device) if model.z_dim else None
         t = torch.full((len(seeds),), t_level, dtype=torch.long, device=device)
         s = torch.full_like(t, s_level)
-        x0 = model.predict_x0(net, x, t, z, y).float()
+        x0 = model.predict_x0(model.net_at(net, t_level), x, t, z, y).float()
         if model.cfg.is_image:  # images live in [-1, 1]; clipping the estimate helps eps models
             x0 = x0.clamp(-1, 1)
         if sampler == Sampler.DDIM:

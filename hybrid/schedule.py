@@ -78,36 +78,50 @@ def base_levels(T: int, base_steps: int, top: int | None = None) -> list[int]:
 class Schedule:
     """Forward process, one-step forward and posterior of a T-step VP chain."""
 
-    def __init__(self, kind: str | ScheduleKind, T: int, base_steps: int | None = None, base_top: int | None = None) -> None:
-        """base_steps: the chain's T levels are evenly spaced levels of this kind's chain of
-        base_steps levels, up to base_top (None: base_steps), so level k is base level
-        round(k * base_top / T); a distilled student's few levels are its teacher's
-        (training.objectives.Distill). None: a chain of T levels."""
+    def __init__(self, kind: str | ScheduleKind, T: int, base_steps: int | None = None, base_top: int | None = None,
+                 base_list: tuple[int, ...] | None = None) -> None:
+        """base_steps: the chain's T levels are levels of this kind's chain of base_steps levels:
+        evenly spaced up to base_top (None: base_steps), so level k is base level round(k * base_top
+        / T), or the T increasing levels of base_list; a distilled student's few levels are its
+        teacher's (training.objectives.Distill). None: a chain of T levels."""
         if T < 1:
             raise ValueError(f"T must be >= 1, got {T}")
         if base_steps is not None and base_steps < T:
             raise ValueError(f"base_steps must be >= T = {T}, got {base_steps}")
         if base_top is not None and (base_steps is None or not T <= base_top <= base_steps):
             raise ValueError(f"base_top must be in {T}..base_steps, got {base_top} (base_steps {base_steps})")
+        if base_list is not None:
+            base_list = tuple(base_list)
+            if base_steps is None or len(base_list) != T or list(base_list) != sorted(set(base_list)) \
+                    or not 1 <= base_list[0] <= base_list[-1] <= base_steps:
+                raise ValueError(f"base_list must be {T} increasing levels in 1..base_steps, got {base_list} "
+                                 f"(base_steps {base_steps})")
         self.kind = ScheduleKind(kind)
         self.T = T
         self.base_steps = base_steps
         self.base_top = base_top
+        self.base_list = base_list
         if base_steps is None:
             alpha_bar = _ALPHA_BAR[self.kind](T)
         else:
-            alpha_bar = _ALPHA_BAR[self.kind](base_steps)[torch.tensor(base_levels(T, base_steps, base_top)) - 1]
+            chosen = base_list if base_list is not None else base_levels(T, base_steps, base_top)
+            alpha_bar = _ALPHA_BAR[self.kind](base_steps)[torch.tensor(chosen) - 1]
         self.alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar])
+        # time inputs of levels 0..T of an explicit list: the share of the base chain each stands for
+        self._list_time = None if base_list is None else torch.tensor((0, *base_list), dtype=torch.float32) / base_steps
 
     def __repr__(self) -> str:
         base = f", base_steps={self.base_steps}" if self.base_steps is not None else ""
         top = f", base_top={self.base_top}" if self.base_top is not None else ""
-        return f"Schedule({self.kind.value!r}, T={self.T}{base}{top})"
+        chosen = f", base_list={self.base_list}" if self.base_list is not None else ""
+        return f"Schedule({self.kind.value!r}, T={self.T}{base}{top}{chosen})"
 
     def time_input(self, s: Tensor) -> Tensor:
         """The networks' time input at levels s ([B] long): s / T, the share of the chain; for a
         chain of base levels ending below the base chain's top, the share of the base chain level
-        s stands for (k * base_top / T of base_steps, unrounded)."""
+        s stands for (k * base_top / T of base_steps, unrounded; base_list[s - 1] of base_steps)."""
+        if self._list_time is not None:
+            return self._list_time.to(s.device)[s]
         if self.base_top is None:
             return s.float() / self.T
         return s.float() * (self.base_top / self.base_steps) / self.T

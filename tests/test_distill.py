@@ -19,7 +19,7 @@ from hybridgan.hybrid.samplers import sample_batched
 from hybridgan.hybrid.schedule import Schedule
 from hybridgan.metrics.toy import mode_stats, sliced_wasserstein
 from hybridgan.training import objectives, train
-from hybridgan.training.config import TrainConfig, check_distill, dm_levels, resolve
+from hybridgan.training.config import TrainConfig, check_distill, default_model, dm_levels, resolve
 from hybridgan.training.data import load_dataset
 from hybridgan.training.objectives import OBJECTIVES, REGRESS_DDIM_STEPS, REGRESS_SEED_BASE, Distill, gan_top
 from hybridgan.training.stats import Stats
@@ -98,6 +98,92 @@ def test_the_student_sits_at_the_teachers_level_of_noise_sigma(teacher):
     cfg, _ = Distill.prepare(distill_config(teacher), (2,), resumed=False)
     again = resolve(resolve(cfg, (2,)).replace(student_sigma=2.5), (2,))
     assert (again.model.schedule_top, again.student_sigma) == (441, 2.5)
+
+
+def test_a_student_of_listed_levels_stands_for_those_teacher_levels():
+    """base_list: the chain's levels are the listed levels of the base chain, each told its share."""
+    teacher = Schedule("linear", 1000)
+    student = Schedule("linear", 2, base_steps=1000, base_list=(21, 259))
+    torch.testing.assert_close(student.alpha_bar[1:], teacher.alpha_bar[[21, 259]])
+    torch.testing.assert_close(student.time_input(torch.tensor([0, 1, 2, 1])), torch.tensor([0, 0.021, 0.259, 0.021]))
+    for bad in ((259, 21), (21, 21), (0, 259), (21, 1001), (21,)):
+        with pytest.raises(ValueError, match="base_list"):
+            Schedule("linear", 2, base_steps=1000, base_list=bad)
+
+
+def test_one_student_sigma_per_level(teacher):
+    """--student-sigma S1,S2: one level at each, in any order; a count other than 1 or K, or two sigmas
+    on one teacher level, is one line. One sigma given again returns to evenly spaced levels."""
+    t = load_teacher(teacher, (2,))
+
+    def chain(steps: int, sigma) -> TrainConfig:
+        cfg, _ = Distill.prepare(distill_config(teacher, student_sigma=sigma), (2,), resumed=False)
+        return resolve(cfg, (2,), {"steps": steps})
+
+    cfg = chain(2, (0.08, 1.0))
+    levels = [t.model.schedule.level_of_sigma(s) for s in (0.08, 1.0)]
+    assert cfg.model.schedule_levels == tuple(levels) and cfg.model.schedule_top == levels[1] == 259
+    assert cfg.student_sigma == (0.08, 1.0) and chain(2, [1.0, 0.08]).model.schedule_levels == tuple(levels)
+    model = Model(cfg.model)
+    torch.testing.assert_close(model.schedule.alpha_bar[1:], t.model.schedule.alpha_bar[levels].double())
+    assert chain(1, (1.0,)).model.schedule_levels is None  # one sigma is the single-value form
+    again = resolve(cfg.replace(student_sigma=2.5), (2,))
+    assert (again.model.schedule_levels, again.model.schedule_top) == (None, 441)
+    kept = resolve(cfg.replace(student_sigma=None), (2,))  # a config without sigma keeps its own levels
+    assert kept.model.schedule_levels == tuple(levels)
+    for steps, sigma, message in ((4, (1.0, 0.08), "2 sigmas for --steps 4"), (2, (1.0, -1.0), "student_sigma"),
+                                  (2, (1.0, 1.001), "two sigmas fall on the teacher's level 259")):
+        with pytest.raises(UserError, match=message):
+            chain(steps, sigma)
+
+
+def test_listed_levels_start_as_the_teachers_denoisers_there_and_survive_a_checkpoint(image_teacher, tmp_path):
+    """Each listed level of a digits student is, at the start, the teacher's denoiser at its teacher
+    level; a short run saves the levels with the model, and its file samples at NFE 1 and 2."""
+    t = load_teacher(image_teacher, (1, 16, 16))
+    run_dir = tmp_path / "run"
+    train(digits_config(objective="distill", teacher=image_teacher, kimg=0.032, student_sigma=(1.0, 0.08)),
+          run_dir=run_dir, model_changes={"steps": 2}, quiet=True)
+    model = load_model(latest_checkpoint(run_dir))
+    levels = model.cfg.schedule_levels
+    assert levels == (21, 259) and model.schedule.base_list == levels and model.frozen is None
+    start = Model(model.cfg)
+    start.G.load_state_dict(t.net.state_dict())
+    x = torch.randn(4, 1, 16, 16)
+    for k, level in enumerate(levels, start=1):
+        torch.testing.assert_close(start.predict_x0(start.G, x, torch.full((4,), k), None),
+                                   t.model.predict_x0(t.net, x, torch.full((4,), level), None), rtol=1e-5, atol=1e-5)
+    for nfe in (1, 2):
+        x = sample_batched(model, list(range(4)), steps=nfe, sampler="gan")
+        assert x.shape == (4, 1, 16, 16) and torch.isfinite(x).all()
+
+
+def test_teacher_levels_stay_the_teachers_denoiser_and_finish_the_students_samples(image_teacher, tmp_path):
+    """--teacher-levels 1: only the top level trains; the lowest runs a frozen copy of the teacher,
+    saved with the student, so NFE 2 is the one-step sample finished by the teacher at sigma 0.08."""
+    t = load_teacher(image_teacher, (1, 16, 16))
+    run_dir = tmp_path / "run"
+    cfg = digits_config(objective="distill", teacher=image_teacher, kimg=0.064, student_sigma=(1.0, 0.08), teacher_levels=1)
+    train(cfg, run_dir=run_dir, model_changes={"steps": 2}, quiet=True)
+    ckpt = load(latest_checkpoint(run_dir))
+    model = load_model(latest_checkpoint(run_dir))
+    assert model.cfg.frozen_levels == 1 and ckpt["config"]["teacher_levels"] == 1
+    teacher_weights = t.net.state_dict()
+    assert all(torch.equal(ckpt["frozen"][k], v) for k, v in teacher_weights.items())
+    assert not all(torch.equal(ckpt["G"][k], v) for k, v in teacher_weights.items())  # the top level trained
+    # Level 1 runs the teacher at its level 21, level 2 the student's G_ema.
+    seeds, x = list(range(4)), torch.randn(4, 1, 16, 16)
+    finished = sample_batched(model, seeds, start=(1, x), steps=1, sampler="gan")
+    torch.testing.assert_close(finished, t.model.predict_x0(t.net, x, torch.full((4,), 21), None).clamp(-1, 1))
+    top = sample_batched(model, seeds, start=(2, x), steps=1, sampler="gan")
+    torch.testing.assert_close(top, model.predict_x0(model.G_ema, x, torch.full((4,), 2), None).clamp(-1, 1))
+    assert not torch.allclose(top, t.model.predict_x0(t.net, x, torch.full((4,), 259), None).clamp(-1, 1))
+    # Training draws the top level only.
+    resolved, inputs = Distill.prepare(cfg, (1, 16, 16), resumed=False)
+    resolved = resolve(resolved, (1, 16, 16), {"steps": 2})
+    objective = Distill.build(Model(resolved.model), Stats(), resolved, **inputs)
+    gen = torch.Generator().manual_seed(0)
+    assert {objective.draw(torch.zeros(2, 1, 16, 16), gen).level for _ in range(20)} == {2}
 
 
 def test_the_student_starts_from_the_teacher_and_the_dm_gradient_is_zero_there(teacher):
@@ -313,11 +399,14 @@ def test_the_regression_pulls_the_students_one_step_samples_onto_the_teachers_od
     assert with_regression < 0.3 * dm_alone, (with_regression, dm_alone)
 
 
-@pytest.mark.parametrize("regress, dm_loss", [(0.0, "dmd"), (1.0, "dmd"), (0.0, "sid")])
-def test_a_resumed_distill_run_matches_an_uninterrupted_one_bitwise(teacher, tmp_path, hybrid, regress, dm_loss):
-    """Also with the regression on: a resumed run makes the same pairs and draws the same ones."""
+@pytest.mark.parametrize("regress, dm_loss, teacher_levels", [(0.0, "dmd", 0), (1.0, "dmd", 0), (0.0, "sid", 0),
+                                                             (0.0, "dmd", 1)])
+def test_a_resumed_distill_run_matches_an_uninterrupted_one_bitwise(teacher, tmp_path, hybrid, regress, dm_loss,
+                                                                    teacher_levels):
+    """Also with the regression on: a resumed run makes the same pairs and draws the same ones; and
+    with a level kept as the teacher's."""
     changes = dict(model_changes={"steps": 2}, quiet=True)
-    extra = dict(regress_weight=regress, regress_pairs=64, dm_loss=dm_loss)
+    extra = dict(regress_weight=regress, regress_pairs=64, dm_loss=dm_loss, teacher_levels=teacher_levels)
     whole = train(distill_config(teacher, kimg=2, **extra), run_dir=tmp_path / "whole", **changes)
     part = train(distill_config(teacher, kimg=1, **extra), run_dir=tmp_path / "part", **changes)
     result = hybrid("train", "--run-dir", part, "--resume", "auto", "--kimg", "2", "--quiet")
@@ -325,7 +414,8 @@ def test_a_resumed_distill_run_matches_an_uninterrupted_one_bitwise(teacher, tmp
     assert ("Loss/G/regress" in read_stats(part)[-1]) == bool(regress)
     a, b = load(latest_checkpoint(whole)), load(latest_checkpoint(part))
     assert a["progress"]["nimg"] == b["progress"]["nimg"] == 2048
-    for key in ("G", "G_ema", "D"):
+    assert ("frozen" in a) == ("frozen" in b) == bool(teacher_levels)
+    for key in ("G", "G_ema", "D", *(("frozen",) if teacher_levels else ())):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
     for name, tensor in a["nets"]["fake"].items():
@@ -454,6 +544,14 @@ def test_sample_and_eval_need_only_the_student_checkpoint(teacher, tmp_path, hyb
 # ------------------------------------------------------------------------------------ bad input
 
 
+def test_frozen_levels_belong_to_a_distilled_student():
+    model = dataclasses.replace(default_model((2,), "hybrid"), frozen_levels=1)
+    with pytest.raises(UserError, match="frozen_levels 1 in the model config"):
+        resolve(toy_config(model=model), (2,))
+    with pytest.raises(ValueError, match="frozen_levels"):
+        Model(dataclasses.replace(model, frozen_levels=model.steps))
+
+
 def test_distill_without_a_teacher_is_one_line(tmp_path, hybrid):
     result = hybrid("train", "--objective", "distill", "--data", "toy:8gaussians", "--run-dir", tmp_path / "run")
     assert_user_error(result, "--teacher")
@@ -485,6 +583,14 @@ def test_distill_options_elsewhere_are_one_line(teacher, tmp_path, hybrid):
     result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians", "--steps", "4",
                     "--student-sigma", "0.001", "--run-dir", tmp_path / "run")
     assert_user_error(result, "--steps 4", "--student-sigma")
+    result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians", "--steps", "2",
+                    "--teacher-levels", "2", "--run-dir", tmp_path / "run")
+    assert_user_error(result, "--teacher-levels 2", "raise --steps")
+    for sigmas, message in (("1.0,x", "expected numbers > 0"), ("1.0,0", "expected numbers > 0"),
+                            ("1.0,0.08", "2 sigmas for --steps 4")):
+        result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians", "--steps",
+                        "4", "--student-sigma", sigmas, "--run-dir", tmp_path / "run")
+        assert_user_error(result, "--student-sigma", message)
     result = hybrid("train", "--objective", "ddpm", "--data", "toy:8gaussians", "--regress-weight", "1",
                     "--run-dir", tmp_path / "run")
     assert_user_error(result, "--regress-weight", "--objective distill")
@@ -572,6 +678,9 @@ def test_a_diffusers_unet_folder_is_a_teacher(tmp_path, hybrid):
     result = hybrid("train", "--objective", "distill", "--teacher", folder, "--data", data, "--d-features", "teacher",
                     "--run-dir", tmp_path / "refused")
     assert_user_error(result, "--d-features teacher", str(folder))
+    result = hybrid("train", "--objective", "distill", "--teacher", folder, "--data", data, "--steps", "2",
+                    "--teacher-levels", "1", "--run-dir", tmp_path / "refused")
+    assert_user_error(result, "--teacher-levels 1", "diffusers")
     assert not (tmp_path / "refused").exists()
 
 

@@ -32,7 +32,10 @@ class TrainConfig:
     teacher_sha256: str | None = None  # distill: the teacher file's SHA-256 (set by the run; a resumed run checks it)
     fake_updates: int | None = None  # distill: fake-denoiser (and D) updates per student update (None: 2)
     gan_weight: float | None = None  # distill: weight of the adversarial loss beside distribution matching (None: default_gan_weight)
-    student_sigma: float | None = None  # distill: the teacher's noise level at the student's top level (None: 1.0 for one level, else 2.5)
+    teacher_levels: int | None = None  # distill: the student's lowest levels that stay the teacher's denoiser, a frozen
+    # copy saved with the student (None: 0)
+    student_sigma: float | tuple[float, ...] | None = None  # distill: the teacher's noise level at the student's top level,
+    # its levels evenly spaced below (None: 1.0 for one level, else 2.5), or one per level
     gan_sigma: float | None = None  # distill: the highest noise level (EDM sigma) at which D judges samples (default 0:
     # clean; None in a run recorded before the option: every level, which its resume keeps)
     regress_weight: float | None = None  # distill: weight of the regression onto the teacher's ODE samples (None: 0)
@@ -86,7 +89,7 @@ class TrainConfig:
         return dataclasses.replace(self, **as_tuples(changes))
 
 
-SEQUENCES = ("betas", "metrics")  # tuples in a TrainConfig; JSON and Python callers may give lists
+SEQUENCES = ("betas", "metrics", "student_sigma")  # tuples in a TrainConfig; JSON and Python callers may give lists
 
 
 def as_tuples(d: dict[str, Any]) -> dict[str, Any]:
@@ -249,6 +252,9 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
         raise UserError(f"the model expects samples of shape {tuple(model.shape)}, the data has {tuple(data_shape)}")
     if cfg.objective == "distill":  # its discriminator follows --d-features
         return resolve_distill(cfg, model)
+    if model.frozen_levels:
+        raise UserError(f"frozen_levels {model.frozen_levels} in the model config: only a distilled student keeps "
+                        "its teacher's levels (--objective distill --teacher-levels); set it to 0")
     if cfg.objective in OBJECTIVES_WITH_D and model.discriminator is None:
         raise UserError(f"--objective {cfg.objective} needs a discriminator, the model config has none")
     resolved = cfg.replace(
@@ -360,18 +366,20 @@ def check_distill(cfg: TrainConfig) -> None:
         raise UserError("--objective distill needs --teacher PATH: a checkpoint of `hybrid train --objective ddpm`")
     if cfg.d_noise or cfg.d_augment != "none":
         raise UserError("--d-noise/--d-augment: distill's discriminator judges noised samples already; drop them")
-    for name in ("fake_updates", "regress_pairs"):
+    for name, least in (("fake_updates", 1), ("regress_pairs", 1), ("teacher_levels", 0)):
         value = getattr(cfg, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise UserError(f"{name} {value!r}: expected a whole number >= 1 (--{name.replace('_', '-')})")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise UserError(f"{name} {value!r}: expected a whole number >= {least} (--{name.replace('_', '-')})")
     if cfg.regress_pairs is not None and cfg.regress_pairs > REGRESS_PAIRS_MAX:
         raise UserError(f"regress_pairs {cfg.regress_pairs}: at most {REGRESS_PAIRS_MAX:,} (--regress-pairs)")
     for name in ("gan_weight", "regress_weight", "gan_sigma", "dm_sigma_min"):
         value = getattr(cfg, name)
         if value is not None and not is_nonnegative_number(value):
             raise UserError(f"{name} {value!r}: expected a finite number >= 0 (--{name.replace('_', '-')})")
-    if cfg.student_sigma is not None and not (is_nonnegative_number(cfg.student_sigma) and cfg.student_sigma > 0):
-        raise UserError(f"student_sigma {cfg.student_sigma!r}: expected a finite number > 0 (--student-sigma)")
+    sigmas = cfg.student_sigma if isinstance(cfg.student_sigma, tuple) else (cfg.student_sigma,)
+    if cfg.student_sigma is not None and not (sigmas and all(is_nonnegative_number(s) and s > 0 for s in sigmas)):
+        raise UserError(f"student_sigma {cfg.student_sigma!r}: expected a finite number > 0, or one per level "
+                        "(--student-sigma)")
     if cfg.dm_loss is not None:
         check_dm_loss(cfg.dm_loss)
     if cfg.d_features is not None and cfg.d_features not in D_FEATURES:
@@ -384,16 +392,41 @@ def check_dm_loss(dm_loss: str) -> None:
         raise UserError(f"dm_loss {dm_loss!r}: expected one of {', '.join(DM_LOSSES)} (--dm-loss)")
 
 
+def student_levels(teacher: Schedule, sigmas: tuple[float, ...], steps: int) -> dict[str, Any]:
+    """The ModelConfig fields of a student with one level at each of `sigmas` (the teacher's levels
+    of those EDM sigmas, in increasing order), or one line on what is wrong with them."""
+    text = ",".join(f"{s:g}" for s in sigmas)
+    if len(sigmas) != steps:
+        raise UserError(f"--student-sigma {text}: {len(sigmas)} sigmas for --steps {steps}; give one sigma, or one "
+                        "per level")
+    levels = sorted(teacher.level_of_sigma(s) for s in sigmas)
+    same = sorted({lv for lv in levels if levels.count(lv) > 1})
+    if same:
+        raise UserError(f"--student-sigma {text}: two sigmas fall on the teacher's level {same[0]} (of {teacher.T}); "
+                        "give sigmas further apart")
+    return {"schedule_top": levels[-1], "schedule_levels": tuple(levels)}
+
+
 def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
     """The defaults of a distillation run (training.objectives.Distill) and its chain's checks."""
     base = model.schedule_steps
     if base is None or not 1 <= model.steps <= base:
         raise UserError(f"--steps {model.steps}: a student's chain is 1..{base} of its teacher's levels (e.g. --steps 1, 2 or 4)")
     sigma = cfg.student_sigma
+    if isinstance(sigma, tuple) and len(sigma) == 1:
+        sigma = sigma[0]
     if sigma is None and model.schedule_top is None:
         sigma = STUDENT_SIGMA_ONE_LEVEL if model.steps == 1 else STUDENT_SIGMA
-    if sigma is not None:  # the top is the teacher's level of noise sigma (a config without sigma keeps its own)
-        model = dataclasses.replace(model, schedule_top=Schedule(model.schedule, base).level_of_sigma(sigma))
+    if isinstance(sigma, tuple):  # one level per sigma
+        model = dataclasses.replace(model, **student_levels(Schedule(model.schedule, base), sigma, model.steps))
+    elif sigma is not None:  # the top is the teacher's level of noise sigma (a config without sigma keeps its own)
+        top = Schedule(model.schedule, base).level_of_sigma(sigma)
+        model = dataclasses.replace(model, schedule_top=top, schedule_levels=None)
+    if cfg.teacher_levels is not None:
+        if cfg.teacher_levels >= model.steps:
+            raise UserError(f"--teacher-levels {cfg.teacher_levels}: the student has {model.steps} levels and trains the "
+                            f"ones above the teacher's; give fewer, or raise --steps")
+        model = dataclasses.replace(model, frozen_levels=cfg.teacher_levels)
     if model.steps > model.schedule_top:
         where = f"--student-sigma {sigma}" if sigma is not None else "the config's"
         raise UserError(f"--steps {model.steps}: the student's top level is the teacher's level {model.schedule_top} "
@@ -408,6 +441,7 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
     return cfg.replace(
         model=model,
         student_sigma=sigma,
+        teacher_levels=model.frozen_levels,
         d_features=d_features,
         batch=cfg.batch or (16 if image else 128),
         lr_g=cfg.lr_g or 2e-4,

@@ -30,7 +30,7 @@ from hybridgan.hybrid.schedule import Schedule
 from hybridgan.training import distributed
 from hybridgan.training.config import REGRESS_PAIRS, TrainConfig, check_dm_loss, default_model, dm_levels
 from hybridgan.training.stats import Stats
-from hybridgan.training.teacher import Teacher, load_teacher
+from hybridgan.training.teacher import DiffusersEps, Teacher, load_teacher
 
 
 @dataclass(frozen=True)
@@ -383,6 +383,8 @@ class Distill(Objective):
         if model.cfg.generator == teacher.model.cfg.generator and type(teacher.net) is type(model.G):
             model.G.load_state_dict(teacher.net.state_dict())
             model.G_ema.load_state_dict(teacher.net.state_dict())
+        if model.frozen is not None:  # its lowest levels stay the teacher's denoiser (prepare refused a diffusers teacher)
+            model.frozen.load_state_dict(teacher.net.state_dict())
 
     @classmethod
     def prepare(cls, cfg: TrainConfig, data_shape: tuple[int, ...], resumed: bool) -> tuple[TrainConfig, dict[str, Any]]:
@@ -394,6 +396,9 @@ class Distill(Objective):
         if cfg.d_features == "teacher" and not has_features:
             raise UserError(f"--d-features teacher: reads the encoder features of a hybrid teacher; "
                             f"{cfg.teacher} has none (a diffusers teacher); use --d-features own")
+        if cfg.teacher_levels and isinstance(teacher.net, DiffusersEps):
+            raise UserError(f"--teacher-levels {cfg.teacher_levels}: keeps a copy of the teacher's network in the student, "
+                            f"which needs one of hybrid's networks; {cfg.teacher} is a diffusers model")
         if not resumed:  # the student's top level follows from --student-sigma and --steps (config.resolve_distill)
             # D reads the teacher's features for images where it has them (docs/distill.md#the-teachers-features);
             # vectors keep their own D (docs/distill.md#the-teachers-features-on-25-gaussians).
@@ -433,7 +438,8 @@ class Distill(Objective):
         def randn() -> Tensor:
             return torch.randn(x0.shape, generator=gen, device=dev)
 
-        level = int(torch.randint(1, K + 1, (1,), generator=gen, device=dev))  # a sync on a GPU, once per step
+        # A trained level: above the frozen ones, which stay the teacher's. A sync on a GPU, once per step.
+        level = int(torch.randint(self.model.cfg.frozen_levels + 1, K + 1, (1,), generator=gen, device=dev))
         chain = torch.randn((B, K, *x0.shape[1:]), generator=gen, device=dev)
         t_dm, n_dm = levels(*self.dm_levels), randn()
         t_fake, n_fake = levels(1, T), randn()

@@ -138,6 +138,8 @@ class Trainer:
         }
         if self.model.D is not None:
             state["D"] = self.model.D.state_dict()
+        if self.model.frozen is not None:
+            state["frozen"] = self.model.frozen.state_dict()
         if self.objective.networks:
             state["nets"] = {name: net.state_dict() for name, net in self.objective.networks.items()}
         objective_state = self.objective.state_dict()
@@ -151,6 +153,8 @@ class Trainer:
         self.model.load_past(state.get("G_past", []))
         if self.model.D is not None:
             self.model.D.load_state_dict(state["D"])
+        if self.model.frozen is not None:
+            self.model.frozen.load_state_dict(state["frozen"])
         for name, net in self.objective.networks.items():
             net.load_state_dict(state["nets"][name])
         self.objective.load_state_dict(state.get("objective", {}))
