@@ -74,7 +74,7 @@ def rows(data_name: str, model, chosen: list[int], num: int, metrics: tuple[str,
         x_k = model.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=noise))
         z = torch.randn((num, model.z_dim), generator=noise).to(device) if model.z_dim else None
         with torch.no_grad():
-            rec = model.predict_x0(model.G_ema, x_k.to(device), t.to(device), z).float().cpu()
+            rec = model.predict_x0(model.net_at(model.G_ema, k), x_k.to(device), t.to(device), z).float().cpu()
         yield judge("rec", k, rec.clamp(-1, 1) if model.cfg.is_image else rec)
         yield judge("chain", k, sample_batched(model, seeds, start=(k, x_k), device=device))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from types import SimpleNamespace
 
@@ -19,7 +20,7 @@ from hybridgan.hybrid.samplers import sample_batched
 from hybridgan.hybrid.schedule import Schedule
 from hybridgan.metrics.toy import mode_stats, sliced_wasserstein
 from hybridgan.training import objectives, train
-from hybridgan.training.config import TrainConfig, check_distill, default_model, dm_levels, resolve
+from hybridgan.training.config import TrainConfig, check_distill, config_from_dict, default_model, dm_levels, resolve
 from hybridgan.training.data import load_dataset
 from hybridgan.training.objectives import OBJECTIVES, REGRESS_DDIM_STEPS, REGRESS_SEED_BASE, Distill, gan_top
 from hybridgan.training.stats import Stats
@@ -131,6 +132,11 @@ def test_one_student_sigma_per_level(teacher):
     assert (again.model.schedule_levels, again.model.schedule_top) == (None, 441)
     kept = resolve(cfg.replace(student_sigma=None), (2,))  # a config without sigma keeps its own levels
     assert kept.model.schedule_levels == tuple(levels)
+    # Evenly spaced levels with one kept as the teacher's: listed, so it is exactly the teacher's level 110.
+    cfg, _ = Distill.prepare(distill_config(teacher, student_sigma=2.5, teacher_levels=1), (2,), resumed=False)
+    kept = resolve(cfg, (2,), {"steps": 4}).model
+    assert (kept.schedule_levels, kept.frozen_levels) == ((110, 220, 331, 441), 1)
+    assert Model(kept).schedule.time_input(torch.tensor([1])).item() == pytest.approx(0.110)
     for steps, sigma, message in ((4, (1.0, 0.08), "2 sigmas for --steps 4"), (2, (1.0, -1.0), "student_sigma"),
                                   (2, (1.0, 1.001), "two sigmas fall on the teacher's level 259")):
         with pytest.raises(UserError, match=message):
@@ -175,12 +181,16 @@ def test_teacher_levels_stay_the_teachers_denoiser_and_finish_the_students_sampl
     seeds, x = list(range(4)), torch.randn(4, 1, 16, 16)
     finished = sample_batched(model, seeds, start=(1, x), steps=1, sampler="gan")
     torch.testing.assert_close(finished, t.model.predict_x0(t.net, x, torch.full((4,), 21), None).clamp(-1, 1))
+    assert not torch.allclose(finished, model.predict_x0(model.G_ema, x, torch.full((4,), 1), None).clamp(-1, 1))
     top = sample_batched(model, seeds, start=(2, x), steps=1, sampler="gan")
     torch.testing.assert_close(top, model.predict_x0(model.G_ema, x, torch.full((4,), 2), None).clamp(-1, 1))
     assert not torch.allclose(top, t.model.predict_x0(t.net, x, torch.full((4,), 259), None).clamp(-1, 1))
-    # Training draws the top level only.
+    model.train()
+    assert model.G.training and not model.frozen.training  # fixed weights: never dropout
+    # Training draws the top level only; the resolved config survives config.json.
     resolved, inputs = Distill.prepare(cfg, (1, 16, 16), resumed=False)
     resolved = resolve(resolved, (1, 16, 16), {"steps": 2})
+    assert config_from_dict(json.loads(json.dumps(resolved.to_dict()))) == resolved
     objective = Distill.build(Model(resolved.model), Stats(), resolved, **inputs)
     gen = torch.Generator().manual_seed(0)
     assert {objective.draw(torch.zeros(2, 1, 16, 16), gen).level for _ in range(20)} == {2}
@@ -450,12 +460,15 @@ def test_the_discriminator_reads_the_teachers_features_by_default_for_images_and
 
 
 def test_a_run_from_before_d_features_resumes_with_its_own_discriminator(teacher, tmp_path, hybrid):
+    """The same for a run from before --teacher-levels: it kept none."""
     run = train(distill_config(teacher, kimg=0.256), run_dir=tmp_path / "run", quiet=True)
     ckpt = latest_checkpoint(run)
     state = load(ckpt)
-    state["config"]["d_features"] = None  # as such runs recorded it
+    state["config"]["d_features"] = state["config"]["teacher_levels"] = None  # as such runs recorded them
+    del state["config"]["model"]["frozen_levels"], state["config"]["model"]["schedule_levels"]
     torch.save(state, ckpt)
-    result = hybrid("train", "--run-dir", run, "--resume", "auto", "--kimg", "0.512", "--d-features", "own", "--quiet")
+    result = hybrid("train", "--run-dir", run, "--resume", "auto", "--kimg", "0.512", "--d-features", "own",
+                    "--teacher-levels", "0", "--quiet")
     assert result.code == 0, result.err
     assert load(latest_checkpoint(run))["progress"]["nimg"] == 512
 
@@ -586,6 +599,10 @@ def test_distill_options_elsewhere_are_one_line(teacher, tmp_path, hybrid):
     result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians", "--steps", "2",
                     "--teacher-levels", "2", "--run-dir", tmp_path / "run")
     assert_user_error(result, "--teacher-levels 2", "raise --steps")
+    for option in (("--channels", "16"), ("--prediction", "x0")):  # the kept level runs the teacher's own network
+        result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians", "--steps",
+                        "2", "--teacher-levels", "1", *option, "--run-dir", tmp_path / "run")
+        assert_user_error(result, "--teacher-levels 1", "network options")
     for sigmas, message in (("1.0,x", "expected numbers > 0"), ("1.0,0", "expected numbers > 0"),
                             ("1.0,0.08", "2 sigmas for --steps 4")):
         result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians", "--steps",

@@ -18,7 +18,7 @@ from hybridgan.hybrid.errors import UserError
 from hybridgan.hybrid.model import ModelConfig
 from hybridgan.hybrid.nets import NetConfig, check_net_config
 from hybridgan.hybrid.samplers import Sampler
-from hybridgan.hybrid.schedule import Schedule
+from hybridgan.hybrid.schedule import Schedule, base_levels
 from hybridgan.training import PRESETS, preset_names
 
 
@@ -231,7 +231,7 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
     if cfg.lr_decay not in LR_DECAYS:
         raise UserError(f"--lr-decay {cfg.lr_decay!r}: choose one of {', '.join(LR_DECAYS)}")
     image = len(data_shape) == 3
-    model = cfg.model or default_model(data_shape, cfg.objective)
+    model = start = cfg.model or default_model(data_shape, cfg.objective)
     if model_changes and cfg.objective == "distill" and model_changes.get("schedule") not in (None, model.schedule):
         raise UserError(f"--schedule {model_changes['schedule']}: a student's levels are its teacher's ({model.schedule}); drop it")
     if model_changes:
@@ -251,7 +251,7 @@ def resolve(cfg: TrainConfig, data_shape: tuple[int, ...], model_changes: dict[s
     if tuple(model.shape) != tuple(data_shape):
         raise UserError(f"the model expects samples of shape {tuple(model.shape)}, the data has {tuple(data_shape)}")
     if cfg.objective == "distill":  # its discriminator follows --d-features
-        return resolve_distill(cfg, model)
+        return resolve_distill(cfg, model, start)
     if model.frozen_levels:
         raise UserError(f"frozen_levels {model.frozen_levels} in the model config: only a distilled student keeps "
                         "its teacher's levels (--objective distill --teacher-levels); set it to 0")
@@ -400,15 +400,32 @@ def student_levels(teacher: Schedule, sigmas: tuple[float, ...], steps: int) -> 
         raise UserError(f"--student-sigma {text}: {len(sigmas)} sigmas for --steps {steps}; give one sigma, or one "
                         "per level")
     levels = sorted(teacher.level_of_sigma(s) for s in sigmas)
-    same = sorted({lv for lv in levels if levels.count(lv) > 1})
-    if same:
-        raise UserError(f"--student-sigma {text}: two sigmas fall on the teacher's level {same[0]} (of {teacher.T}); "
+    same = next((a for a, b in zip(levels, levels[1:]) if a == b), None)
+    if same is not None:
+        raise UserError(f"--student-sigma {text}: two sigmas fall on the teacher's level {same} (of {teacher.T}); "
                         "give sigmas further apart")
     return {"schedule_top": levels[-1], "schedule_levels": tuple(levels)}
 
 
-def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
-    """The defaults of a distillation run (training.objectives.Distill) and its chain's checks."""
+def kept_teacher_levels(model: ModelConfig, n: int | None, start: ModelConfig | None) -> ModelConfig:
+    """The student with its lowest n levels kept as the teacher's (None: as its config has it), each
+    exactly at its teacher level; one line where the student could not run the teacher's network."""
+    n = model.frozen_levels if n is None else n
+    if not n:
+        return dataclasses.replace(model, frozen_levels=0)
+    if n >= model.steps:
+        raise UserError(f"--teacher-levels {n}: the student has {model.steps} levels and trains the ones above the "
+                        "teacher's; give fewer, or raise --steps")
+    if start is not None and (model.generator, model.prediction) != (start.generator, start.prediction):
+        raise UserError(f"--teacher-levels {n}: the kept levels run a copy of the teacher's network, so the student "
+                        "keeps the teacher's network and parameterisation; drop the network options")
+    levels = model.schedule_levels or tuple(base_levels(model.steps, model.schedule_steps, model.schedule_top))
+    return dataclasses.replace(model, frozen_levels=n, schedule_levels=levels)
+
+
+def resolve_distill(cfg: TrainConfig, model: ModelConfig, start: ModelConfig | None = None) -> TrainConfig:
+    """The defaults of a distillation run (training.objectives.Distill) and its chain's checks;
+    start: the model before network options changed it (the teacher's, for a new run)."""
     base = model.schedule_steps
     if base is None or not 1 <= model.steps <= base:
         raise UserError(f"--steps {model.steps}: a student's chain is 1..{base} of its teacher's levels (e.g. --steps 1, 2 or 4)")
@@ -422,15 +439,14 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig) -> TrainConfig:
     elif sigma is not None:  # the top is the teacher's level of noise sigma (a config without sigma keeps its own)
         top = Schedule(model.schedule, base).level_of_sigma(sigma)
         model = dataclasses.replace(model, schedule_top=top, schedule_levels=None)
-    if cfg.teacher_levels is not None:
-        if cfg.teacher_levels >= model.steps:
-            raise UserError(f"--teacher-levels {cfg.teacher_levels}: the student has {model.steps} levels and trains the "
-                            f"ones above the teacher's; give fewer, or raise --steps")
-        model = dataclasses.replace(model, frozen_levels=cfg.teacher_levels)
     if model.steps > model.schedule_top:
         where = f"--student-sigma {sigma}" if sigma is not None else "the config's"
         raise UserError(f"--steps {model.steps}: the student's top level is the teacher's level {model.schedule_top} "
                         f"({where}), too low for {model.steps} levels; raise --student-sigma")
+    if model.schedule_levels is not None and len(model.schedule_levels) != model.steps:
+        raise UserError(f"--steps {model.steps}: the config lists {len(model.schedule_levels)} student levels "
+                        f"{model.schedule_levels}; give --student-sigma again")
+    model = kept_teacher_levels(model, cfg.teacher_levels, start)
     dm_levels(Schedule(model.schedule, base), cfg.dm_sigma_min)  # a --dm-sigma-min above the levels: one line
     image = len(model.shape) == 3
     d_features = cfg.d_features or "own"

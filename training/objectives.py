@@ -342,9 +342,11 @@ class Distill(Objective):
     """A few-step student from a diffusion teacher: distribution matching (DMD) plus a GAN (DMD2).
 
     The student G has K levels, evenly spaced levels of the teacher's chain up to the level of noise
-    `student_sigma` (ModelConfig.schedule_steps, schedule_top), so level k of K sees the time input
-    the teacher sees at the level it stands for, and it starts as the teacher's denoiser there;
-    sampling starts from pure noise at level K all the same (SiD's generator at sigma_init).
+    `student_sigma` (ModelConfig.schedule_steps, schedule_top), or one at each of K sigmas
+    (schedule_levels), so level k of K sees the time input the teacher sees at the level it stands
+    for, and it starts as the teacher's denoiser there; sampling starts from pure noise at level K all
+    the same (SiD's generator at sigma_init). The lowest `frozen_levels` levels may stay the
+    teacher's denoiser (Model.frozen, a copy of the teacher's network): only the levels above train.
     A step trains G at one of its levels on its own samples ("backward simulation": the input at
     level k is drawn by running the current student from noise down through the levels above k,
     as `hybrid sample` does), so training sees what sampling will feed it, which noised real data

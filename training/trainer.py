@@ -626,6 +626,8 @@ def _resumed_config(state: Mapping[str, Any], changes: Mapping[str, Any], path: 
         cfg = cfg.replace(d_pair="x_prev")
     if cfg.objective == "distill" and cfg.d_features is None:  # written before --d-features: D was its own network
         cfg = cfg.replace(d_features="own")
+    if cfg.objective == "distill" and cfg.teacher_levels is None:  # written before --teacher-levels: none were kept
+        cfg = cfg.replace(teacher_levels=0)
     differing = [k for k, v in changes.items() if k not in RESUMABLE and getattr(cfg, k) != v and v is not None]
     differing += [k for k, v in (model_changes or {}).items()
                   if cfg.model and with_model_overrides(cfg.model, **{k: v}) != cfg.model]
