@@ -228,7 +228,8 @@ def summary_section(runs: list[Run]) -> list[Block]:
 
 CONFIG_ROWS = ("objective", "data", "resolution", "kimg", "minutes", "batch", "lr_g", "lr_d", "denoise_weight",
                "r1_gamma", "d_pair", "ema_kimg", "seed", "device", "precision",
-               "dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")  # rows no run has are left out
+               "dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise",
+               "teacher", "fake_updates", "gan_weight", "student_sigma", "teacher_levels")  # rows no run has are left out
 MODEL_ROWS = ("steps", "schedule", "prediction", "sampler")
 
 

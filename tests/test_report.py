@@ -70,6 +70,17 @@ def make_run(root: Path, name: str, objective: str, swd: list[float], full: bool
     return run
 
 
+def test_the_configuration_shows_a_students_distill_options(tmp_path):
+    a = make_run(tmp_path, "hybrid", "hybrid", [0.5, 0.2, 0.3], full=False)
+    b = make_run(tmp_path, "student", "distill", [0.9, 0.8, 0.7], full=False)
+    config = json.loads((b / "config.json").read_text())
+    config |= {"teacher": "teacher.pt", "student_sigma": [1.0, 0.08], "teacher_levels": 1}
+    (b / "config.json").write_text(json.dumps(config))
+    md = write_report([a, b], tmp_path / "out").markdown.read_text()
+    assert "| teacher | – | teacher.pt |" in md and "| student_sigma | – | [1.0, 0.08] |" in md
+    assert "| teacher_levels | – | 1 |" in md and "| gan_weight |" not in md  # rows no run has are left out
+
+
 def test_report_of_two_runs(tmp_path):
     a = make_run(tmp_path, "hybrid", "hybrid", [0.5, 0.2, 0.3])
     b = make_run(tmp_path, "ddpm", "ddpm", [0.9, 0.8, 0.7])
