@@ -237,10 +237,6 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
               help="distill: the student's lowest N levels stay the teacher's denoiser (a frozen copy saved with the "
                    "student) and only the levels above train; e.g. --steps 2 --student-sigma 1.0,0.08 --teacher-levels 1: "
                    "a one-step student whose samples the teacher finishes at sigma 0.08 (NFE 2). [default: 0]")
-@click.option("--finish-weight", type=FiniteFloatRange(min=0), default=None, metavar="W",
-              help="distill, with --teacher-levels: adds W times the MSE between the student's samples and what its "
-                   "lowest kept teacher level makes of them, so that fewer NFE gain what the finishing step does. "
-                   "[default: 0]")
 @click.option("--dm-loss", type=click.Choice(["dmd", "sid"]), default=None,
               help="distill: the distribution-matching loss. dmd: DMD's gradient (fake - real) on the student's "
                    "samples; sid: SiD's loss, its gradient also taken through the teacher and the fake denoiser "
@@ -415,8 +411,7 @@ DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
 
 
 DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "gan_sigma", "student_sigma", "dm_loss", "regress_weight",
-                   "regress_pairs", "d_features", "dm_sigma_min", "teacher_levels",
-                   "finish_weight")
+                   "regress_pairs", "d_features", "dm_sigma_min", "teacher_levels")
 DIFFUSION_GAN_OPTIONS = ("dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")
 
 

@@ -39,7 +39,6 @@ class TrainConfig:
     gan_sigma: float | None = None  # distill: the highest noise level (EDM sigma) at which D judges samples (default 0:
     # clean; None in a run recorded before the option: every level, which its resume keeps)
     regress_weight: float | None = None  # distill: weight of the regression onto the teacher's ODE samples (None: 0)
-    finish_weight: float | None = None  # distill: weight of the MSE onto the kept teacher level's finish (None: 0)
     dm_loss: str | None = None  # distill: the distribution-matching loss, "dmd" or "sid" (None: dmd)
     dm_sigma_min: float | None = None  # distill: the lowest noise level (EDM sigma) of the distribution-matching
     # gradient (0: the teacher's first level; None, kept as None: 2% of its chain, DMD2's)
@@ -373,7 +372,7 @@ def check_distill(cfg: TrainConfig) -> None:
             raise UserError(f"{name} {value!r}: expected a whole number >= {least} (--{name.replace('_', '-')})")
     if cfg.regress_pairs is not None and cfg.regress_pairs > REGRESS_PAIRS_MAX:
         raise UserError(f"regress_pairs {cfg.regress_pairs}: at most {REGRESS_PAIRS_MAX:,} (--regress-pairs)")
-    for name in ("gan_weight", "regress_weight", "gan_sigma", "dm_sigma_min", "finish_weight"):
+    for name in ("gan_weight", "regress_weight", "gan_sigma", "dm_sigma_min"):
         value = getattr(cfg, name)
         if value is not None and not is_nonnegative_number(value):
             raise UserError(f"{name} {value!r}: expected a finite number >= 0 (--{name.replace('_', '-')})")
@@ -448,9 +447,6 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig, start: ModelConfig | N
         raise UserError(f"--steps {model.steps}: the config lists {len(model.schedule_levels)} student levels "
                         f"{model.schedule_levels}; give --student-sigma again")
     model = kept_teacher_levels(model, cfg.teacher_levels, start)
-    if cfg.finish_weight and not model.frozen_levels:
-        raise UserError(f"--finish-weight {cfg.finish_weight:g}: teaches the student what its kept teacher level makes "
-                        "of its samples; keep one with --teacher-levels")
     dm_levels(Schedule(model.schedule, base), cfg.dm_sigma_min)  # a --dm-sigma-min above the levels: one line
     image = len(model.shape) == 3
     d_features = cfg.d_features or "own"
@@ -476,7 +472,6 @@ def resolve_distill(cfg: TrainConfig, model: ModelConfig, start: ModelConfig | N
         gan_weight=cfg.gan_weight if cfg.gan_weight is not None else default_gan_weight(image, d_features),
         gan_sigma=cfg.gan_sigma if cfg.gan_sigma is not None else GAN_SIGMA,
         regress_weight=cfg.regress_weight if cfg.regress_weight is not None else 0.0,
-        finish_weight=cfg.finish_weight if cfg.finish_weight is not None else 0.0,
         regress_pairs=cfg.regress_pairs or REGRESS_PAIRS,
         dm_loss=cfg.dm_loss if cfg.dm_loss is not None else "dmd",
     )

@@ -310,7 +310,6 @@ class DistillBatch:
     x0_pred: Tensor | None = None  # the student's sample at `level` (with its graph when G is due)
     y: Tensor | None = None  # [B] long: the class of each real sample, which the student's sample takes too (None: off)
     pair_index: Tensor | None = None  # [B] long: the regression pairs of this step (None: no regression)
-    n_finish: Tensor | None = None  # noise of the finishing loss (None: no finishing loss)
 
 
 @dataclass
@@ -366,7 +365,7 @@ class Distill(Objective):
     def __init__(self, model: Model, stats: Stats, teacher: Teacher, fake_updates: int = 5, gan_weight: float = 0.0,
                  r1_gamma: float = 0.0, r1_every: int = 16, regress_weight: float = 0.0,
                  regress_pairs: int = REGRESS_PAIRS, gan_sigma: float | None = None, dm_loss: str = "dmd",
-                 d_features: str = "own", dm_sigma_min: float | None = None, finish_weight: float = 0.0) -> None:
+                 d_features: str = "own", dm_sigma_min: float | None = None) -> None:
         super().__init__(model, stats, r1_gamma=r1_gamma, r1_every=r1_every)
         self.teacher, self.fake_updates, self.gan_weight = teacher, fake_updates, gan_weight
         check_dm_loss(dm_loss)  # a resumed run's config.json is not checked by check_distill
@@ -374,7 +373,6 @@ class Distill(Objective):
         self.gan_top = gan_top(teacher.model.schedule, gan_sigma)
         self.dm_levels = dm_levels(teacher.model.schedule, dm_sigma_min)
         self.regress_weight, self.regress_pairs = regress_weight, regress_pairs
-        self.finish_weight = finish_weight
         self.pairs: RegressionPairs | None = None  # made by the teacher at the first student update (timed with the run)
         device = next(model.G.parameters()).device
         teacher.model.to(device)
@@ -418,7 +416,7 @@ class Distill(Objective):
                    r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every, regress_weight=cfg.regress_weight or 0.0,
                    regress_pairs=cfg.regress_pairs or REGRESS_PAIRS, gan_sigma=cfg.gan_sigma,
                    dm_loss=cfg.dm_loss if cfg.dm_loss is not None else "dmd", d_features=cfg.d_features or "own",
-                   dm_sigma_min=cfg.dm_sigma_min, finish_weight=cfg.finish_weight or 0.0)
+                   dm_sigma_min=cfg.dm_sigma_min)
 
     @property
     def networks(self) -> dict[str, torch.nn.Module]:
@@ -450,9 +448,8 @@ class Distill(Objective):
         t_d, n_real, n_gen = levels(0, self.gan_top), randn(), randn()
         # Drawn only with the regression on, so that runs without it keep their random stream.
         pair_index = torch.randint(0, self.regress_pairs, (B,), generator=gen, device=dev) if self.regress_weight else None
-        n_finish = randn() if self.finish_weight else None  # likewise
         return DistillBatch(x0=x0, level=level, chain=chain, t_dm=t_dm, n_dm=n_dm, t_fake=t_fake, n_fake=n_fake,
-                            t_d=t_d, n_real=n_real, n_gen=n_gen, y=y, pair_index=pair_index, n_finish=n_finish)
+                            t_d=t_d, n_real=n_real, n_gen=n_gen, y=y, pair_index=pair_index)
 
     def begin(self, batch: DistillBatch, due: tuple[Phase, ...] | None = None) -> None:  # type: ignore[override]
         x = self._student_input(batch)
@@ -480,8 +477,6 @@ class Distill(Objective):
             loss = self._dm_loss(batch)
             if self.regress_weight:
                 loss = loss + self.regress_weight * self._regress_loss(batch)
-            if self.finish_weight:
-                loss = loss + self.finish_weight * self._finish_loss(batch)
             if self.gan_weight:
                 adv = F.softplus(-self._d(batch.x0_pred, batch.t_d, batch.n_gen, batch.y)).mean()
                 self.stats.report("Loss/G/adv", adv)
@@ -548,22 +543,6 @@ class Distill(Objective):
         x0 = self.model.predict_x0(self.model.G, noise, top, None, y).float()
         per_sample = (x0 - target).square().flatten(1).mean(1)
         self.stats.report("Loss/G/regress", per_sample)
-        return per_sample.mean()
-
-    def _finish_loss(self, batch: DistillBatch) -> Tensor:
-        """The MSE between the student's samples and what its lowest kept teacher level makes of them
-        (noised to that level, the teacher's x0 estimate, detached): the finishing step of NFE K
-        taught to the level being trained."""
-        teacher, model = self.teacher.model, self.model
-        x0 = batch.x0_pred
-        t = torch.full((len(x0),), model.cfg.schedule_levels[0], dtype=torch.long, device=x0.device)
-        with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):  # fp32, as in _dm_loss
-            target = teacher.predict_x0(self.teacher.net, teacher.schedule.q_sample(x0.detach(), t, batch.n_finish), t,
-                                        None, batch.y).float()
-        if model.cfg.is_image:
-            target = target.clamp(-1, 1)  # as the sampler's finishing step returns it
-        per_sample = (x0 - target).square().flatten(1).mean(1)
-        self.stats.report("Loss/G/finish", per_sample)
         return per_sample.mean()
 
     @torch.no_grad()
