@@ -55,6 +55,15 @@ def parse_levels(text: str, T: int) -> list[int]:
         raise UserError(f"--levels {text!r}: {e}") from None
 
 
+def numbers(value) -> tuple[float, ...]:
+    """"A,B,..." (or a list, from a config) as floats; () where any part is not a number."""
+    parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    try:
+        return tuple(float(part) for part in parts)
+    except (TypeError, ValueError):
+        return ()
+
+
 class Betas(click.ParamType):
     """Adam's two betas, "B1,B2", each in [0, 1)."""
 
@@ -63,11 +72,7 @@ class Betas(click.ParamType):
     def convert(self, value, param, ctx):
         from hybridgan.training.config import valid_betas
 
-        parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
-        try:
-            betas = tuple(float(part) for part in parts)
-        except (TypeError, ValueError):
-            betas = ()
+        betas = numbers(value)
         if not valid_betas(betas):
             self.fail(f"{value!r}: expected two numbers in [0, 1), e.g. 0.9,0.999", param, ctx)
         return betas
@@ -79,11 +84,7 @@ class Sigmas(click.ParamType):
     name = "sigmas"
 
     def convert(self, value, param, ctx):
-        parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
-        try:
-            sigmas = tuple(float(part) for part in parts)
-        except (TypeError, ValueError):
-            sigmas = ()
+        sigmas = numbers(value)
         if not sigmas or not all(math.isfinite(s) and s > 0 for s in sigmas):
             self.fail(f"{value!r}: expected numbers > 0, e.g. 1.0 or 1.0,0.08", param, ctx)
         return sigmas[0] if len(sigmas) == 1 else sigmas
