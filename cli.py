@@ -56,7 +56,7 @@ def parse_levels(text: str, T: int) -> list[int]:
 
 
 def numbers(value) -> tuple[float, ...]:
-    """"A,B,..." (or a list, from a config) as floats; () where any part is not a number."""
+    """Comma-separated numbers, "A,B,..." (or a list, from a config), as floats; () where any part is not one."""
     parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
     try:
         return tuple(float(part) for part in parts)
