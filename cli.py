@@ -229,10 +229,6 @@ NET_OPTIONS = ("channels", "z_dim", "norm", "act", "dropout", "init", "upsample"
 @click.option("--dm-sigma-min", type=FiniteFloatRange(min=0), default=None, metavar="S",
               help="distill: the lowest noise level (EDM sigma) at which the distribution-matching gradient is taken "
                    "(0: the teacher's first level). [default: 2% of the teacher's chain, DMD2's] E.g. --dm-sigma-min 0")
-@click.option("--dm-spacing", type=click.Choice(["level", "log-sigma"]), default=None,
-              help="distill: how the levels of the distribution-matching gradient and of the fake denoiser's training "
-                   "are drawn. level: evenly over the teacher's levels (DMD2's); log-sigma: evenly in log sigma, "
-                   "which draws the low-noise levels far more often. [default: level]")
 @click.option("--student-sigma", type=Sigmas(), default=None, metavar="S[,S...]",
               help="distill: the teacher's noise level (EDM sigma, sqrt((1 - alpha_bar) / alpha_bar)) that the "
                    "student's top level sits at, its levels evenly spaced below; or one sigma per level, e.g. "
@@ -416,7 +412,7 @@ DISCRIMINATOR_OPTIONS = ("lr_d", "r1_gamma", "d_pair")
 
 
 DISTILL_OPTIONS = ("teacher", "fake_updates", "gan_weight", "gan_sigma", "student_sigma", "dm_loss", "regress_weight",
-                   "regress_pairs", "d_features", "dm_sigma_min", "dm_spacing", "teacher_levels")
+                   "regress_pairs", "d_features", "dm_sigma_min", "teacher_levels")
 DIFFUSION_GAN_OPTIONS = ("dg_target", "dg_t_min", "dg_t_max", "dg_kimg", "dg_noise")
 
 

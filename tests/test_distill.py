@@ -322,43 +322,6 @@ def test_the_distribution_matching_levels_start_at_dm_sigma_min(teacher):
         resolve(cfg.replace(dm_sigma_min=500.0), (2,))
 
 
-
-def test_dm_spacing_log_sigma_draws_the_levels_evenly_in_log_sigma(teacher):
-    """--dm-spacing log-sigma: the DM gradient's levels and the fake denoiser's are drawn so that their sigma is
-    even in log over each range (the DM's from --dm-sigma-min, the fake denoiser's over the whole chain); the
-    default draws evenly in level, with its random stream as before the option."""
-    cfg, inputs = Distill.prepare(distill_config(teacher, dm_sigma_min=0.0), (2,), resumed=False)
-    cfg = resolve(cfg, (2,))
-    alpha_bar = Schedule("linear", 1000).alpha_bar  # the teacher's chain
-
-    def drawn(spacing: str | None) -> tuple[Tensor, Tensor]:
-        objective = Distill.build(Model(cfg.model), Stats(), cfg.replace(dm_spacing=spacing), **inputs)
-        batch = objective.draw(torch.randn(20000, 2), torch.Generator().manual_seed(0))
-        return batch.t_dm, batch.t_fake
-
-    def log_sigma(levels: Tensor) -> Tensor:
-        a = alpha_bar[levels]
-        return 0.5 * ((1 - a) / a).log()
-
-    even_dm, even_fake = drawn(None)
-    gen = torch.Generator().manual_seed(0)
-    K = cfg.model.steps
-    torch.randint(1, K + 1, (1,), generator=gen)  # the student's level, then its chain: drawn first
-    torch.randn((20000, K, 2), generator=gen)
-    assert torch.equal(even_dm, torch.randint(1, 981, (20000,), generator=gen))
-    assert torch.equal(drawn("level")[0], even_dm)
-    for levels, (lo, hi) in zip(drawn("log-sigma"), ((1, 980), (1, 1000))):
-        assert levels.min() == lo and levels.max() == hi
-        ends = log_sigma(torch.tensor([lo, hi]))
-        share = (log_sigma(levels) - ends[0]) / (ends[1] - ends[0])  # even on [0, 1]
-        for q in (0.1, 0.25, 0.5, 0.75, 0.9):
-            assert abs(torch.quantile(share.float(), q).item() - q) < 0.03, q
-    # Far more of the low-noise levels than the even draw: sigma 0.01-0.026 is a tenth of the log range.
-    log_dm = drawn("log-sigma")[0]
-    assert 0.09 < (log_dm <= 5).float().mean() < 0.13 and (even_dm <= 5).float().mean() < 0.01
-    with pytest.raises(UserError, match="dm_spacing 'log'"):
-        check_distill(cfg.replace(dm_spacing="log"))
-
 def test_the_students_phases_follow_the_gan_weight_and_r1(teacher):
     """The student every fake_updates steps and the fake denoiser every step; D and lazy R1 only with a
     GAN term, and no R1 phase at --r1-gamma 0 (test_training: its zero step would still move D)."""
@@ -446,16 +409,14 @@ def test_the_regression_pulls_the_students_one_step_samples_onto_the_teachers_od
     assert with_regression < 0.3 * dm_alone, (with_regression, dm_alone)
 
 
-@pytest.mark.parametrize("regress, dm_loss, teacher_levels, dm_spacing", [
-    (0.0, "dmd", 0, None), (1.0, "dmd", 0, None), (0.0, "sid", 0, None), (0.0, "dmd", 1, None),
-    (0.0, "dmd", 0, "log-sigma")])
+@pytest.mark.parametrize("regress, dm_loss, teacher_levels", [(0.0, "dmd", 0), (1.0, "dmd", 0), (0.0, "sid", 0),
+                                                             (0.0, "dmd", 1)])
 def test_a_resumed_distill_run_matches_an_uninterrupted_one_bitwise(teacher, tmp_path, hybrid, regress, dm_loss,
-                                                                    teacher_levels, dm_spacing):
-    """Also with the regression on: a resumed run makes the same pairs and draws the same ones; with a
-    level kept as the teacher's; and with the levels drawn evenly in log sigma."""
+                                                                    teacher_levels):
+    """Also with the regression on: a resumed run makes the same pairs and draws the same ones; and
+    with a level kept as the teacher's."""
     changes = dict(model_changes={"steps": 2}, quiet=True)
-    extra = dict(regress_weight=regress, regress_pairs=64, dm_loss=dm_loss, teacher_levels=teacher_levels,
-                 dm_spacing=dm_spacing)
+    extra = dict(regress_weight=regress, regress_pairs=64, dm_loss=dm_loss, teacher_levels=teacher_levels)
     whole = train(distill_config(teacher, kimg=2, **extra), run_dir=tmp_path / "whole", **changes)
     part = train(distill_config(teacher, kimg=1, **extra), run_dir=tmp_path / "part", **changes)
     result = hybrid("train", "--run-dir", part, "--resume", "auto", "--kimg", "2", "--quiet")
@@ -653,8 +614,8 @@ def test_distill_options_elsewhere_are_one_line(teacher, tmp_path, hybrid):
     result = hybrid("train", "--objective", "distill", "--teacher", teacher, "--data", "toy:8gaussians",
                     "--regress-pairs", "64", "--run-dir", tmp_path / "run")
     assert_user_error(result, "--regress-pairs", "--regress-weight")
-    for option, value in (("--gan-sigma", "0.5"), ("--dm-sigma-min", "0.5"), ("--dm-spacing", "log-sigma")):
-        result = hybrid("train", "--data", "toy:8gaussians", option, value, "--run-dir", tmp_path / "run")
+    for option in ("--gan-sigma", "--dm-sigma-min"):
+        result = hybrid("train", "--data", "toy:8gaussians", option, "0.5", "--run-dir", tmp_path / "run")
         assert_user_error(result, option, "--objective distill")
     result = hybrid("train", "--objective", "ddpm", "--data", "toy:8gaussians", "--dm-loss", "sid", "--run-dir",
                     tmp_path / "run")

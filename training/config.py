@@ -42,8 +42,6 @@ class TrainConfig:
     dm_loss: str | None = None  # distill: the distribution-matching loss, "dmd" or "sid" (None: dmd)
     dm_sigma_min: float | None = None  # distill: the lowest noise level (EDM sigma) of the distribution-matching
     # gradient (0: the teacher's first level; None, kept as None: 2% of its chain, DMD2's)
-    dm_spacing: str | None = None  # distill: how the DM gradient's and the fake denoiser's levels are drawn, "level"
-    # (evenly in level, DMD2's) or "log-sigma" (evenly in log sigma) (None: level)
     d_features: str | None = None  # distill: what D reads, "own" (its own network on the samples) or "teacher" (heads on
     # the frozen teacher's encoder features) (None: teacher for a hybrid teacher of images, else own)
     regress_pairs: int | None = None  # distill: how many (noise, teacher sample) pairs the regression uses (None: 1024)
@@ -311,7 +309,6 @@ def with_model_overrides(model: ModelConfig, **changes: Any) -> ModelConfig:
 
 
 REGRESS_PAIRS = 1024  # distill: default --regress-pairs
-DM_SPACINGS = ("level", "log-sigma")  # distill --dm-spacing
 DM_LOSSES = ("dmd", "sid")  # distill --dm-loss: DMD's gradient, or SiD's loss taken through both denoisers
 D_FEATURES = ("own", "teacher")  # distill --d-features: D's own network, or heads on the frozen teacher's features
 REGRESS_PAIRS_MAX = 1_000_000
@@ -385,8 +382,6 @@ def check_distill(cfg: TrainConfig) -> None:
                         "(--student-sigma)")
     if cfg.dm_loss is not None:
         check_dm_loss(cfg.dm_loss)
-    if cfg.dm_spacing is not None and cfg.dm_spacing not in DM_SPACINGS:
-        raise UserError(f"dm_spacing {cfg.dm_spacing!r}: expected one of {', '.join(DM_SPACINGS)} (--dm-spacing)")
     if cfg.d_features is not None and cfg.d_features not in D_FEATURES:
         raise UserError(f"d_features {cfg.d_features!r}: expected one of {', '.join(D_FEATURES)} (--d-features)")
 

@@ -329,18 +329,6 @@ REGRESS_DDIM_STEPS = 25  # the teacher's ODE steps per target (cost against qual
 SID_ALPHA = 1.2  # SiD's alpha, the weight of its second term (its choice for CIFAR-10, ImageNet 64 and FFHQ; 1.0 for AFHQ)
 
 
-def log_sigma_weights(schedule: Schedule, lo: int, hi: int) -> Tensor:
-    """[hi - lo + 1] float: the chance of each teacher level lo..hi when sigma is drawn evenly in log between the
-    levels' own sigmas at lo and hi and rounded to the nearest level in log scale (Schedule.level_of_sigma)."""
-    a = schedule.alpha_bar[lo:hi + 1]
-    log_sigma = 0.5 * ((1 - a) / a).log()
-    if len(log_sigma) == 1:
-        return torch.ones(1)
-    mid = (log_sigma[1:] + log_sigma[:-1]) / 2
-    edges = torch.cat([log_sigma[:1], mid, log_sigma[-1:]])
-    return edges.diff().float()
-
-
 def gan_top(schedule: Schedule, sigma: float | None) -> int:
     """The highest teacher level at which distill's D judges samples: that of noise `sigma` (0: none, D
     judges clean samples; None: T - 1, every level but the last, as runs before --gan-sigma had it)."""
@@ -377,18 +365,13 @@ class Distill(Objective):
     def __init__(self, model: Model, stats: Stats, teacher: Teacher, fake_updates: int = 5, gan_weight: float = 0.0,
                  r1_gamma: float = 0.0, r1_every: int = 16, regress_weight: float = 0.0,
                  regress_pairs: int = REGRESS_PAIRS, gan_sigma: float | None = None, dm_loss: str = "dmd",
-                 d_features: str = "own", dm_sigma_min: float | None = None, dm_spacing: str = "level") -> None:
+                 d_features: str = "own", dm_sigma_min: float | None = None) -> None:
         super().__init__(model, stats, r1_gamma=r1_gamma, r1_every=r1_every)
         self.teacher, self.fake_updates, self.gan_weight = teacher, fake_updates, gan_weight
         check_dm_loss(dm_loss)  # a resumed run's config.json is not checked by check_distill
         self.dm_loss = dm_loss
         self.gan_top = gan_top(teacher.model.schedule, gan_sigma)
         self.dm_levels = dm_levels(teacher.model.schedule, dm_sigma_min)
-        # Where the DM gradient and the fake denoiser's training draw their levels: evenly over each range (None), or
-        # a weight per level (log-sigma: the share of log sigma nearest each level).
-        log_sigma = dm_spacing == "log-sigma"
-        self.dm_weights = log_sigma_weights(teacher.model.schedule, *self.dm_levels) if log_sigma else None
-        self.fake_weights = log_sigma_weights(teacher.model.schedule, 1, teacher.model.cfg.steps) if log_sigma else None
         self.regress_weight, self.regress_pairs = regress_weight, regress_pairs
         self.pairs: RegressionPairs | None = None  # made by the teacher at the first student update (timed with the run)
         device = next(model.G.parameters()).device
@@ -433,7 +416,7 @@ class Distill(Objective):
                    r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every, regress_weight=cfg.regress_weight or 0.0,
                    regress_pairs=cfg.regress_pairs or REGRESS_PAIRS, gan_sigma=cfg.gan_sigma,
                    dm_loss=cfg.dm_loss if cfg.dm_loss is not None else "dmd", d_features=cfg.d_features or "own",
-                   dm_sigma_min=cfg.dm_sigma_min, dm_spacing=cfg.dm_spacing or "level")
+                   dm_sigma_min=cfg.dm_sigma_min)
 
     @property
     def networks(self) -> dict[str, torch.nn.Module]:
@@ -451,10 +434,8 @@ class Distill(Objective):
     def draw(self, x0: Tensor, gen: torch.Generator, y: Tensor | None = None) -> DistillBatch:  # type: ignore[override]
         B, K, T, dev = x0.shape[0], self.model.cfg.steps, self.T, x0.device
 
-        def levels(lo: int, hi: int, weights: Tensor | None = None) -> Tensor:
-            if weights is None:
-                return torch.randint(lo, hi + 1, (B,), generator=gen, device=dev)
-            return lo + torch.multinomial(weights.to(dev), B, replacement=True, generator=gen)
+        def levels(lo: int, hi: int) -> Tensor:
+            return torch.randint(lo, hi + 1, (B,), generator=gen, device=dev)
 
         def randn() -> Tensor:
             return torch.randn(x0.shape, generator=gen, device=dev)
@@ -462,8 +443,8 @@ class Distill(Objective):
         # A trained level: above the frozen ones, which stay the teacher's. A sync on a GPU, once per step.
         level = int(torch.randint(self.model.cfg.frozen_levels + 1, K + 1, (1,), generator=gen, device=dev))
         chain = torch.randn((B, K, *x0.shape[1:]), generator=gen, device=dev)
-        t_dm, n_dm = levels(*self.dm_levels, self.dm_weights), randn()
-        t_fake, n_fake = levels(1, T, self.fake_weights), randn()
+        t_dm, n_dm = levels(*self.dm_levels), randn()
+        t_fake, n_fake = levels(1, T), randn()
         t_d, n_real, n_gen = levels(0, self.gan_top), randn(), randn()
         # Drawn only with the regression on, so that runs without it keep their random stream.
         pair_index = torch.randint(0, self.regress_pairs, (B,), generator=gen, device=dev) if self.regress_weight else None
