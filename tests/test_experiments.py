@@ -20,8 +20,10 @@ import pytest
 import torch
 
 import hybridgan
-from hybridgan.hybrid.checkpoint import list_checkpoints
+from conftest import latest_checkpoint, toy_config
+from hybridgan.hybrid.checkpoint import list_checkpoints, load
 from hybridgan.metrics import inception
+from hybridgan.training import train
 from hybridgan.training.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,3 +291,48 @@ def test_distill_grid_draws_a_panel_per_chosen_row(tmp_path):
     with pytest.raises(AssertionError, match="no row"):  # no row of that name: one line, no figure
         script("distill.py", "--grid", str(tmp_path), str(tmp_path / "none.png"), "no such model")
     assert not (tmp_path / "none.png").exists()
+
+
+@pytest.fixture(scope="module")
+def kept_level_student(tmp_path_factory) -> Path:
+    """A toy student of `train --teacher-levels 1` (a few seconds): a short ddpm teacher, then 1 kimg of its student."""
+    runs = tmp_path_factory.mktemp("finish")
+    teacher = runs / "teacher"
+    train(toy_config(objective="ddpm", kimg=2, batch=128), run_dir=teacher, model_changes={"channels": 32}, quiet=True)
+    student = toy_config(objective="distill", teacher=str(latest_checkpoint(teacher)), batch=128, student_sigma=(1.0, 0.08),
+                         teacher_levels=1)
+    train(student, run_dir=runs / "student", model_changes={"steps": 2}, quiet=True)
+    return latest_checkpoint(runs / "student")
+
+
+def finish_rows(*args: str) -> list[dict]:
+    return [json.loads(line) for line in script("finish.py", *args).splitlines() if line.startswith("{")]
+
+
+def test_finish_judges_the_student_finished_at_other_teacher_levels(kept_level_student, hybrid):
+    """Its own kept level gives what `hybrid eval` gives; other levels, and two kept levels, other samples."""
+    own = load(kept_level_student)["config"]["model"]["schedule_levels"][0]  # the teacher's level of sigma 0.08
+    rows = finish_rows(str(kept_level_student), "--kept", str(own), "5", f"3,{own}", "--num", "256")
+    assert [(r["kept"], r["nfe"]) for r in rows] == [([own], 2), ([5], 2), ([3, own], 3)]
+    result = hybrid("eval", kept_level_student, "--nfe", "2", "--num", "256", "--metrics", "swd,modes", "--json")
+    assert result.code == 0, result.err
+    scores = {k: v for group in json.loads(result.out)["results"].values() for k, v in group.items()}
+    assert rows[0]["swd"] == pytest.approx(scores["swd"], rel=1e-5) and rows[0]["modes_covered"] == scores["modes_covered"]
+    assert len({r["swd"] for r in rows}) == 3, rows  # each placement samples differently
+
+
+@pytest.mark.parametrize("kept, says", [("300", "at or above the student's top level"),
+                                        ("21,5", "increasing teacher levels"), ("x", "expected teacher levels")])
+def test_finish_refuses_levels_that_do_not_fit_in_one_line(kept_level_student, kept, says):
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "finish.py"), str(kept_level_student), "--kept",
+                           "21", kept], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr.strip().splitlines()[-1] and "Traceback" not in done.stderr, done.stderr
+
+
+def test_finish_refuses_a_student_without_kept_levels(toy_run):
+    ckpt = latest_checkpoint(toy_run)
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "finish.py"), str(ckpt), "--kept", "1"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 2 and "keeps no teacher level" in done.stderr.strip().splitlines()[-1], done.stderr
