@@ -33,6 +33,7 @@ from hybridgan.hybrid.checkpoint import load, model_from  # noqa: E402
 from hybridgan.hybrid.errors import UserError  # noqa: E402
 from hybridgan.hybrid.images import to_uint8  # noqa: E402
 from hybridgan.hybrid.samplers import SEED_BASE, sample_batched  # noqa: E402
+from hybridgan.hybrid.schedule import base_levels  # noqa: E402
 from hybridgan.metrics.evaluate import HELD_OUT_SEED, EvalConfig, evaluate, tensor_samples  # noqa: E402
 from hybridgan.training.data import load_dataset  # noqa: E402
 
@@ -47,13 +48,22 @@ def parse_kept(text: str) -> tuple[int, ...]:
     return levels
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return int(text)
+
+
 def finished_at(state: dict, kept: tuple[int, ...], path: str):
     """The checkpoint's model with its kept levels moved to teacher levels `kept` (UserError where it has no kept
     level, or where `kept` does not fit below its top level)."""
     cfg = state["config"]["model"]
     if not cfg.get("frozen_levels"):
         raise UserError(f"{path}: keeps no teacher level; give a student of `train --teacher-levels N`")
-    top = cfg["schedule_levels"][-1] if cfg.get("schedule_levels") else cfg["schedule_top"]
+    if cfg.get("classes"):
+        raise UserError(f"{path}: a class-conditional student; finish.py judges unconditional ones")
+    levels = cfg.get("schedule_levels") or base_levels(cfg["steps"], cfg["schedule_steps"], cfg.get("schedule_top"))
+    top = levels[-1]
     trained = cfg["steps"] - cfg["frozen_levels"]
     if trained != 1:
         raise UserError(f"{path}: trains {trained} levels; finish.py moves the kept levels below a one-level student")
@@ -72,9 +82,10 @@ def judge(x: torch.Tensor, ref, ref_name: str, span: tuple[torch.Tensor, torch.T
         return dict(evaluate(tensor_samples(x, "samples"), ref, ref_name, EvalConfig(progress=False), cpu, **quiet).values)
     uint8 = to_uint8(x)
     images = tensor_samples(uint8, "samples")
-    scores = dict(evaluate(images, ref, ref_name, EvalConfig(metrics=("fid", "kid", "classes"), progress=False), cpu,
-                           **quiet).values)
-    if ref.labels is not None:
+    labelled = ref.labels is not None
+    metrics = ("fid", "kid", "classes") if labelled else ("fid", "kid")
+    scores = dict(evaluate(images, ref, ref_name, EvalConfig(metrics=metrics, progress=False), cpu, **quiet).values)
+    if labelled:
         scores["classifier fid"] = evaluate(images, ref, ref_name, EvalConfig(metrics=("fid",), extractor="classifier",
                                                                                progress=False), cpu, **quiet).values["fid"]
     if span is not None:
@@ -88,7 +99,8 @@ def main() -> None:
     p.add_argument("checkpoint", help="a student of `train --teacher-levels N` with one trained level")
     p.add_argument("--kept", nargs="+", type=parse_kept, required=True, metavar="L[,L...]",
                    help="teacher levels of the kept levels, one variant each (e.g. 21 10 5,21)")
-    p.add_argument("--num", type=int, default=1000, help="samples per variant, seeds 1000000.. [default: 1000]")
+    p.add_argument("--num", type=positive, default=1000, metavar="N", help="samples per variant, seeds 1000000.. "
+                   "[default: 1000]")
     p.add_argument("--out", type=Path, help="also append one JSON line per variant here")
     args = p.parse_args()
     if not Path(args.checkpoint).is_file():
@@ -99,20 +111,26 @@ def main() -> None:
         data = state["config"]["data"]
         image = models[0].cfg.is_image
         ref = load_dataset(data, models[0].cfg.shape[-1] if image else None, HELD_OUT_SEED)  # as `hybrid eval` loads it
-    except UserError as e:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+    except (UserError, OSError) as e:
         p.error(str(e))  # one line, exit status 2
     span = data_span(flat(ref), 1e-5) if data == "digits" else None  # the upscaled digits' span
     seeds = list(range(SEED_BASE, SEED_BASE + args.num))
     rows = []
     for kept, model in zip(args.kept, models):
         x = sample_batched(model, seeds, steps=model.cfg.steps, sampler="gan")
-        scores = judge(x, ref, data, span)
-        rows.append({"kept": list(kept), "nfe": model.cfg.steps, **scores})
+        try:
+            scores = judge(x, ref, data, span)
+        except UserError as e:  # e.g. no Inception weights offline
+            p.error(str(e))
+        rows.append({"kept": list(kept), "nfe": model.cfg.steps, "num": args.num, **scores})
         print(json.dumps(rows[-1]), flush=True)
         if args.out:
             with open(args.out, "a") as f:
                 f.write(json.dumps({"checkpoint": args.checkpoint, **rows[-1]}) + "\n")
-    keys = [k for k in rows[0] if k not in ("kept", "nfe") and not k.endswith("_std")]
+    constant = ("kept", "nfe", "num", "class_knn_accuracy", "class_cnn_accuracy")  # the judges' own accuracy
+    keys = [k for k in rows[0] if k not in constant and not k.endswith("_std")]
     print("\n| kept teacher levels | NFE | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 2) + "|")
     for row in rows:

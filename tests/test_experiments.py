@@ -1,5 +1,6 @@
 """The experiment scripts end to end: a tiny equal-kimg experiment on a toy, then its summary;
-the per-level diagnostic (levels.py) and the span projection (span.py).
+the per-level diagnostic (levels.py), the span projection (span.py) and a student finished at other
+teacher levels (finish.py).
 
 experiments/equal_time.py trains every (variant, seed), measures each final checkpoint with
 `hybrid bench`, and keeps what exists when run again; experiments/summarize.py turns the
@@ -22,6 +23,7 @@ import torch
 import hybridgan
 from conftest import latest_checkpoint, toy_config
 from hybridgan.hybrid.checkpoint import list_checkpoints, load
+from hybridgan.hybrid.schedule import Schedule
 from hybridgan.metrics import inception
 from hybridgan.training import train
 from hybridgan.training.data import load_dataset
@@ -309,12 +311,42 @@ def finish_rows(*args: str) -> list[dict]:
     return [json.loads(line) for line in script("finish.py", *args).splitlines() if line.startswith("{")]
 
 
-def test_finish_judges_the_student_finished_at_other_teacher_levels(kept_level_student, hybrid):
+def refused(*args: str) -> subprocess.CompletedProcess:
+    """experiments/finish.py with `args`, expected to stop with exit 2 and one line naming the problem."""
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "finish.py"), *args], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def test_finish_moves_the_kept_levels_and_keeps_every_weight(kept_level_student):
+    """The re-placed student: the kept levels at the teacher levels asked for (their noise and time input the
+    teacher's there), the trained top level and every weight as they were."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finish", REPO / "experiments" / "finish.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    state = load(kept_level_student)
+    own = module.finished_at(state, tuple(state["config"]["model"]["schedule_levels"][:1]), "ckpt")
+    moved = module.finished_at(state, (3, 5), "ckpt")
+    teacher = Schedule("linear", 1000)  # the toy teacher's chain
+    assert (moved.cfg.steps, moved.cfg.frozen_levels, moved.cfg.schedule_levels) == (3, 2, (3, 5, 259))
+    torch.testing.assert_close(moved.schedule.alpha_bar[1:], teacher.alpha_bar[[3, 5, 259]])
+    torch.testing.assert_close(moved.schedule.time_input(torch.arange(1, 4)), torch.tensor([0.003, 0.005, 0.259]))
+    for a, b in ((own.G_ema, moved.G_ema), (own.frozen, moved.frozen)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_finish_judges_the_student_finished_at_other_teacher_levels(kept_level_student, hybrid, tmp_path):
     """Its own kept level gives what `hybrid eval` gives; other levels, and two kept levels, other samples."""
     own = load(kept_level_student)["config"]["model"]["schedule_levels"][0]  # the teacher's level of sigma 0.08
-    rows = finish_rows(str(kept_level_student), "--kept", str(own), "5", f"3,{own}", "--num", "256")
-    assert [(r["kept"], r["nfe"]) for r in rows] == [([own], 2), ([5], 2), ([3, own], 3)]
-    result = hybrid("eval", kept_level_student, "--nfe", "2", "--num", "256", "--metrics", "swd,modes", "--json")
+    out = tmp_path / "new" / "finish.jsonl"  # its folder is made
+    rows = finish_rows(str(kept_level_student), "--kept", str(own), "5", f"3,{own}", "--num", "256", "--out", str(out))
+    assert [(r["kept"], r["nfe"], r["num"]) for r in rows] == [([own], 2, 256), ([5], 2, 256), ([3, own], 3, 256)]
+    assert [json.loads(line)["swd"] for line in out.read_text().splitlines()] == [r["swd"] for r in rows]
+    result = hybrid("eval", kept_level_student, "--nfe", "2", "--num", "256", "--metrics", "swd,modes", "--json",
+                    "--device", "cpu")
     assert result.code == 0, result.err
     scores = {k: v for group in json.loads(result.out)["results"].values() for k, v in group.items()}
     assert rows[0]["swd"] == pytest.approx(scores["swd"], rel=1e-5) and rows[0]["modes_covered"] == scores["modes_covered"]
@@ -324,15 +356,10 @@ def test_finish_judges_the_student_finished_at_other_teacher_levels(kept_level_s
 @pytest.mark.parametrize("kept, says", [("300", "at or above the student's top level"),
                                         ("21,5", "increasing teacher levels"), ("x", "expected teacher levels")])
 def test_finish_refuses_levels_that_do_not_fit_in_one_line(kept_level_student, kept, says):
-    done = subprocess.run([sys.executable, str(REPO / "experiments" / "finish.py"), str(kept_level_student), "--kept",
-                           "21", kept], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-                          timeout=300)
-    assert done.returncode == 2, done.stderr
-    assert says in done.stderr.strip().splitlines()[-1] and "Traceback" not in done.stderr, done.stderr
+    done = refused(str(kept_level_student), "--kept", "21", kept)
+    assert says in done.stderr.strip().splitlines()[-1] and done.stdout == "", done.stderr  # before any sampling
 
 
 def test_finish_refuses_a_student_without_kept_levels(toy_run):
-    ckpt = latest_checkpoint(toy_run)
-    done = subprocess.run([sys.executable, str(REPO / "experiments" / "finish.py"), str(ckpt), "--kept", "1"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
-    assert done.returncode == 2 and "keeps no teacher level" in done.stderr.strip().splitlines()[-1], done.stderr
+    done = refused(str(latest_checkpoint(toy_run)), "--kept", "1")
+    assert "keeps no teacher level" in done.stderr.strip().splitlines()[-1], done.stderr
